@@ -1,0 +1,106 @@
+# Mandate Gateway: one non-recursive Makefile.
+#   make            build/mandate-gateway, build/mandate-wallet, build/mandate-audit, build/libcore.a
+#   make test       install missing Debian packages, build, run every test
+#   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make demo       the whole story end to end
+#   make format / format-check / clean
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := libevent libevent_pthreads openssl jansson sqlite3
+TESTPKGS := cmocka libjwt
+
+OPT     ?= -O2
+SAN     ?=
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FORTIFY_SOURCE=2 \
+           -fstack-protector-strong -fno-strict-aliasing -I. $(SAN)
+LDFLAGS += $(SAN)
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+TEST_CFLAGS = $(shell pkg-config --cflags $(TESTPKGS) 2>/dev/null)
+TEST_LIBS   = $(shell pkg-config --libs $(TESTPKGS) 2>/dev/null)
+
+CORE_SRC    := $(wildcard core/*.c)
+AUDIT_SRC   := $(filter-out audit/main.c,$(wildcard audit/*.c))
+GATEWAY_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+WALLET_SRC  := $(filter-out wallet/main.c,$(wildcard wallet/*.c))
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+EXAMPLE_SRC := $(wildcard examples/*/*.c)
+BENCH_SRC   := $(wildcard bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBCORE    := $(BUILD)/libcore.a
+LIBAUDIT   := $(BUILD)/libaudit.a
+LIBGATEWAY := $(BUILD)/libgateway.a
+LIBWALLET  := $(BUILD)/libwallet.a
+PROGRAMS   := $(BUILD)/mandate-gateway $(BUILD)/mandate-wallet $(BUILD)/mandate-audit
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+EXAMPLES   := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
+BENCHES    := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+ALL_LIBS   := $(LIBGATEWAY) $(LIBWALLET) $(LIBAUDIT) $(LIBCORE)
+
+.PHONY: all deps test unit integration asan demo format format-check clean
+all: $(LIBCORE) $(PROGRAMS) $(EXAMPLES) $(BENCHES)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBCORE): $(call obj,$(CORE_SRC))
+$(LIBAUDIT): $(call obj,$(AUDIT_SRC))
+$(LIBGATEWAY): $(call obj,$(GATEWAY_SRC))
+$(LIBWALLET): $(call obj,$(WALLET_SRC))
+$(ALL_LIBS):
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/mandate-gateway: $(call obj,gateway/main.c) $(LIBGATEWAY) $(LIBAUDIT) $(LIBCORE)
+$(BUILD)/mandate-wallet: $(call obj,wallet/main.c) $(LIBWALLET) $(LIBCORE)
+$(BUILD)/mandate-audit: $(call obj,audit/main.c) $(LIBAUDIT) $(LIBCORE)
+$(PROGRAMS):
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+$(EXAMPLES): $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBCORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+$(BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBCORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/obj/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) $(TEST_LIBS)
+
+deps:
+	@scripts/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BINS)
+	@BUILD=$(BUILD) tests/run.sh
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    all $(patsubst $(BUILD)/%,build/asan/%,$(UNIT_BINS))
+	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) examples/demo.sh
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "format: ok"
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

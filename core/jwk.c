@@ -1,0 +1,417 @@
+/*
+ * jwk: JWK/JWKS parsing and PEM private keys with OpenSSL 3's EVP interface.
+ * It does no signing; jws.c does, with the keys this module hands it.
+ */
+#include "core/jwk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+
+#include "core/b64url.h"
+#include "core/sjson.h"
+
+#define JWKS_MAX_BYTES (256 * 1024)
+#define JWKS_MAX_KEYS  64
+
+const char *jwk_alg_name(enum jwk_alg alg)
+{
+    return alg == JWK_ES256 ? "ES256" : "EdDSA";
+}
+
+int jwk_alg_parse(const char *s, enum jwk_alg *out)
+{
+    if (s && strcmp(s, "ES256") == 0)
+        *out = JWK_ES256;
+    else if (s && strcmp(s, "EdDSA") == 0)
+        *out = JWK_EDDSA;
+    else
+        return -1;
+    return 0;
+}
+
+/* Decode a base64url member that must be exactly n bytes. */
+static int member_bytes(const json_t *obj, const char *key, unsigned char *out, size_t n,
+                        char **err)
+{
+    const char *s = sjson_str(obj, key);
+    if (!s) {
+        *err = xasprintf("%s: missing or not a string", key);
+        return -1;
+    }
+    size_t len = strlen(s);
+    if (len > B64URL_ENC_LEN(n)) {
+        *err = xasprintf("%s: expected %zu bytes of base64url", key, n);
+        return -1;
+    }
+    unsigned char buf[B64URL_DEC_MAX(B64URL_ENC_LEN(64))];
+    long got = b64url_decode(s, len, buf);
+    if (got != (long)n) {
+        *err = xasprintf("%s: expected %zu bytes of base64url", key, n);
+        return -1;
+    }
+    memcpy(out, buf, n);
+    return 0;
+}
+
+static EVP_PKEY *ec_public(const unsigned char *x, const unsigned char *y)
+{
+    unsigned char point[65];
+    point[0] = 0x04;
+    memcpy(point + 1, x, 32);
+    memcpy(point + 33, y, 32);
+    EVP_PKEY *pkey = NULL;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (!bld || !ctx ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)))
+        goto out;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    if (!params || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        goto out;
+    /* fromdata does not promise the point is on the curve; check it. */
+    EVP_PKEY_CTX *check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (!check || EVP_PKEY_public_check(check) <= 0) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+    }
+    EVP_PKEY_CTX_free(check);
+out:
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    return pkey;
+}
+
+static bool ops_allow_verify(const json_t *ops)
+{
+    size_t i;
+    json_t *op;
+    json_array_foreach(ops, i, op)
+    {
+        if (json_is_string(op) && strcmp(json_string_value(op), "verify") == 0)
+            return true;
+    }
+    return false;
+}
+
+int jwk_from_json(const json_t *obj, struct jwk *out, char **err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(obj)) {
+        *err = xstrdup("not an object");
+        return -1;
+    }
+    const char *kty = sjson_str(obj, "kty"), *crv = sjson_str(obj, "crv");
+    const char *kid = sjson_str(obj, "kid"), *alg = sjson_str(obj, "alg");
+    const char *use = sjson_str(obj, "use");
+    if (!kid || !*kid || strlen(kid) > JWK_KID_MAX) {
+        *err = xasprintf("kid: expected a string of 1 to %d characters", JWK_KID_MAX);
+        return -1;
+    }
+    if (json_object_get(obj, "d")) {
+        *err = xstrdup("d: a key set must not contain private keys");
+        return -1;
+    }
+    if (use && strcmp(use, "sig") != 0) {
+        *err = xstrdup("use: expected \"sig\"");
+        return -1;
+    }
+    if (json_object_get(obj, "key_ops") && !ops_allow_verify(json_object_get(obj, "key_ops"))) {
+        *err = xstrdup("key_ops: a signature key must allow \"verify\"");
+        return -1;
+    }
+    if (kty && strcmp(kty, "EC") == 0) {
+        unsigned char x[32], y[32];
+        if (!crv || strcmp(crv, "P-256") != 0) {
+            *err = xstrdup("crv: expected P-256 for kty EC");
+            return -1;
+        }
+        if (member_bytes(obj, "x", x, 32, err) || member_bytes(obj, "y", y, 32, err))
+            return -1;
+        out->alg = JWK_ES256;
+        out->pkey = ec_public(x, y);
+    } else if (kty && strcmp(kty, "OKP") == 0) {
+        unsigned char x[32];
+        if (!crv || strcmp(crv, "Ed25519") != 0) {
+            *err = xstrdup("crv: expected Ed25519 for kty OKP");
+            return -1;
+        }
+        if (member_bytes(obj, "x", x, 32, err))
+            return -1;
+        out->alg = JWK_EDDSA;
+        out->pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, 32);
+    } else {
+        *err = xstrdup("kty: expected EC or OKP");
+        return -1;
+    }
+    if (!out->pkey) {
+        *err = xstrdup("x: not a valid public key");
+        return -1;
+    }
+    if (alg && strcmp(alg, jwk_alg_name(out->alg)) != 0) {
+        *err = xasprintf("alg: expected %s for this key type", jwk_alg_name(out->alg));
+        jwk_clear(out);
+        return -1;
+    }
+    strcpy(out->kid, kid);
+    return 0;
+}
+
+static void put_bn(json_t *obj, const char *key, const EVP_PKEY *pkey, const char *param)
+{
+    BIGNUM *bn = NULL;
+    unsigned char buf[32];
+    if (!EVP_PKEY_get_bn_param(pkey, param, &bn) || BN_bn2binpad(bn, buf, 32) != 32)
+        abort(); /* our own P-256 key always has both coordinates */
+    BN_free(bn);
+    char *enc = b64url_encode_new(buf, 32);
+    sjson_set(obj, key, json_string(enc));
+    free(enc);
+}
+
+json_t *jwk_to_json(const struct jwk *k)
+{
+    json_t *o = json_object();
+    if (k->alg == JWK_ES256) {
+        sjson_set(o, "kty", json_string("EC"));
+        sjson_set(o, "crv", json_string("P-256"));
+        put_bn(o, "x", k->pkey, OSSL_PKEY_PARAM_EC_PUB_X);
+        put_bn(o, "y", k->pkey, OSSL_PKEY_PARAM_EC_PUB_Y);
+    } else {
+        unsigned char raw[32];
+        size_t len = sizeof(raw);
+        if (!EVP_PKEY_get_raw_public_key(k->pkey, raw, &len) || len != 32)
+            abort();
+        char *x = b64url_encode_new(raw, 32);
+        sjson_set(o, "kty", json_string("OKP"));
+        sjson_set(o, "crv", json_string("Ed25519"));
+        sjson_set(o, "x", json_string(x));
+        free(x);
+    }
+    sjson_set(o, "kid", json_string(k->kid));
+    sjson_set(o, "alg", json_string(jwk_alg_name(k->alg)));
+    sjson_set(o, "use", json_string("sig"));
+    return o;
+}
+
+void jwk_clear(struct jwk *k)
+{
+    EVP_PKEY_free(k->pkey);
+    k->pkey = NULL;
+}
+
+struct jwks *jwks_from_json(const json_t *doc, char **err)
+{
+    json_t *keys = json_object_get(doc, "keys");
+    if (!json_is_object(doc) || !json_is_array(keys)) {
+        *err = xstrdup("keys: expected an array of JWKs");
+        return NULL;
+    }
+    if (json_array_size(keys) == 0 || json_array_size(keys) > JWKS_MAX_KEYS) {
+        *err = xasprintf("keys: expected 1 to %d keys", JWKS_MAX_KEYS);
+        return NULL;
+    }
+    struct jwks *set = xcalloc(1, sizeof(*set));
+    set->keys = xcalloc(json_array_size(keys), sizeof(struct jwk));
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        char *why = NULL;
+        if (jwk_from_json(k, &set->keys[set->n], &why) != 0) {
+            *err = xasprintf("keys[%zu].%s", i, why);
+            free(why);
+            goto fail;
+        }
+        if (jwks_find(set, set->keys[set->n].kid)) {
+            *err = xasprintf("keys[%zu].kid: duplicate kid \"%s\"", i, set->keys[set->n].kid);
+            jwk_clear(&set->keys[set->n]);
+            goto fail;
+        }
+        set->n++;
+    }
+    return set;
+fail:
+    jwks_free(set);
+    return NULL;
+}
+
+struct jwks *jwks_load_file(const char *path, char **err)
+{
+    char *why = NULL;
+    json_t *doc = sjson_load_file(path, JWKS_MAX_BYTES, &why);
+    if (!doc) {
+        *err = why;
+        return NULL;
+    }
+    struct jwks *set = jwks_from_json(doc, &why);
+    json_decref(doc);
+    if (!set) {
+        *err = xasprintf("%s: %s", path, why);
+        free(why);
+    }
+    return set;
+}
+
+const struct jwk *jwks_find(const struct jwks *set, const char *kid)
+{
+    for (size_t i = 0; set && i < set->n; i++)
+        if (strcmp(set->keys[i].kid, kid) == 0)
+            return &set->keys[i];
+    return NULL;
+}
+
+json_t *jwks_to_json(const struct jwks *set)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < set->n; i++)
+        sjson_append(arr, jwk_to_json(&set->keys[i]));
+    json_t *doc = json_object();
+    sjson_set(doc, "keys", arr);
+    return doc;
+}
+
+void jwks_free(struct jwks *set)
+{
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        jwk_clear(&set->keys[i]);
+    free(set->keys);
+    free(set);
+}
+
+void keyring_add(struct keyring *kr, const char *issuer, struct jwks *set)
+{
+    kr->v = xrealloc(kr->v, (kr->n + 1) * sizeof(*kr->v));
+    kr->v[kr->n].issuer = xstrdup(issuer);
+    kr->v[kr->n].jwks = set;
+    kr->n++;
+}
+
+const struct jwks *keyring_get(const struct keyring *kr, const char *issuer)
+{
+    for (size_t i = 0; i < kr->n; i++)
+        if (strcmp(kr->v[i].issuer, issuer) == 0)
+            return kr->v[i].jwks;
+    return NULL;
+}
+
+const struct jwk *keyring_find(const struct keyring *kr, const char *issuer, const char *kid)
+{
+    return jwks_find(keyring_get(kr, issuer), kid);
+}
+
+void keyring_clear(struct keyring *kr)
+{
+    for (size_t i = 0; i < kr->n; i++) {
+        free(kr->v[i].issuer);
+        jwks_free(kr->v[i].jwks);
+    }
+    free(kr->v);
+    kr->v = NULL;
+    kr->n = 0;
+}
+
+int jwk_generate(enum jwk_alg alg, const char *kid, struct jwk *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (strlen(kid) == 0 || strlen(kid) > JWK_KID_MAX)
+        return -1;
+    if (alg == JWK_ES256)
+        out->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    else
+        out->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    if (!out->pkey)
+        return -1;
+    out->alg = alg;
+    strcpy(out->kid, kid);
+    return 0;
+}
+
+int jwk_load_private(const char *path, const char *kid, struct jwk *out, char **err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!kid || !*kid || strlen(kid) > JWK_KID_MAX) {
+        *err = xasprintf("%s: kid must be 1 to %d characters", path, JWK_KID_MAX);
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        *err = xasprintf("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!pkey) {
+        *err = xasprintf("%s: not a PKCS#8 PEM private key", path);
+        return -1;
+    }
+    if (EVP_PKEY_is_a(pkey, "ED25519")) {
+        out->alg = JWK_EDDSA;
+    } else if (EVP_PKEY_is_a(pkey, "EC")) {
+        char group[32];
+        if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            NULL) ||
+            strcmp(group, "prime256v1") != 0) {
+            *err = xasprintf("%s: EC key is not on P-256", path);
+            EVP_PKEY_free(pkey);
+            return -1;
+        }
+        out->alg = JWK_ES256;
+    } else {
+        *err = xasprintf("%s: key type is neither P-256 nor Ed25519", path);
+        EVP_PKEY_free(pkey);
+        return -1;
+    }
+    out->pkey = pkey;
+    strcpy(out->kid, kid);
+    return 0;
+}
+
+static int write_pem(const struct jwk *k, const char *path, bool private, char **err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, private ? 0600 : 0644);
+    if (fd < 0) {
+        *err = xasprintf("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        *err = xasprintf("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int ok = private ? PEM_write_PKCS8PrivateKey(f, k->pkey, NULL, NULL, 0, NULL, NULL)
+                     : PEM_write_PUBKEY(f, k->pkey);
+    if (fclose(f) != 0)
+        ok = 0;
+    if (!ok) {
+        *err = xasprintf("%s: could not write the key", path);
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
+int jwk_write_private(const struct jwk *k, const char *path, char **err)
+{
+    return write_pem(k, path, true, err);
+}
+
+int jwk_write_public_pem(const struct jwk *k, const char *path, char **err)
+{
+    return write_pem(k, path, false, err);
+}

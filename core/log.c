@@ -1,0 +1,121 @@
+/*
+ * log: JSON-lines logging and the string builder it (and the access log) use.
+ */
+#include "core/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_min_level = LOG_INFO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    for (size_t i = 0; i < ARRAY_LEN(level_names); i++)
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    return -1;
+}
+
+void sb_putn(struct sb *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->buf = xrealloc(b->buf, b->cap);
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+
+void sb_puts(struct sb *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
+}
+
+void sb_printf(struct sb *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < (int)sizeof(tmp)) {
+        sb_putn(b, tmp, (size_t)(n < 0 ? 0 : n));
+        return;
+    }
+    va_start(ap, fmt);
+    char *s = xvasprintf(fmt, ap);
+    va_end(ap);
+    sb_puts(b, s);
+    free(s);
+}
+
+void sb_json_str(struct sb *b, const char *s)
+{
+    sb_putn(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+            continue;
+        sb_putn(b, run, (size_t)(s - run));
+        char esc[8];
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof(esc), "\\%c", c);
+        else
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+        sb_puts(b, esc);
+        run = s + 1;
+    }
+    sb_putn(b, run, (size_t)(s - run));
+    sb_putn(b, "\"", 1);
+}
+
+void sb_clear(struct sb *b)
+{
+    free(b->buf);
+    b->buf = NULL;
+    b->len = b->cap = 0;
+}
+
+void log_timestamp(char *buf, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+void log_write(enum log_level level, const char *request_id, const char *fmt, ...)
+{
+    if (level < log_min_level)
+        return;
+    char ts[40];
+    log_timestamp(ts, sizeof(ts));
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    struct sb b = {0};
+    sb_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_names[level]);
+    sb_json_str(&b, msg);
+    if (request_id) {
+        sb_puts(&b, ",\"request_id\":");
+        sb_json_str(&b, request_id);
+    }
+    sb_puts(&b, "}\n");
+    ssize_t w = write(STDERR_FILENO, b.buf, b.len);
+    (void)w; /* nothing sensible to do when stderr is gone */
+    free(msg);
+    sb_clear(&b);
+}

@@ -1,0 +1,48 @@
+/*
+ * log: JSON lines on standard error, one object per line, written with a single write() so lines
+ * from different threads never interleave. Strings are escaped (control bytes as \u00XX); a
+ * token is never logged whole (use mandate_ref()). Debug lines cost one comparison when off.
+ */
+#ifndef CORE_LOG_H
+#define CORE_LOG_H
+
+#include <stddef.h>
+
+#include "core/util.h"
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+extern enum log_level log_min_level;
+
+/** Parse "debug", "info", "warn", "error"; -1 for anything else. */
+int log_level_parse(const char *s, enum log_level *out) MUST_CHECK;
+/** Write one line {"ts","level","msg"[, "request_id"]} if level is enabled. */
+void log_write(enum log_level level, const char *request_id, const char *fmt, ...) PRINTF(3, 4);
+
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_min_level <= LOG_DEBUG)                                                            \
+            log_write(LOG_DEBUG, NULL, __VA_ARGS__);                                               \
+    } while (0)
+#define log_info(...)  log_write(LOG_INFO, NULL, __VA_ARGS__)
+#define log_warn(...)  log_write(LOG_WARN, NULL, __VA_ARGS__)
+#define log_error(...) log_write(LOG_ERROR, NULL, __VA_ARGS__)
+
+/**
+ * A growable byte buffer for building lines; sb_json_str appends a quoted, escaped JSON string.
+ * Embedded; clear with sb_clear().
+ */
+struct sb {
+    char *buf;
+    size_t len, cap;
+};
+void sb_putn(struct sb *b, const char *s, size_t n);
+void sb_puts(struct sb *b, const char *s);
+void sb_printf(struct sb *b, const char *fmt, ...) PRINTF(2, 3);
+void sb_json_str(struct sb *b, const char *s);
+void sb_clear(struct sb *b);
+
+/** The time as "2026-11-22T05:39:04.123Z" into buf (at least 32 bytes). */
+void log_timestamp(char *buf, size_t n);
+
+#endif

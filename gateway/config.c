@@ -1,0 +1,283 @@
+/*
+ * config: gateway.json, read with core/cfg's path-naming getters.
+ */
+#include "gateway/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "core/log.h"
+
+static const char *const top_keys[] = {"listen",    "workers",   "database",   "admin",
+                                       "audit",     "limits",    "rate_limit", "issuers",
+                                       "merchants", "log_level", NULL};
+static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
+
+static void load_admin(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"listen", "token_sha256", NULL};
+    json_t *a = cfg_object(c, "", root, "admin", false);
+    if (!a)
+        return;
+    cfg_keys(c, "admin", a, keys);
+    conf->has_admin =
+        cfg_listen(c, "admin", a, "listen", true, &conf->admin_host, &conf->admin_port) == 0;
+    cfg_sha256(c, "admin", a, "token_sha256", conf->admin_token_sha256);
+}
+
+static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"origin", "checkpoint_key", "checkpoint_every", NULL};
+    json_t *a = cfg_object(c, "", root, "audit", true);
+    json_t *empty = json_object();
+    if (!a)
+        a = empty;
+    cfg_keys(c, "audit", a, keys);
+    conf->audit_origin = xstrdup(cfg_string(c, "audit", a, "origin", false, "mandate-gateway"));
+    conf->checkpoint_every = cfg_int(c, "audit", a, "checkpoint_every", false, 1000, 1, 1000000);
+    char *key = cfg_file(c, "audit", a, "checkpoint_key", true);
+    char *err = NULL;
+    if (key && jwk_load_private(key, "checkpoint", &conf->checkpoint_key, &err) != 0) {
+        cfg_error(c, "audit.checkpoint_key", "%s", err);
+        free(err);
+    } else if (key && conf->checkpoint_key.alg != JWK_EDDSA) {
+        cfg_error(c, "audit.checkpoint_key", "%s: expected an Ed25519 key", key);
+    }
+    free(key);
+    json_decref(empty);
+}
+
+static void load_limits(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"max_body_bytes",
+                                       "max_header_bytes",
+                                       "max_mandate_bytes",
+                                       "clock_skew_s",
+                                       "max_ttl_s",
+                                       "upstream_timeout_ms",
+                                       NULL};
+    json_t *empty = json_object();
+    json_t *l = cfg_object(c, "", root, "limits", false);
+    if (!l)
+        l = empty;
+    cfg_keys(c, "limits", l, keys);
+    conf->max_body_bytes = cfg_int(c, "limits", l, "max_body_bytes", false, 1048576, 0, 1 << 30);
+    conf->max_header_bytes =
+        cfg_int(c, "limits", l, "max_header_bytes", false, 16384, 1024, 1 << 20);
+    conf->mandate_limits.max_bytes =
+        (size_t)cfg_int(c, "limits", l, "max_mandate_bytes", false, 8192, 256, 1 << 20);
+    conf->mandate_limits.clock_skew_s = cfg_int(c, "limits", l, "clock_skew_s", false, 5, 0, 300);
+    conf->mandate_limits.max_ttl_s = cfg_int(c, "limits", l, "max_ttl_s", false, 300, 1, 86400);
+    conf->upstream_timeout_ms =
+        cfg_int(c, "limits", l, "upstream_timeout_ms", false, 15000, 1, 3600000);
+    json_t *r = cfg_object(c, "", root, "rate_limit", false);
+    static const char *const rkeys[] = {"per_agent_per_s", "burst", NULL};
+    if (!r)
+        r = empty;
+    cfg_keys(c, "rate_limit", r, rkeys);
+    conf->rate_per_s =
+        (double)cfg_int(c, "rate_limit", r, "per_agent_per_s", false, 100, 1, 1000000);
+    conf->rate_burst = (double)cfg_int(c, "rate_limit", r, "burst", false, 200, 1, 1000000);
+    json_decref(empty);
+}
+
+/* A key set named by `jwks_file` inside obj at path, added to ring under id. */
+static void load_jwks(struct cfg *c, const char *path, const json_t *obj, const char *id,
+                      struct keyring *ring)
+{
+    char *file = cfg_file(c, path, obj, "jwks_file", true);
+    if (!file)
+        return;
+    char *err = NULL;
+    struct jwks *set = jwks_load_file(file, &err);
+    if (!set) {
+        char p[CFG_PATH_MAX];
+        cfg_join(p, path, "jwks_file");
+        cfg_error(c, p, "%s", err);
+        free(err);
+    } else if (id) {
+        keyring_add(ring, id, set);
+    } else {
+        jwks_free(set);
+    }
+    free(file);
+}
+
+static void load_issuers(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"id", "jwks_file", NULL};
+    json_t *arr = cfg_array(c, "", root, "issuers", true);
+    size_t i;
+    json_t *it;
+    json_array_foreach(arr, i, it)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, "issuers", i);
+        if (!json_is_object(it)) {
+            cfg_error(c, p, "expected an object");
+            continue;
+        }
+        cfg_keys(c, p, it, keys);
+        const char *id = cfg_string(c, p, it, "id", true, NULL);
+        if (id && keyring_get(&conf->issuers, id))
+            cfg_error(c, p, "duplicate issuer id \"%s\"", id);
+        load_jwks(c, p, it, id, &conf->issuers);
+    }
+}
+
+static int parse_upstream(const char *s, struct merchant *m)
+{
+    if (strncmp(s, "http://", 7) != 0)
+        return -1;
+    const char *hp = s + 7;
+    size_t n = strlen(hp);
+    if (n && hp[n - 1] == '/')
+        n--;
+    char *tmp = xstrndup(hp, n);
+    int rc = strchr(tmp, '/') ? -1 : hostport_parse(tmp, &m->upstream_host, &m->upstream_port);
+    if (rc == 0)
+        m->upstream_hostport = tmp;
+    else
+        free(tmp);
+    return rc;
+}
+
+static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
+                        const struct merchant *m, struct config *conf)
+{
+    static const char *const keys[] = {"method", "path", "action", "priced", NULL};
+    char rpath[CFG_PATH_MAX];
+    cfg_join(rpath, mpath, "routes");
+    json_t *arr = cfg_array(c, mpath, mobj, "routes", true);
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, rpath, i);
+        if (!json_is_object(r)) {
+            cfg_error(c, p, "expected an object");
+            continue;
+        }
+        cfg_keys(c, p, r, keys);
+        int meth = cfg_enum(c, p, r, "method", true, methods, -1);
+        const char *path = cfg_string(c, p, r, "path", true, NULL);
+        const char *action = cfg_string(c, p, r, "action", true, NULL);
+        bool priced = cfg_bool(c, p, r, "priced", false);
+        if (path && path[0] != '/') {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "path");
+            cfg_error(c, pp, "expected a path beginning with /");
+        } else if (path && strchr(path, '*') &&
+                   (strlen(path) < 2 || strcmp(path + strlen(path) - 2, "/*") != 0 ||
+                    strchr(path, '*') != path + strlen(path) - 1)) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "path");
+            cfg_error(c, pp, "a wildcard is allowed only as a final \"/*\"");
+        }
+        if (meth >= 0 && path && action)
+            route_add(&conf->routes, methods[meth], path, action, priced, m);
+    }
+}
+
+static void load_merchants(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"id", "upstream", "jwks_file", "routes", NULL};
+    json_t *arr = cfg_array(c, "", root, "merchants", true);
+    conf->merchants = xcalloc(json_array_size(arr) + 1, sizeof(struct merchant));
+    size_t i;
+    json_t *it;
+    json_array_foreach(arr, i, it)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, "merchants", i);
+        if (!json_is_object(it)) {
+            cfg_error(c, p, "expected an object");
+            continue;
+        }
+        cfg_keys(c, p, it, keys);
+        struct merchant *m = &conf->merchants[conf->nmerchants++];
+        m->id = xstrdup(cfg_string(c, p, it, "id", true, ""));
+        for (size_t j = 0; j + 1 < conf->nmerchants; j++)
+            if (*m->id && strcmp(conf->merchants[j].id, m->id) == 0)
+                cfg_error(c, p, "duplicate merchant id \"%s\"", m->id);
+        const char *up = cfg_string(c, p, it, "upstream", true, NULL);
+        if (up && parse_upstream(up, m) != 0) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "upstream");
+            cfg_error(c, pp, "expected http://host:port");
+        }
+        if (json_object_get(it, "jwks_file"))
+            load_jwks(c, p, it, m->id, &conf->merchant_keys);
+        load_routes(c, p, it, m, conf);
+    }
+}
+
+static void check_routes(struct cfg *c, const struct config *conf)
+{
+    size_t by;
+    long j = route_unreachable(&conf->routes, &by);
+    if (j >= 0)
+        cfg_error(c, "merchants", "route %s %s can never match: %s %s comes first",
+                  conf->routes.v[j].method, conf->routes.v[j].path, conf->routes.v[by].method,
+                  conf->routes.v[by].path);
+}
+
+struct config *config_load(const char *path, struct cfg *c)
+{
+    if (cfg_open(c, path) != 0)
+        return NULL;
+    struct config *conf = xcalloc(1, sizeof(*conf));
+    const json_t *root = c->root;
+    conf->path = xstrdup(path);
+    char *raw = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    SHA256((unsigned char *)raw, strlen(raw), conf->sha256);
+    free(raw);
+
+    cfg_keys(c, "", root, top_keys);
+    cfg_listen(c, "", root, "listen", true, &conf->listen_host, &conf->listen_port);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    conf->workers = (int)cfg_int(c, "", root, "workers", false, cores > 0 ? cores : 1, 1, 256);
+    char *db = cfg_file(c, "", root, "database", true);
+    conf->database = db;
+    const char *lvl = cfg_string(c, "", root, "log_level", false, NULL);
+    enum log_level level;
+    if (lvl && log_level_parse(lvl, &level) != 0)
+        cfg_error(c, "log_level", "expected one of debug, info, warn, error");
+    load_admin(c, root, conf);
+    load_audit(c, root, conf);
+    load_limits(c, root, conf);
+    load_issuers(c, root, conf);
+    load_merchants(c, root, conf);
+    check_routes(c, conf);
+    if (c->nerrors) {
+        config_free(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+void config_free(struct config *conf)
+{
+    if (!conf)
+        return;
+    free(conf->path);
+    free(conf->listen_host);
+    free(conf->database);
+    free(conf->admin_host);
+    free(conf->audit_origin);
+    jwk_clear(&conf->checkpoint_key);
+    keyring_clear(&conf->issuers);
+    keyring_clear(&conf->merchant_keys);
+    for (size_t i = 0; i < conf->nmerchants; i++) {
+        free(conf->merchants[i].id);
+        free(conf->merchants[i].upstream_host);
+        free(conf->merchants[i].upstream_hostport);
+    }
+    free(conf->merchants);
+    route_clear(&conf->routes);
+    free(conf);
+}

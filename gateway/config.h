@@ -1,0 +1,56 @@
+/*
+ * config: the gateway's configuration (SPEC §2.4), loaded and validated in one pass. Every
+ * error is collected with its JSON path; a configuration with any error is never used. A loaded
+ * configuration is immutable and shared read-only by all workers; SIGHUP swaps in a new one.
+ */
+#ifndef GATEWAY_CONFIG_H
+#define GATEWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/cfg.h"
+#include "core/jwk.h"
+#include "core/mandate.h"
+#include "gateway/route.h"
+
+struct merchant {
+    char *id;
+    char *upstream_host;
+    int upstream_port;
+    char *upstream_hostport; /* "host:port", for Host and Forwarded */
+};
+
+struct config {
+    char *path;
+    unsigned char sha256[32]; /* of the canonical JSON (sorted, compact), for the config entry */
+    char *listen_host;
+    int listen_port;
+    int workers;
+    char *database;
+    bool has_admin;
+    char *admin_host;
+    int admin_port;
+    unsigned char admin_token_sha256[32];
+    char *audit_origin;
+    struct jwk checkpoint_key;
+    int64_t checkpoint_every;
+    int64_t max_body_bytes, max_header_bytes, upstream_timeout_ms;
+    struct mandate_limits mandate_limits;
+    double rate_per_s, rate_burst;
+    struct keyring issuers;
+    struct keyring merchant_keys;
+    struct merchant *merchants;
+    size_t nmerchants;
+    struct route_table routes;
+};
+
+/**
+ * Load and validate path. Returns a new configuration, or NULL with every error in c->errors
+ * (the caller owns c and clears it).
+ */
+struct config *config_load(const char *path, struct cfg *c) MUST_CHECK;
+/** Free a configuration; NULL is a no-op. */
+void config_free(struct config *conf);
+
+#endif

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Install the Debian packages the build and the tests need, but only those missing.
+# Each pkg-config module (or command) maps to the package that provides it.
+set -eu
+missing=""
+need_pc() { pkg-config --exists "$1" 2>/dev/null || missing="$missing $2"; }
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing="$missing $2"; }
+need_py() { /usr/bin/python3 -c "import $1" 2>/dev/null || missing="$missing $2"; }
+
+need_cmd pkg-config pkg-config
+need_cmd cc gcc
+need_pc libevent libevent-dev
+need_pc libevent_pthreads libevent-dev
+need_pc openssl libssl-dev
+need_pc jansson libjansson-dev
+need_pc sqlite3 libsqlite3-dev
+need_pc libjwt libjwt-dev
+need_pc cmocka libcmocka-dev
+need_cmd openssl openssl
+need_cmd curl curl
+need_cmd /usr/bin/python3 python3
+need_py pytest python3-pytest
+need_py jwcrypto python3-jwcrypto
+
+[ -z "$missing" ] && exit 0
+echo "deps: installing missing Debian packages:$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,278 @@
+/*
+ * config: wallet.json, read with core/cfg's path-naming getters.
+ */
+#include "wallet/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const top_keys[] = {"id",         "listen",        "database",  "signing_key",
+                                       "admin",      "default_ttl_s", "max_ttl_s", "merchants",
+                                       "principals", "agents",        "gateways",  NULL};
+
+static void money_member(struct cfg *c, const char *path, const json_t *obj, const char *key,
+                         bool required, bool *has, struct money *out, enum cap_period *period)
+{
+    char p[CFG_PATH_MAX];
+    cfg_join(p, path, key);
+    json_t *v = cfg_object(c, path, obj, key, required);
+    if (!v)
+        return;
+    static const char *const mkeys[] = {"value", "currency", NULL};
+    static const char *const ckeys[] = {"value", "currency", "period", NULL};
+    cfg_keys(c, p, v, period ? ckeys : mkeys);
+    const char *why;
+    if (money_from_json(v, period != NULL, out, &why) != 0) {
+        cfg_error(c, p, "%s", why);
+        return;
+    }
+    if (period) {
+        static const char *const periods[] = {"day", "week", "month", "total", NULL};
+        *period = (enum cap_period)cfg_enum(c, p, v, "period", true, periods, CAP_DAY);
+    }
+    if (has)
+        *has = true;
+}
+
+static void load_key(struct cfg *c, const json_t *root, struct wallet_config *w)
+{
+    static const char *const keys[] = {"kid", "alg", "file", NULL};
+    json_t *k = cfg_object(c, "", root, "signing_key", true);
+    if (!k)
+        return;
+    cfg_keys(c, "signing_key", k, keys);
+    const char *kid = cfg_string(c, "signing_key", k, "kid", true, NULL);
+    static const char *const algs[] = {"ES256", "EdDSA", NULL};
+    int alg = cfg_enum(c, "signing_key", k, "alg", false, algs, 0);
+    char *file = cfg_file(c, "signing_key", k, "file", true);
+    char *err = NULL;
+    if (kid && file) {
+        if (jwk_load_private(file, kid, &w->signing_key, &err) != 0) {
+            cfg_error(c, "signing_key.file", "%s", err);
+            free(err);
+        } else if ((int)w->signing_key.alg != alg) {
+            cfg_error(c, "signing_key.alg", "%s holds an %s key", file,
+                      jwk_alg_name(w->signing_key.alg));
+        } else {
+            w->published = xcalloc(1, sizeof(*w->published));
+            w->published->keys = xcalloc(1, sizeof(struct jwk));
+            w->published->keys[0] = w->signing_key;
+            if (!EVP_PKEY_up_ref(w->signing_key.pkey))
+                abort();
+            w->published->n = 1;
+        }
+    }
+    free(file);
+}
+
+static void load_merchants(struct cfg *c, const json_t *root, struct wallet_config *w)
+{
+    static const char *const keys[] = {"id", "jwks_file", NULL};
+    json_t *arr = cfg_array(c, "", root, "merchants", false);
+    size_t i;
+    json_t *m;
+    json_array_foreach(arr, i, m)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, "merchants", i);
+        cfg_keys(c, p, m, keys);
+        const char *id = cfg_string(c, p, m, "id", true, NULL);
+        char *file = cfg_file(c, p, m, "jwks_file", true);
+        char *err = NULL;
+        struct jwks *set = file ? jwks_load_file(file, &err) : NULL;
+        if (file && !set) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "jwks_file");
+            cfg_error(c, pp, "%s", err);
+            free(err);
+        } else if (set && id) {
+            keyring_add(&w->merchant_keys, id, set);
+        } else {
+            jwks_free(set);
+        }
+        free(file);
+    }
+}
+
+static void load_allow(struct cfg *c, const char *path, const json_t *obj, struct principal *pr)
+{
+    static const char *const keys[] = {"merchant", "actions", NULL};
+    json_t *arr = cfg_array(c, path, obj, "allow", true);
+    char apath[CFG_PATH_MAX];
+    cfg_join(apath, path, "allow");
+    pr->allow = xcalloc(json_array_size(arr) + 1, sizeof(struct allow));
+    size_t i;
+    json_t *a;
+    json_array_foreach(arr, i, a)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, apath, i);
+        cfg_keys(c, p, a, keys);
+        struct allow *al = &pr->allow[pr->nallow++];
+        al->merchant = xstrdup(cfg_string(c, p, a, "merchant", true, ""));
+        json_t *acts = cfg_array(c, p, a, "actions", true);
+        al->actions = xcalloc(json_array_size(acts) + 1, sizeof(char *));
+        size_t j;
+        json_t *s;
+        json_array_foreach(acts, j, s)
+        {
+            if (!json_is_string(s)) {
+                char pp[CFG_PATH_MAX], q[CFG_PATH_MAX];
+                cfg_join(pp, p, "actions");
+                cfg_index(q, pp, j);
+                cfg_error(c, q, "expected a string");
+                continue;
+            }
+            al->actions[al->nactions++] = xstrdup(json_string_value(s));
+        }
+    }
+}
+
+static void load_principals(struct cfg *c, const json_t *root, struct wallet_config *w)
+{
+    static const char *const keys[] = {"id",    "spend_cap", "max_per_payment", "approval_above",
+                                       "allow", NULL};
+    json_t *arr = cfg_array(c, "", root, "principals", true);
+    w->principals = xcalloc(json_array_size(arr) + 1, sizeof(struct principal));
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, "principals", i);
+        cfg_keys(c, p, o, keys);
+        struct principal *pr = &w->principals[w->nprincipals++];
+        pr->id = xstrdup(cfg_string(c, p, o, "id", true, ""));
+        money_member(c, p, o, "spend_cap", true, NULL, &pr->spend_cap, &pr->cap_period);
+        money_member(c, p, o, "max_per_payment", false, &pr->has_max_per_payment,
+                     &pr->max_per_payment, NULL);
+        money_member(c, p, o, "approval_above", false, &pr->has_approval_above, &pr->approval_above,
+                     NULL);
+        load_allow(c, p, o, pr);
+    }
+}
+
+static void load_agents(struct cfg *c, const json_t *root, struct wallet_config *w)
+{
+    static const char *const keys[] = {"id", "principal", "token_sha256", NULL};
+    json_t *arr = cfg_array(c, "", root, "agents", true);
+    w->agents = xcalloc(json_array_size(arr) + 1, sizeof(struct agent));
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, "agents", i);
+        cfg_keys(c, p, o, keys);
+        struct agent *a = &w->agents[w->nagents++];
+        a->id = xstrdup(cfg_string(c, p, o, "id", true, ""));
+        const char *pid = cfg_string(c, p, o, "principal", true, NULL);
+        for (size_t j = 0; pid && j < w->nprincipals; j++)
+            if (strcmp(w->principals[j].id, pid) == 0)
+                a->principal = &w->principals[j];
+        if (pid && !a->principal) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "principal");
+            cfg_error(c, pp, "no principal \"%s\" in principals", pid);
+        }
+        cfg_sha256(c, p, o, "token_sha256", a->token_sha256);
+    }
+}
+
+static void load_gateways(struct cfg *c, const json_t *root, struct wallet_config *w)
+{
+    static const char *const keys[] = {"admin_url", "token_file", NULL};
+    json_t *arr = cfg_array(c, "", root, "gateways", false);
+    w->gateways = xcalloc(json_array_size(arr) + 1, sizeof(struct gateway_target));
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        char p[CFG_PATH_MAX];
+        cfg_index(p, "gateways", i);
+        cfg_keys(c, p, o, keys);
+        struct gateway_target *g = &w->gateways[w->ngateways++];
+        const char *url = cfg_string(c, p, o, "admin_url", true, NULL);
+        if (url && strncmp(url, "http://", 7) != 0) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "admin_url");
+            cfg_error(c, pp, "expected http://host:port");
+        }
+        g->admin_url = xstrdup(url);
+        char *file = cfg_file(c, p, o, "token_file", true);
+        char *err = NULL;
+        size_t len;
+        if (file && !(g->token = file_read(file, 4096, &len, &err))) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, "token_file");
+            cfg_error(c, pp, "%s", err);
+            free(err);
+        }
+        while (g->token && len && (g->token[len - 1] == '\n' || g->token[len - 1] == '\r'))
+            g->token[--len] = '\0';
+        free(file);
+    }
+}
+
+struct wallet_config *wallet_config_load(const char *path, struct cfg *c)
+{
+    if (cfg_open(c, path) != 0)
+        return NULL;
+    struct wallet_config *w = xcalloc(1, sizeof(*w));
+    const json_t *root = c->root;
+    cfg_keys(c, "", root, top_keys);
+    w->id = xstrdup(cfg_string(c, "", root, "id", true, ""));
+    cfg_listen(c, "", root, "listen", true, &w->listen_host, &w->listen_port);
+    w->database = cfg_file(c, "", root, "database", true);
+    load_key(c, root, w);
+    json_t *admin = cfg_object(c, "", root, "admin", true);
+    if (admin) {
+        static const char *const akeys[] = {"token_sha256", NULL};
+        cfg_keys(c, "admin", admin, akeys);
+        cfg_sha256(c, "admin", admin, "token_sha256", w->admin_token_sha256);
+    }
+    w->max_ttl_s = cfg_int(c, "", root, "max_ttl_s", false, 300, 1, 86400);
+    w->default_ttl_s = cfg_int(c, "", root, "default_ttl_s", false, 60, 1, w->max_ttl_s);
+    load_merchants(c, root, w);
+    load_principals(c, root, w);
+    load_agents(c, root, w);
+    load_gateways(c, root, w);
+    if (c->nerrors) {
+        wallet_config_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void wallet_config_free(struct wallet_config *w)
+{
+    if (!w)
+        return;
+    free(w->id);
+    free(w->listen_host);
+    free(w->database);
+    jwk_clear(&w->signing_key);
+    jwks_free(w->published);
+    keyring_clear(&w->merchant_keys);
+    for (size_t i = 0; i < w->nprincipals; i++) {
+        struct principal *pr = &w->principals[i];
+        for (size_t j = 0; j < pr->nallow; j++) {
+            for (size_t k = 0; k < pr->allow[j].nactions; k++)
+                free(pr->allow[j].actions[k]);
+            free(pr->allow[j].actions);
+            free(pr->allow[j].merchant);
+        }
+        free(pr->allow);
+        free(pr->id);
+    }
+    free(w->principals);
+    for (size_t i = 0; i < w->nagents; i++)
+        free(w->agents[i].id);
+    free(w->agents);
+    for (size_t i = 0; i < w->ngateways; i++) {
+        free(w->gateways[i].admin_url);
+        free(w->gateways[i].token);
+    }
+    free(w->gateways);
+    free(w);
+}
