@@ -233,6 +233,7 @@ struct config *config_load(const char *path, struct cfg *c)
     struct config *conf = xcalloc(1, sizeof(*conf));
     const json_t *root = c->root;
     conf->path = xstrdup(path);
+    atomic_init(&conf->refs, 1);
     char *raw = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
     SHA256((unsigned char *)raw, strlen(raw), conf->sha256);
     free(raw);
@@ -244,9 +245,10 @@ struct config *config_load(const char *path, struct cfg *c)
     char *db = cfg_file(c, "", root, "database", true);
     conf->database = db;
     const char *lvl = cfg_string(c, "", root, "log_level", false, NULL);
-    enum log_level level;
+    enum log_level level = LOG_INFO;
     if (lvl && log_level_parse(lvl, &level) != 0)
         cfg_error(c, "log_level", "expected one of debug, info, warn, error");
+    conf->log_level = (int)level;
     load_admin(c, root, conf);
     load_audit(c, root, conf);
     load_limits(c, root, conf);
@@ -280,4 +282,16 @@ void config_free(struct config *conf)
     free(conf->merchants);
     route_clear(&conf->routes);
     free(conf);
+}
+
+struct config *config_ref(struct config *conf)
+{
+    atomic_fetch_add(&conf->refs, 1);
+    return conf;
+}
+
+void config_unref(struct config *conf)
+{
+    if (conf && atomic_fetch_sub(&conf->refs, 1) == 1)
+        config_free(conf);
 }

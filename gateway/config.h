@@ -6,6 +6,7 @@
 #ifndef GATEWAY_CONFIG_H
 #define GATEWAY_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -22,12 +23,14 @@ struct merchant {
 };
 
 struct config {
+    _Atomic int refs; /* held by the server and by every request begun under it */
     char *path;
     unsigned char sha256[32]; /* of the canonical JSON (sorted, compact), for the config entry */
     char *listen_host;
     int listen_port;
     int workers;
     char *database;
+    int log_level; /* enum log_level */
     bool has_admin;
     char *admin_host;
     int admin_port;
@@ -52,5 +55,9 @@ struct config {
 struct config *config_load(const char *path, struct cfg *c) MUST_CHECK;
 /** Free a configuration; NULL is a no-op. */
 void config_free(struct config *conf);
+/** Take a reference (any thread). */
+struct config *config_ref(struct config *conf);
+/** Drop a reference; the last one frees. NULL is a no-op. */
+void config_unref(struct config *conf);
 
 #endif

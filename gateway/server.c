@@ -1,13 +1,185 @@
 /*
- * server: not serving yet; the proxy lands with the gateway issue.
+ * server: start-up (state from the database, writer, workers, admin), signals and shutdown.
  */
 #include "gateway/server.h"
 
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "audit/store.h"
 #include "core/log.h"
+#include "core/sjson.h"
+#include "gateway/admin.h"
+#include "gateway/worker.h"
+
+struct config *server_config(struct server *s)
+{
+    pthread_mutex_lock(&s->conf_mu);
+    struct config *c = config_ref(s->conf);
+    pthread_mutex_unlock(&s->conf_mu);
+    return c;
+}
+
+static void load_jti(void *arg, const char *iss, const char *jti, int64_t exp, int64_t used)
+{
+    state_load_jti(arg, iss, jti, exp, used);
+}
+
+static void load_revocation(void *arg, const char *kind, const char *value, int64_t ts_ms)
+{
+    (void)ts_ms;
+    enum revoke_kind k;
+    if (revoke_kind_parse(kind, &k) == 0)
+        state_revoke(arg, k, value);
+}
+
+/* Open the database, rebuild the in-memory state and start the writer. */
+static int open_store(struct server *s, const struct config *conf)
+{
+    char *err = NULL;
+    struct store *st = store_open(conf->database, true, &err);
+    struct merkle_frontier tree;
+    unsigned char last[32];
+    if (!st || store_tail(st, &tree, last, &err) != 0 ||
+        store_each_jti(st, now_s() - conf->mandate_limits.clock_skew_s, load_jti, s->state) != 0 ||
+        store_each_revocation(st, load_revocation, s->state) != 0) {
+        log_error("database: %s", err ? err : "cannot read state");
+        free(err);
+        store_close(st);
+        return -1;
+    }
+    log_info("database %s: %llu entries", conf->database, (unsigned long long)tree.size);
+    s->writer = writer_start(st, &tree, last, &conf->checkpoint_key, conf->audit_origin,
+                             conf->checkpoint_every);
+    if (!s->writer) {
+        store_close(st);
+        return -1;
+    }
+    return 0;
+}
+
+static void submit_config_entry(struct server *s, const struct config *conf)
+{
+    char sha[65];
+    hex_encode(conf->sha256, 32, sha);
+    json_t *e = json_pack("{sI ss ss ss}", "ts_ms", (json_int_t)now_ms(), "kind", "config",
+                          "request_id", "", "config_sha256", sha);
+    writer_submit(s->writer, writer_item_new(e));
+}
+
+static void on_sighup(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *s = arg;
+    struct config *old = server_config(s);
+    struct cfg c;
+    struct config *conf = config_load(old->path, &c);
+    for (size_t i = 0; i < c.nerrors; i++)
+        log_error("reload: %s", c.errors[i]);
+    cfg_clear(&c);
+    if (!conf) {
+        log_error("reload failed: keeping the running configuration");
+        config_unref(old);
+        return;
+    }
+    if (strcmp(conf->listen_host, old->listen_host) || conf->listen_port != old->listen_port ||
+        strcmp(conf->database, old->database))
+        log_warn("reload: listen and database changes take effect at the next restart");
+    state_set_rate(s->state, conf->rate_per_s, conf->rate_burst);
+    pthread_mutex_lock(&s->conf_mu);
+    struct config *prev = s->conf;
+    s->conf = conf;
+    atomic_fetch_add(&s->conf_gen, 1);
+    pthread_mutex_unlock(&s->conf_mu);
+    config_unref(prev);
+    submit_config_entry(s, conf);
+    log_info("reloaded %s", conf->path);
+    config_unref(old);
+}
+
+static void on_sigterm(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *s = arg;
+    log_info("draining: no new connections, finishing requests in flight");
+    atomic_store(&s->draining, true);
+    event_base_loopexit(s->base, NULL);
+}
 
 int server_run(struct config *conf)
 {
-    log_error("serving is not implemented yet; use --check-config");
-    config_free(conf);
-    return 2;
+    int rc = 2;
+    signal(SIGPIPE, SIG_IGN);
+    log_min_level = conf->log_level;
+    if (evthread_use_pthreads() != 0)
+        abort();
+    struct server *s = xcalloc(1, sizeof(*s));
+    pthread_mutex_init(&s->conf_mu, NULL);
+    s->conf = conf;
+    metrics_init(&s->metrics);
+    s->state = state_new(conf->rate_per_s, conf->rate_burst);
+    s->base = event_base_new();
+    struct admin *admin = NULL;
+    struct event *hup = evsignal_new(s->base, SIGHUP, on_sighup, s);
+    struct event *term = evsignal_new(s->base, SIGTERM, on_sigterm, s);
+    struct event *intr = evsignal_new(s->base, SIGINT, on_sigterm, s);
+    event_add(hup, NULL);
+    event_add(term, NULL);
+    event_add(intr, NULL);
+    if (open_store(s, conf) != 0)
+        goto out;
+    submit_config_entry(s, conf);
+
+    char *err = NULL;
+    if (conf->has_admin && !(admin = admin_start(s, conf, &err))) {
+        log_error("%s", err);
+        free(err);
+        goto out;
+    }
+    s->workers = xcalloc((size_t)conf->workers, sizeof(*s->workers));
+    for (int i = 0; i < conf->workers; i++) {
+        s->workers[i] = worker_new(s, i, &err);
+        if (!s->workers[i]) {
+            log_error("%s", err);
+            free(err);
+            goto out;
+        }
+        s->nworkers++;
+    }
+    for (int i = 0; i < s->nworkers; i++)
+        if (worker_start(s->workers[i]) != 0) {
+            log_error("cannot start worker threads");
+            goto out;
+        }
+    log_info("listening on %s:%d with %d workers", conf->listen_host, conf->listen_port,
+             s->nworkers);
+    event_base_dispatch(s->base);
+    rc = 0;
+
+out:
+    for (int i = 0; i < s->nworkers; i++)
+        worker_stop(s->workers[i]);
+    for (int i = 0; i < s->nworkers; i++)
+        worker_join_free(s->workers[i]);
+    if (s->writer)
+        writer_stop(s->writer); /* commits what is queued and signs a final checkpoint */
+    admin_free(admin);
+    free(s->workers);
+    event_free(hup);
+    event_free(term);
+    event_free(intr);
+    event_base_free(s->base);
+    state_free(s->state);
+    config_unref(s->conf);
+    pthread_mutex_destroy(&s->conf_mu);
+    free(s);
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
 }

@@ -103,3 +103,120 @@ def procs():
     yield started
     for p in reversed(started):
         p.stop(signal.SIGKILL)
+
+
+# --- a gateway in front of the stub upstream, with a wallet key to mint mandates ---------------
+
+from jwcrypto import jwk as _jwk, jws as _jws  # noqa: E402
+import base64  # noqa: E402
+import http.client  # noqa: E402
+import secrets  # noqa: E402
+import sys  # noqa: E402
+
+ADMIN_TOKEN = "admin-token-for-tests"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class Gateway:
+    """Keys, configuration, the stub upstream and the gateway, all under one temporary dir."""
+
+    def __init__(self, d, procs, **limits):
+        self.d = d
+        self.procs = procs
+        self.port, self.admin_port, self.up_port = free_port(), free_port(), free_port()
+        self.record = os.path.join(d, "upstream.jsonl")
+        open(self.record, "w").close()
+        keygen(d, "wallet-1", kid="w1")
+        keygen(d, "checkpoint", "EdDSA", kid="cp")
+        with open(os.path.join(d, "wallet-1.pem"), "rb") as f:
+            self.key = _jwk.JWK.from_pem(f.read())
+        self.conf = {
+            "listen": f"127.0.0.1:{self.port}", "workers": 2, "database": "gateway.db",
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}",
+                      "token_sha256": sha256_hex(ADMIN_TOKEN)},
+            "audit": {"origin": "test.example/audit", "checkpoint_key": "checkpoint.pem",
+                      "checkpoint_every": 100},
+            "limits": {"max_body_bytes": 4096, "max_header_bytes": 4096,
+                       "upstream_timeout_ms": 1500, **limits},
+            "rate_limit": {"per_agent_per_s": 1000, "burst": 1000},
+            "issuers": [{"id": "wallet-1", "jwks_file": "wallet-1.jwks.json"}],
+            "merchants": [{"id": "lux-hotels", "upstream": f"http://127.0.0.1:{self.up_port}",
+                           "routes": [
+                               {"method": "GET", "path": "/lux/search", "action": "search"},
+                               {"method": "POST", "path": "/lux/quote", "action": "quote_room"},
+                               {"method": "POST", "path": "/lux/book", "action": "book_room",
+                                "priced": True},
+                               {"method": "GET", "path": "/lux/bookings/*",
+                                "action": "get_booking"},
+                               {"method": "GET", "path": "/slow/*", "action": "search"},
+                               {"method": "GET", "path": "/big/*", "action": "search"},
+                               {"method": "GET", "path": "/status/*", "action": "search"},
+                           ]}],
+        }
+        self.config_path = os.path.join(d, "gateway.json")
+        write_json(self.config_path, self.conf)
+        self.upstream = None
+        self.gw = None
+
+    def start_upstream(self):
+        self.upstream = Proc([sys.executable, os.path.join(HERE, "stub_upstream.py"),
+                              str(self.up_port), self.record], os.path.join(self.d, "up.log"))
+        self.procs.append(self.upstream)
+        wait_port(self.up_port, self.upstream.p)
+
+    def start(self, upstream=True):
+        if upstream and self.upstream is None:
+            self.start_upstream()
+        self.gw = Proc([binary("mandate-gateway"), "--config", self.config_path],
+                       os.path.join(self.d, "gateway.log"))
+        self.procs.append(self.gw)
+        wait_port(self.port, self.gw.p)
+        wait_port(self.admin_port, self.gw.p)
+        return self
+
+    def mint(self, typ="intent-mandate+jwt", key=None, kid="w1", alg="ES256", **claims):
+        now = int(time.time())
+        c = {"iss": "wallet-1", "sub": "alice", "act": {"sub": "agent-planner"},
+             "aud": "lux-hotels", "action": "search", "iat": now, "exp": now + 60,
+             "jti": "t-" + secrets.token_hex(12)}
+        c.update(claims)
+        c = {k: v for k, v in c.items() if v is not None}
+        t = _jws.JWS(json.dumps(c).encode())
+        t.add_signature(key or self.key, alg,
+                        protected=json.dumps({"alg": alg, "kid": kid, "typ": typ}))
+        return t.serialize(compact=True)
+
+    def request(self, method, path, token=None, headers=None, body=None, port=None, timeout=10):
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Mandate " + token
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        try:
+            js = json.loads(data)
+        except ValueError:
+            js = None
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), js, data
+
+    def admin(self, method, path, body=None, token=ADMIN_TOKEN):
+        h = {"Authorization": "Bearer " + token} if token else {}
+        if body is not None:
+            body = json.dumps(body)
+            h["Content-Type"] = "application/json"
+        return self.request(method, path, headers=h, body=body, port=self.admin_port)
+
+    def received(self):
+        with open(self.record) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture
+def gateway(tmp_path, procs):
+    return Gateway(str(tmp_path), procs)

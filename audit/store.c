@@ -1,0 +1,240 @@
+/*
+ * store: schema, prepared statements and reads of the audit/state database.
+ */
+#include "audit/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=FULL;"
+    "CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL,"
+    " leaf BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS mandates(sha256 TEXT PRIMARY KEY, jws TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS used_jtis(iss TEXT NOT NULL, jti TEXT NOT NULL,"
+    " exp INTEGER NOT NULL, used INTEGER NOT NULL, PRIMARY KEY(iss, jti));"
+    "CREATE TABLE IF NOT EXISTS revocations(kind TEXT NOT NULL, value TEXT NOT NULL,"
+    " ts_ms INTEGER NOT NULL, PRIMARY KEY(kind, value));"
+    "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);";
+
+static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
+{
+    return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) == SQLITE_OK
+               ? 0
+               : -1;
+}
+
+struct store *store_open(const char *path, bool create, char **err)
+{
+    struct store *st = xcalloc(1, sizeof(*st));
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
+        *err = xasprintf("%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+        *err = xasprintf("%s: %s", path, msg ? msg : "schema failed");
+        sqlite3_free(msg);
+        goto fail;
+    }
+    if (prepare(st, "INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)", &st->ins_entry) ||
+        prepare(st, "INSERT OR IGNORE INTO mandates(sha256, jws) VALUES(?,?)", &st->ins_mandate) ||
+        prepare(st,
+                "INSERT INTO used_jtis(iss, jti, exp, used) VALUES(?,?,?,?) "
+                "ON CONFLICT(iss, jti) DO UPDATE SET used = excluded.used",
+                &st->put_jti) ||
+        prepare(st, "INSERT OR IGNORE INTO revocations(kind, value, ts_ms) VALUES(?,?,?)",
+                &st->ins_revocation) ||
+        prepare(st, "INSERT OR REPLACE INTO checkpoints(size, note) VALUES(?,?)",
+                &st->ins_checkpoint)) {
+        *err = xasprintf("%s: %s", path, sqlite3_errmsg(st->db));
+        goto fail;
+    }
+    return st;
+fail:
+    store_close(st);
+    return NULL;
+}
+
+void store_close(struct store *st)
+{
+    if (!st)
+        return;
+    sqlite3_finalize(st->ins_entry);
+    sqlite3_finalize(st->ins_mandate);
+    sqlite3_finalize(st->put_jti);
+    sqlite3_finalize(st->ins_revocation);
+    sqlite3_finalize(st->ins_checkpoint);
+    sqlite3_close(st->db);
+    free(st);
+}
+
+static int exec(struct store *st, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        log_error("sqlite: %s: %s", sql, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int store_begin(struct store *st)
+{
+    return exec(st, "BEGIN IMMEDIATE");
+}
+
+int store_commit(struct store *st)
+{
+    return exec(st, "COMMIT");
+}
+
+void store_rollback(struct store *st)
+{
+    if (!sqlite3_get_autocommit(st->db))
+        (void)exec(st, "ROLLBACK");
+}
+
+/* Step a bound statement to completion and reset it. */
+static int step(struct store *st, sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE) {
+        log_error("sqlite: %s", sqlite3_errmsg(st->db));
+        return -1;
+    }
+    return 0;
+}
+
+int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len,
+                 const unsigned char leaf[32])
+{
+    sqlite3_bind_int64(st->ins_entry, 1, (sqlite3_int64)seq);
+    sqlite3_bind_blob(st->ins_entry, 2, bytes, (int)len, SQLITE_STATIC);
+    sqlite3_bind_blob(st->ins_entry, 3, leaf, 32, SQLITE_STATIC);
+    return step(st, st->ins_entry);
+}
+
+int store_put_mandate(struct store *st, const char *sha_hex, const char *jws)
+{
+    sqlite3_bind_text(st->ins_mandate, 1, sha_hex, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->ins_mandate, 2, jws, -1, SQLITE_STATIC);
+    return step(st, st->ins_mandate);
+}
+
+int store_put_jti(struct store *st, const char *iss, const char *jti, int64_t exp, int64_t used)
+{
+    sqlite3_bind_text(st->put_jti, 1, iss, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->put_jti, 2, jti, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st->put_jti, 3, exp);
+    sqlite3_bind_int64(st->put_jti, 4, used);
+    return step(st, st->put_jti);
+}
+
+int store_prune_jtis(struct store *st, int64_t before)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "DELETE FROM used_jtis WHERE exp < %lld", (long long)before);
+    return exec(st, sql);
+}
+
+int store_put_revocation(struct store *st, const char *kind, const char *value, int64_t ts_ms)
+{
+    sqlite3_bind_text(st->ins_revocation, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->ins_revocation, 2, value, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st->ins_revocation, 3, ts_ms);
+    return step(st, st->ins_revocation);
+}
+
+int store_put_checkpoint(struct store *st, uint64_t size, const char *note)
+{
+    sqlite3_bind_int64(st->ins_checkpoint, 1, (sqlite3_int64)size);
+    sqlite3_bind_text(st->ins_checkpoint, 2, note, -1, SQLITE_STATIC);
+    return step(st, st->ins_checkpoint);
+}
+
+int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32], char **err)
+{
+    sqlite3_stmt *s;
+    memset(f, 0, sizeof(*f));
+    memset(last_leaf, 0, 32);
+    if (sqlite3_prepare_v2(st->db, "SELECT seq, leaf FROM entries ORDER BY seq", -1, &s, NULL) !=
+        SQLITE_OK) {
+        *err = xstrdup(sqlite3_errmsg(st->db));
+        return -1;
+    }
+    int rc = 0, r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if ((uint64_t)sqlite3_column_int64(s, 0) != f->size || sqlite3_column_bytes(s, 1) != 32) {
+            *err = xasprintf("entry %llu: sequence gap or bad leaf; run mandate-audit verify",
+                             (unsigned long long)f->size);
+            rc = -1;
+            break;
+        }
+        memcpy(last_leaf, sqlite3_column_blob(s, 1), 32);
+        merkle_append(f, last_leaf);
+    }
+    if (rc == 0 && r != SQLITE_DONE) {
+        *err = xstrdup(sqlite3_errmsg(st->db));
+        rc = -1;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+char *store_last_checkpoint(struct store *st)
+{
+    sqlite3_stmt *s;
+    char *note = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1", -1,
+                           &s, NULL) != SQLITE_OK)
+        return NULL;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        note = xstrdup((const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    return note;
+}
+
+int store_each_jti(struct store *st, int64_t since,
+                   void (*fn)(void *arg, const char *iss, const char *jti, int64_t exp,
+                              int64_t used),
+                   void *arg)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT iss, jti, exp, used FROM used_jtis WHERE exp >= ?", -1,
+                           &s, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(s, 1, since);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+           sqlite3_column_int64(s, 2), sqlite3_column_int64(s, 3));
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+int store_each_revocation(struct store *st,
+                          void (*fn)(void *arg, const char *kind, const char *value, int64_t ts_ms),
+                          void *arg)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT kind, value, ts_ms FROM revocations ORDER BY ts_ms", -1,
+                           &s, NULL) != SQLITE_OK)
+        return -1;
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+           sqlite3_column_int64(s, 2));
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : -1;
+}

@@ -1,0 +1,66 @@
+/*
+ * store: the SQLite database that holds the audit log and the gateway's state (used jtis,
+ * revocations), so that a decision and its entry commit in one transaction (SPEC §4). WAL with
+ * synchronous=FULL: a commit that returned is on disk. Only one thread uses a store at a time
+ * (the writer thread while serving; main at start-up; mandate-audit offline).
+ */
+#ifndef AUDIT_STORE_H
+#define AUDIT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "audit/merkle.h"
+#include "core/util.h"
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint;
+};
+
+/** Open (creating when create) the database at path; NULL with *err (caller frees). */
+struct store *store_open(const char *path, bool create, char **err) MUST_CHECK;
+/** Close; NULL is a no-op. */
+void store_close(struct store *st);
+
+/** BEGIN IMMEDIATE / COMMIT / ROLLBACK: 0 or -1. */
+int store_begin(struct store *st) MUST_CHECK;
+int store_commit(struct store *st) MUST_CHECK;
+void store_rollback(struct store *st);
+
+/** Insert entry seq with its bytes and leaf hash. */
+int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len,
+                 const unsigned char leaf[32]) MUST_CHECK;
+/** Store a mandate's JWS text under its hex SHA-256 (once). */
+int store_put_mandate(struct store *st, const char *sha_hex, const char *jws) MUST_CHECK;
+/** Record that (iss, jti), valid until exp, has been used `used` times. */
+int store_put_jti(struct store *st, const char *iss, const char *jti, int64_t exp,
+                  int64_t used) MUST_CHECK;
+/** Delete used jtis that expired before `before`. */
+int store_prune_jtis(struct store *st, int64_t before) MUST_CHECK;
+/** Record a revocation (kind is "jti", "agent", "principal" or "kid"). */
+int store_put_revocation(struct store *st, const char *kind, const char *value,
+                         int64_t ts_ms) MUST_CHECK;
+/** Store a signed checkpoint note for tree size. */
+int store_put_checkpoint(struct store *st, uint64_t size, const char *note) MUST_CHECK;
+
+/** Rebuild the Merkle frontier and last leaf from the stored leaves; 0 or -1 (gap in seq). */
+int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32],
+               char **err) MUST_CHECK;
+/** The newest checkpoint note (caller frees), or NULL. */
+char *store_last_checkpoint(struct store *st);
+
+/** Call fn for every used jti with exp >= since. */
+int store_each_jti(struct store *st, int64_t since,
+                   void (*fn)(void *arg, const char *iss, const char *jti, int64_t exp,
+                              int64_t used),
+                   void *arg) MUST_CHECK;
+/** Call fn for every revocation. */
+int store_each_revocation(struct store *st,
+                          void (*fn)(void *arg, const char *kind, const char *value, int64_t ts_ms),
+                          void *arg) MUST_CHECK;
+
+#endif

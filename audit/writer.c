@@ -1,0 +1,315 @@
+/*
+ * writer: group commit of audit entries and state changes, and checkpoints.
+ */
+#include "audit/writer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit/checkpoint.h"
+#include "audit/entry.h"
+#include "core/log.h"
+#include "core/sjson.h"
+
+#define CHECKPOINT_INTERVAL_MS 2000
+#define PRUNE_INTERVAL_MS      60000
+
+static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+
+struct writer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct writer_item *head, *tail;
+    bool stopping;
+    struct store *st;
+    struct merkle_frontier tree;
+    unsigned char last_leaf[32];
+    const struct jwk *key;
+    const char *origin;
+    int64_t every;
+    uint64_t checkpoint_size;
+    int64_t checkpoint_ms, prune_ms;
+    char *checkpoint; /* newest note; guarded by mu */
+    struct writer_stats stats;
+};
+
+struct writer_item *writer_item_new(json_t *entry)
+{
+    struct writer_item *it = xcalloc(1, sizeof(*it));
+    it->entry = entry;
+    return it;
+}
+
+void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned char sha[32])
+{
+    int i = it->jws[0] ? 1 : 0;
+    it->jws[i] = xstrdup(jws);
+    hex_encode(sha, 32, it->jws_sha[i]);
+}
+
+void writer_item_free(struct writer_item *it)
+{
+    if (!it)
+        return;
+    json_decref(it->entry);
+    free(it->jws[0]);
+    free(it->jws[1]);
+    free(it);
+}
+
+void writer_mailbox_init(struct writer_mailbox *mb, struct event_base *base, event_callback_fn cb,
+                         void *arg)
+{
+    pthread_mutex_init(&mb->mu, NULL);
+    mb->head = mb->tail = NULL;
+    mb->ev = event_new(base, -1, 0, cb, arg);
+}
+
+void writer_mailbox_drain(struct writer_mailbox *mb)
+{
+    pthread_mutex_lock(&mb->mu);
+    struct writer_item *it = mb->head;
+    mb->head = mb->tail = NULL;
+    pthread_mutex_unlock(&mb->mu);
+    while (it) {
+        struct writer_item *next = it->next;
+        it->done(it);
+        it = next;
+    }
+}
+
+void writer_mailbox_clear(struct writer_mailbox *mb)
+{
+    event_free(mb->ev);
+    pthread_mutex_destroy(&mb->mu);
+}
+
+void writer_submit(struct writer *w, struct writer_item *it)
+{
+    it->next = NULL;
+    pthread_mutex_lock(&w->mu);
+    if (w->tail)
+        w->tail->next = it;
+    else
+        w->head = it;
+    w->tail = it;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Append one item's entry and state change inside the open transaction. */
+static int append(struct writer *w, struct writer_item *it)
+{
+    char prev[65];
+    hex_encode(w->last_leaf, 32, prev);
+    sjson_set(it->entry, "v", json_integer(1));
+    sjson_set(it->entry, "seq", json_integer((json_int_t)w->tree.size));
+    sjson_set(it->entry, "prev", json_string(prev));
+    size_t len;
+    const char *why;
+    char *bytes = entry_encode(it->entry, &len, &why);
+    if (!bytes) {
+        log_error("audit entry refused: %s", why);
+        return -1;
+    }
+    merkle_leaf_hash((unsigned char *)bytes, len, it->leaf);
+    int rc = store_append(w->st, w->tree.size, bytes, len, it->leaf);
+    free(bytes);
+    for (int i = 0; rc == 0 && i < 2 && it->jws[i]; i++)
+        rc = store_put_mandate(w->st, it->jws_sha[i], it->jws[i]);
+    if (rc == 0 && it->op == WOP_JTI)
+        rc = store_put_jti(w->st, it->op_a, it->op_b, it->op_exp, it->op_used);
+    else if (rc == 0 && it->op == WOP_REVOKE)
+        rc = store_put_revocation(w->st, it->op_a, it->op_b, now_ms());
+    if (rc != 0)
+        return -1;
+    it->seq = w->tree.size;
+    memcpy(w->last_leaf, it->leaf, 32);
+    merkle_append(&w->tree, it->leaf);
+    return 0;
+}
+
+/* Sign a checkpoint of the current tree and store it in the open transaction. */
+static int checkpoint(struct writer *w, char **note)
+{
+    unsigned char root[32];
+    merkle_root(&w->tree, root);
+    *note = checkpoint_sign(w->key, w->origin, w->tree.size, root);
+    if (!*note || store_put_checkpoint(w->st, w->tree.size, *note) != 0) {
+        free(*note);
+        *note = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void publish_checkpoint(struct writer *w, char *note)
+{
+    if (!note)
+        return;
+    pthread_mutex_lock(&w->mu);
+    free(w->checkpoint);
+    w->checkpoint = note;
+    pthread_mutex_unlock(&w->mu);
+    w->checkpoint_size = w->tree.size;
+    w->checkpoint_ms = now_ms();
+}
+
+static void deliver(struct writer_item *batch, bool ok)
+{
+    struct writer_mailbox *woken[64];
+    size_t nwoken = 0;
+    while (batch) {
+        struct writer_item *it = batch;
+        batch = it->next;
+        it->ok = ok;
+        it->next = NULL;
+        if (!it->mb) {
+            writer_item_free(it);
+            continue;
+        }
+        pthread_mutex_lock(&it->mb->mu);
+        if (it->mb->tail)
+            it->mb->tail->next = it;
+        else
+            it->mb->head = it;
+        it->mb->tail = it;
+        pthread_mutex_unlock(&it->mb->mu);
+        size_t i = 0;
+        while (i < nwoken && woken[i] != it->mb)
+            i++;
+        if (i == nwoken && nwoken < 64)
+            woken[nwoken++] = it->mb;
+        else if (i == nwoken)
+            event_active(it->mb->ev, 0, 0);
+    }
+    for (size_t i = 0; i < nwoken; i++)
+        event_active(woken[i]->ev, 0, 0);
+}
+
+/* One transaction: every queued item, plus a checkpoint when one is due. */
+static void commit_batch(struct writer *w, struct writer_item *batch, bool final)
+{
+    int64_t t0 = mono_us();
+    struct merkle_frontier saved = w->tree;
+    unsigned char saved_leaf[32];
+    memcpy(saved_leaf, w->last_leaf, 32);
+    size_t n = 0;
+    int rc = store_begin(w->st);
+    for (struct writer_item *it = batch; rc == 0 && it; it = it->next, n++)
+        rc = append(w, it);
+    int64_t ms = now_ms();
+    char *note = NULL;
+    bool due = w->tree.size > w->checkpoint_size &&
+               (final || w->tree.size - w->checkpoint_size >= (uint64_t)w->every ||
+                ms - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS);
+    if (rc == 0 && due)
+        rc = checkpoint(w, &note);
+    if (rc == 0 && ms - w->prune_ms >= PRUNE_INTERVAL_MS) {
+        /* Used jtis only matter until their mandate expires (plus generous skew). */
+        rc = store_prune_jtis(w->st, ms / 1000 - 3600);
+        w->prune_ms = ms;
+    }
+    if (rc == 0)
+        rc = store_commit(w->st);
+    if (rc != 0) {
+        store_rollback(w->st);
+        w->tree = saved;
+        memcpy(w->last_leaf, saved_leaf, 32);
+        free(note);
+        note = NULL;
+        atomic_fetch_add(&w->stats.failures, 1);
+        log_error("audit commit failed: %zu entries refused", n);
+    } else {
+        publish_checkpoint(w, note);
+        atomic_fetch_add(&w->stats.entries, n);
+        atomic_fetch_add(&w->stats.batches, 1);
+        if (n) {
+            hist_observe(&w->stats.batch_size, n);
+            hist_observe(&w->stats.commit_us, (uint64_t)(mono_us() - t0));
+        }
+    }
+    deliver(batch, rc == 0);
+}
+
+static void *run(void *arg)
+{
+    struct writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&w->cond, &w->mu, &ts);
+            if (!w->head && w->tree.size > w->checkpoint_size &&
+                now_ms() - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS)
+                break;
+        }
+        struct writer_item *batch = w->head;
+        bool stop = w->stopping;
+        w->head = w->tail = NULL;
+        pthread_mutex_unlock(&w->mu);
+        commit_batch(w, batch, stop);
+        pthread_mutex_lock(&w->mu);
+        if (stop && !w->head)
+            break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
+                            const unsigned char last_leaf[32], const struct jwk *key,
+                            const char *origin, int64_t every)
+{
+    struct writer *w = xcalloc(1, sizeof(*w));
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->st = st;
+    w->tree = *f;
+    memcpy(w->last_leaf, last_leaf, 32);
+    w->key = key;
+    w->origin = origin;
+    w->every = every;
+    w->checkpoint = store_last_checkpoint(st);
+    w->checkpoint_size = w->tree.size; /* a restart re-signs only when new entries arrive */
+    w->checkpoint_ms = now_ms();
+    hist_init(&w->stats.batch_size, batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));
+    hist_init(&w->stats.commit_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
+    if (pthread_create(&w->thread, NULL, run, w) != 0) {
+        free(w->checkpoint);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void writer_stop(struct writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->stopping = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    store_close(w->st);
+    free(w->checkpoint);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
+char *writer_checkpoint(struct writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    char *s = xstrdup(w->checkpoint);
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}
+
+struct writer_stats *writer_stats(struct writer *w)
+{
+    return &w->stats;
+}

@@ -1,0 +1,179 @@
+/*
+ * admin: health, metrics, revocations and checkpoints over HTTP.
+ */
+#include "gateway/admin.h"
+
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/sha.h>
+
+#include "core/log.h"
+#include "core/sjson.h"
+
+#define ADMIN_MAX_BODY 4096
+
+struct admin {
+    struct server *srv;
+    struct evhttp *http;
+    struct writer_mailbox mb;
+};
+
+static void reply(struct evhttp_request *req, int status, const char *type, const char *body)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, body, strlen(body));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+    evhttp_send_reply(req, status, NULL, b);
+    evbuffer_free(b);
+}
+
+static void reply_json(struct evhttp_request *req, int status, json_t *v)
+{
+    char *s = sjson_dump(v);
+    json_decref(v);
+    reply(req, status, "application/json", s);
+    free(s);
+}
+
+static void reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
+{
+    reply_json(req, status, json_pack("{ss ss}", "error", code, "message", msg));
+}
+
+static bool authorized(struct admin *a, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return false;
+    unsigned char got[32];
+    SHA256((const unsigned char *)h + 7, strlen(h + 7), got);
+    struct config *conf = server_config(a->srv);
+    bool ok = ct_equal(got, conf->admin_token_sha256, 32);
+    config_unref(conf);
+    return ok;
+}
+
+static void on_revocation_durable(struct writer_item *it)
+{
+    struct evhttp_request *req = it->arg;
+    if (it->ok)
+        reply_json(req, 201, json_pack("{ss}", "status", "revoked"));
+    else
+        reply_error(req, 503, "unavailable", "the revocation is in effect but not yet durable");
+    writer_item_free(it);
+}
+
+static void post_revocation(struct admin *a, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char *err = NULL;
+    json_t *body =
+        len <= ADMIN_MAX_BODY ? sjson_parse((char *)evbuffer_pullup(in, -1), len, &err) : NULL;
+    free(err);
+    enum revoke_kind kind;
+    const char *key =
+        body && json_object_size(body) == 1 ? json_object_iter_key(json_object_iter(body)) : NULL;
+    json_t *value = key ? json_object_get(body, key) : NULL;
+    if (!key || revoke_kind_parse(key, &kind) != 0 || !json_is_string(value) ||
+        json_string_length(value) == 0 || json_string_length(value) > MANDATE_ID_MAX) {
+        json_decref(body);
+        reply_error(req, 400, "bad_request",
+                    "expected {\"jti\"|\"agent\"|\"principal\"|\"kid\": \"<id>\"}");
+        return;
+    }
+    const char *v = json_string_value(value);
+    /* In effect for the next request at once; the answer waits until it is durable. */
+    state_revoke(a->srv->state, kind, v);
+    log_info("revoked %s %s", key, v);
+    json_t *e = json_pack("{sI ss ss s{ss}}", "ts_ms", (json_int_t)now_ms(), "kind", "revocation",
+                          "request_id", "", "revoke", key, v);
+    struct writer_item *it = writer_item_new(e);
+    it->op = WOP_REVOKE;
+    snprintf(it->op_a, sizeof(it->op_a), "%s", key);
+    snprintf(it->op_b, sizeof(it->op_b), "%s", v);
+    it->mb = &a->mb;
+    it->done = on_revocation_durable;
+    it->arg = req;
+    writer_submit(a->srv->writer, it);
+    json_decref(body);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    size_t plen = strcspn(uri, "?");
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+#define IS(p) (plen == strlen(p) && strncmp(uri, p, plen) == 0)
+    if (IS("/livez") && cmd == EVHTTP_REQ_GET)
+        return reply(req, 200, "text/plain", "ok\n");
+    if (IS("/readyz") && cmd == EVHTTP_REQ_GET)
+        return atomic_load(&a->srv->draining) ? reply(req, 503, "text/plain", "draining\n")
+                                              : reply(req, 200, "text/plain", "ready\n");
+    if (IS("/metrics") && cmd == EVHTTP_REQ_GET) {
+        struct sb b = {0};
+        metrics_render(&a->srv->metrics, writer_stats(a->srv->writer), &b);
+        reply(req, 200, "text/plain; version=0.0.4", b.buf);
+        sb_clear(&b);
+        return;
+    }
+    if (!authorized(a, req))
+        return reply_error(req, 401, "unauthorized", "admin bearer token required");
+    if (IS("/admin/revocations") && cmd == EVHTTP_REQ_POST)
+        return post_revocation(a, req);
+    if (IS("/admin/revocations") && cmd == EVHTTP_REQ_GET)
+        return reply_json(req, 200,
+                          json_pack("{so}", "revocations", state_revocations(a->srv->state)));
+    if (IS("/admin/checkpoint") && cmd == EVHTTP_REQ_GET) {
+        char *note = writer_checkpoint(a->srv->writer);
+        if (note)
+            reply(req, 200, "text/plain; charset=utf-8", note);
+        else
+            reply_error(req, 404, "not_found", "no checkpoint yet");
+        free(note);
+        return;
+    }
+#undef IS
+    reply_error(req, 404, "not_found", "no such admin endpoint");
+}
+
+static void on_mailbox(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin *a = arg;
+    writer_mailbox_drain(&a->mb);
+}
+
+struct admin *admin_start(struct server *s, const struct config *conf, char **err)
+{
+    struct admin *a = xcalloc(1, sizeof(*a));
+    a->srv = s;
+    a->http = evhttp_new(s->base);
+    evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
+    evhttp_set_max_headers_size(a->http, 16384);
+    evhttp_set_timeout(a->http, 10);
+    evhttp_set_gencb(a->http, handle, a);
+    if (!evhttp_bind_socket_with_handle(a->http, conf->admin_host, (ev_uint16_t)conf->admin_port)) {
+        *err =
+            xasprintf("admin.listen: cannot listen on %s:%d", conf->admin_host, conf->admin_port);
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
+    writer_mailbox_init(&a->mb, s->base, on_mailbox, a);
+    return a;
+}
+
+void admin_free(struct admin *a)
+{
+    if (!a)
+        return;
+    evhttp_free(a->http);
+    writer_mailbox_clear(&a->mb);
+    free(a);
+}

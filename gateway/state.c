@@ -1,0 +1,287 @@
+/*
+ * state: hash tables of used jtis, revocations and rate buckets behind one mutex.
+ */
+#include "gateway/state.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/sjson.h"
+
+/* A chained hash table from string keys to a small fixed record. */
+struct slot {
+    struct slot *next;
+    uint64_t hash;
+    int64_t a, b; /* jti: used, exp; bucket: tokens (×1e6), last µs; revocation: unused */
+    char key[];
+};
+
+struct table {
+    struct slot **v;
+    size_t cap, n;
+};
+
+struct state {
+    pthread_mutex_t mu;
+    struct table jtis, revoked, buckets;
+    double rate, burst;
+    uint64_t inserts; /* jti inserts since the last sweep */
+};
+
+static const char *const kind_names[] = {"jti", "agent", "principal", "kid"};
+
+const char *revoke_kind_name(enum revoke_kind k)
+{
+    return kind_names[k];
+}
+
+int revoke_kind_parse(const char *s, enum revoke_kind *out)
+{
+    for (size_t i = 0; s && i < ARRAY_LEN(kind_names); i++)
+        if (strcmp(s, kind_names[i]) == 0) {
+            *out = (enum revoke_kind)i;
+            return 0;
+        }
+    return -1;
+}
+
+static uint64_t fnv(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)k[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Keys join two strings with a NUL so "a"+"bc" and "ab"+"c" differ. */
+static size_t make_key(char *buf, size_t cap, const char *x, const char *y)
+{
+    size_t xl = strlen(x), yl = strlen(y);
+    if (xl + yl + 2 > cap)
+        abort(); /* callers bound both by MANDATE_ID_MAX */
+    memcpy(buf, x, xl + 1);
+    memcpy(buf + xl + 1, y, yl + 1);
+    return xl + yl + 1;
+}
+
+static struct slot *find(struct table *t, const char *key, size_t len, uint64_t h)
+{
+    if (!t->cap)
+        return NULL;
+    for (struct slot *s = t->v[h & (t->cap - 1)]; s; s = s->next)
+        if (s->hash == h && memcmp(s->key, key, len + 1) == 0)
+            return s;
+    return NULL;
+}
+
+static void grow(struct table *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    struct slot **v = xcalloc(cap, sizeof(*v));
+    for (size_t i = 0; i < t->cap; i++)
+        for (struct slot *s = t->v[i], *next; s; s = next) {
+            next = s->next;
+            s->next = v[s->hash & (cap - 1)];
+            v[s->hash & (cap - 1)] = s;
+        }
+    free(t->v);
+    t->v = v;
+    t->cap = cap;
+}
+
+static struct slot *insert(struct table *t, const char *key, size_t len, uint64_t h)
+{
+    if (t->n + 1 > t->cap * 3 / 4)
+        grow(t);
+    struct slot *s = xcalloc(1, sizeof(*s) + len + 1);
+    memcpy(s->key, key, len + 1);
+    s->hash = h;
+    s->next = t->v[h & (t->cap - 1)];
+    t->v[h & (t->cap - 1)] = s;
+    t->n++;
+    return s;
+}
+
+static void table_clear(struct table *t)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        for (struct slot *s = t->v[i], *next; s; s = next) {
+            next = s->next;
+            free(s);
+        }
+    free(t->v);
+}
+
+/* Drop jtis whose mandates expired over an hour ago: they can never be presented again. */
+static void sweep(struct table *t, int64_t before)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        struct slot **pp = &t->v[i];
+        while (*pp) {
+            struct slot *s = *pp;
+            if (s->b < before) {
+                *pp = s->next;
+                free(s);
+                t->n--;
+            } else {
+                pp = &s->next;
+            }
+        }
+    }
+}
+
+struct state *state_new(double rate, double burst)
+{
+    struct state *st = xcalloc(1, sizeof(*st));
+    pthread_mutex_init(&st->mu, NULL);
+    st->rate = rate;
+    st->burst = burst;
+    return st;
+}
+
+void state_free(struct state *st)
+{
+    if (!st)
+        return;
+    table_clear(&st->jtis);
+    table_clear(&st->revoked);
+    table_clear(&st->buckets);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+void state_set_rate(struct state *st, double rate, double burst)
+{
+    pthread_mutex_lock(&st->mu);
+    st->rate = rate;
+    st->burst = burst;
+    pthread_mutex_unlock(&st->mu);
+}
+
+void state_load_jti(struct state *st, const char *iss, const char *jti, int64_t exp, int64_t used)
+{
+    char key[2 * MANDATE_ID_MAX + 4];
+    size_t len = make_key(key, sizeof(key), iss, jti);
+    uint64_t h = fnv(key, len);
+    pthread_mutex_lock(&st->mu);
+    struct slot *s = find(&st->jtis, key, len, h);
+    if (!s)
+        s = insert(&st->jtis, key, len, h);
+    s->a = used;
+    s->b = exp;
+    pthread_mutex_unlock(&st->mu);
+}
+
+int state_revoke(struct state *st, enum revoke_kind kind, const char *value)
+{
+    char key[2 * MANDATE_ID_MAX + 4];
+    if (strlen(value) > MANDATE_ID_MAX)
+        return 0; /* cannot match any mandate */
+    size_t len = make_key(key, sizeof(key), kind_names[kind], value);
+    uint64_t h = fnv(key, len);
+    pthread_mutex_lock(&st->mu);
+    int added = !find(&st->revoked, key, len, h);
+    if (added)
+        insert(&st->revoked, key, len, h);
+    pthread_mutex_unlock(&st->mu);
+    return added;
+}
+
+json_t *state_revocations(struct state *st)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->revoked.cap; i++)
+        for (struct slot *s = st->revoked.v[i]; s; s = s->next) {
+            const char *value = s->key + strlen(s->key) + 1;
+            sjson_append(arr, json_pack("{ss}", s->key, value));
+        }
+    pthread_mutex_unlock(&st->mu);
+    return arr;
+}
+
+static int revoked_locked(struct state *st, enum revoke_kind kind, const char *value)
+{
+    char key[2 * MANDATE_ID_MAX + 4];
+    size_t len = make_key(key, sizeof(key), kind_names[kind], value);
+    return find(&st->revoked, key, len, fnv(key, len)) != NULL;
+}
+
+static int any_revoked_locked(struct state *st, const struct mandate *m)
+{
+    return st->revoked.n &&
+           (revoked_locked(st, REVOKE_JTI, m->jti) || revoked_locked(st, REVOKE_AGENT, m->agent) ||
+            revoked_locked(st, REVOKE_PRINCIPAL, m->sub) || revoked_locked(st, REVOKE_KID, m->kid));
+}
+
+int state_is_revoked(struct state *st, const struct mandate *m)
+{
+    pthread_mutex_lock(&st->mu);
+    int r = any_revoked_locked(st, m);
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+enum code state_admit(struct state *st, const struct mandate *m, int64_t now_us, int64_t *used,
+                      int64_t *retry_after_s)
+{
+    char jkey[2 * MANDATE_ID_MAX + 4], bkey[2 * MANDATE_ID_MAX + 4];
+    size_t jlen = make_key(jkey, sizeof(jkey), m->iss, m->jti);
+    size_t blen = make_key(bkey, sizeof(bkey), m->iss, m->agent);
+    uint64_t jh = fnv(jkey, jlen), bh = fnv(bkey, blen);
+    enum code rc = CODE_OK;
+
+    pthread_mutex_lock(&st->mu);
+    if (any_revoked_locked(st, m)) {
+        rc = CODE_MANDATE_REVOKED;
+        goto out;
+    }
+    struct slot *j = find(&st->jtis, jkey, jlen, jh);
+    if (j && j->a >= m->uses) {
+        rc = CODE_MANDATE_USED;
+        goto out;
+    }
+    struct slot *b = find(&st->buckets, bkey, blen, bh);
+    if (!b) {
+        b = insert(&st->buckets, bkey, blen, bh);
+        b->a = (int64_t)(st->burst * 1e6);
+        b->b = now_us;
+    }
+    double tokens = (double)b->a / 1e6 + (double)(now_us - b->b) / 1e6 * st->rate;
+    if (tokens > st->burst)
+        tokens = st->burst;
+    b->b = now_us;
+    if (tokens < 1.0) {
+        b->a = (int64_t)(tokens * 1e6);
+        *retry_after_s = (int64_t)ceil((1.0 - tokens) / st->rate);
+        rc = CODE_RATE_LIMITED;
+        goto out;
+    }
+    b->a = (int64_t)((tokens - 1.0) * 1e6);
+    if (!j) {
+        j = insert(&st->jtis, jkey, jlen, jh);
+        j->b = m->exp;
+        if (++st->inserts >= 4096) {
+            sweep(&st->jtis, now_us / 1000000 - 3600);
+            st->inserts = 0;
+            j = find(&st->jtis, jkey, jlen, jh);
+        }
+    }
+    *used = ++j->a;
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+void state_undo(struct state *st, const struct mandate *m)
+{
+    char key[2 * MANDATE_ID_MAX + 4];
+    size_t len = make_key(key, sizeof(key), m->iss, m->jti);
+    pthread_mutex_lock(&st->mu);
+    struct slot *j = find(&st->jtis, key, len, fnv(key, len));
+    if (j && j->a > 0)
+        j->a--;
+    pthread_mutex_unlock(&st->mu);
+}

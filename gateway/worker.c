@@ -1,0 +1,141 @@
+/*
+ * worker: thread, event loop, listener and drain of one proxy worker.
+ */
+#include "gateway/worker.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "gateway/proxy.h"
+
+#define DRAIN_TIMEOUT_US (10 * 1000000)
+
+static void on_mailbox(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    writer_mailbox_drain(&w->mb);
+}
+
+/* Poll until in-flight requests are done (or the drain deadline passes), then leave the loop. */
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->inflight == 0 || mono_us() > w->drain_deadline_us) {
+        if (w->inflight)
+            log_warn("worker %d: %d requests still in flight at the drain deadline", w->id,
+                     w->inflight);
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 20000};
+    event_add(w->drain_ev, &tv);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    evconnlistener_disable(w->lst);
+    w->drain_deadline_us = mono_us() + DRAIN_TIMEOUT_US;
+    on_drain(-1, 0, w);
+}
+
+static struct evconnlistener *listen_on(struct event_base *base, const char *host, int port,
+                                        char **err)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char spec[300];
+    snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    memset(&ss, 0, sizeof(ss));
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &len) != 0) {
+        *err = xasprintf("listen: %s: not a numeric address", spec);
+        return NULL;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        base, NULL, NULL,
+        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, len);
+    if (!l)
+        *err = xasprintf("listen: %s: %s", spec, strerror(errno));
+    return l;
+}
+
+struct worker *worker_new(struct server *s, int id, char **err)
+{
+    struct worker *w = xcalloc(1, sizeof(*w));
+    w->id = id;
+    w->srv = s;
+    w->conf = server_config(s);
+    w->conf_gen = atomic_load(&s->conf_gen);
+    w->base = event_base_new();
+    w->http = evhttp_new(w->base);
+    if (!w->base || !w->http)
+        abort();
+    w->lst = listen_on(w->base, w->conf->listen_host, w->conf->listen_port, err);
+    if (!w->lst) {
+        evhttp_free(w->http);
+        event_base_free(w->base);
+        config_unref(w->conf);
+        free(w);
+        return NULL;
+    }
+    evhttp_bind_listener(w->http, w->lst);
+    proxy_setup(w);
+    w->pools = upstream_pools_new(w->base);
+    writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->drain_ev = evtimer_new(w->base, on_drain, w);
+    return w;
+}
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    if (pthread_create(&w->thread, NULL, run, w) != 0)
+        return -1;
+    w->started = true;
+    return 0;
+}
+
+void worker_stop(struct worker *w)
+{
+    event_active(w->stop_ev, 0, 0);
+}
+
+void worker_join_free(struct worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    evhttp_free(w->http); /* closes idle client connections and the listener */
+    upstream_pools_free(w->pools);
+    writer_mailbox_clear(&w->mb);
+    event_free(w->stop_ev);
+    event_free(w->drain_ev);
+    event_base_free(w->base);
+    config_unref(w->conf);
+    free(w);
+}
+
+struct config *worker_config(struct worker *w)
+{
+    uint64_t gen = atomic_load(&w->srv->conf_gen);
+    if (gen != w->conf_gen) {
+        config_unref(w->conf);
+        w->conf = server_config(w->srv);
+        w->conf_gen = gen;
+    }
+    return w->conf;
+}

@@ -1,0 +1,49 @@
+/*
+ * worker: one thread, one event loop, one evhttp server on the shared port (SO_REUSEPORT), its
+ * own upstream pools and its own mailbox for the audit writer's answers. Everything a request
+ * touches on the worker happens on this thread.
+ */
+#ifndef GATEWAY_WORKER_H
+#define GATEWAY_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "audit/writer.h"
+#include "gateway/server.h"
+#include "gateway/upstream.h"
+
+struct worker {
+    int id;
+    struct server *srv;
+    pthread_t thread;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evconnlistener *lst;
+    struct writer_mailbox mb;
+    struct upstream_pools *pools;
+    struct config *conf; /* this worker's reference to the current configuration */
+    uint64_t conf_gen;
+    int inflight; /* requests begun and not finished; only this thread touches it */
+    bool started;
+    struct event *stop_ev, *drain_ev;
+    int64_t drain_deadline_us;
+};
+
+/** Create worker id: its base, listener (bound now, so errors show at start) and server. */
+struct worker *worker_new(struct server *s, int id, char **err) MUST_CHECK;
+/** Start its thread. */
+int worker_start(struct worker *w) MUST_CHECK;
+/** Ask it (from any thread) to stop accepting, finish in-flight requests and exit its loop. */
+void worker_stop(struct worker *w);
+/** Wait for its thread (if it was started) and free it. */
+void worker_join_free(struct worker *w);
+/** The configuration for a new request on w (picks up a reload); borrowed until the next call. */
+struct config *worker_config(struct worker *w);
+
+#endif
