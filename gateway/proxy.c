@@ -148,6 +148,22 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     }
 }
 
+static void on_flushed(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    struct worker *w = arg;
+    w->unflushed--;
+}
+
+/* The final reply is being handed to evhttp: the drain waits until it is written out. */
+static void last_reply(struct request *r)
+{
+    evhttp_connection_set_closecb(r->client, NULL, NULL);
+    r->client = NULL;
+    r->w->unflushed++;
+    evhttp_request_set_on_complete_cb(r->req, on_flushed, r->w);
+}
+
 static void log_access(struct request *r, const char *decision)
 {
     const struct mandate *m = &r->v.m;
@@ -220,8 +236,7 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     evbuffer_add(b, s, strlen(s));
     evbuffer_add(b, "\n", 1);
     free(s);
-    evhttp_connection_set_closecb(r->client, NULL, NULL);
-    r->client = NULL;
+    last_reply(r);
     evhttp_send_reply(r->req, r->status, NULL, b);
     r->req = NULL;
     evbuffer_free(b);
@@ -408,8 +423,7 @@ static void on_up_done(struct evhttp_request *up, void *arg)
         upstream_release(r->w->pools, r->uc, true);
         r->uc = NULL;
         if (r->req) {
-            evhttp_connection_set_closecb(r->client, NULL, NULL);
-            r->client = NULL;
+            last_reply(r);
             evhttp_send_reply_end(r->req);
             r->req = NULL;
         }

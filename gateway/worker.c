@@ -25,10 +25,10 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    if (w->inflight == 0 || mono_us() > w->drain_deadline_us) {
-        if (w->inflight)
+    if ((w->inflight == 0 && w->unflushed == 0) || mono_us() > w->drain_deadline_us) {
+        if (w->inflight || w->unflushed)
             log_warn("worker %d: %d requests still in flight at the drain deadline", w->id,
-                     w->inflight);
+                     w->inflight + w->unflushed);
         event_base_loopexit(w->base, NULL);
         return;
     }

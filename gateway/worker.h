@@ -29,7 +29,8 @@ struct worker {
     struct upstream_pools *pools;
     struct config *conf; /* this worker's reference to the current configuration */
     uint64_t conf_gen;
-    int inflight; /* requests begun and not finished; only this thread touches it */
+    int inflight;  /* requests begun and not finished; only this thread touches it */
+    int unflushed; /* replies handed to evhttp and not yet written out */
     bool started;
     struct event *stop_ev, *drain_ev;
     int64_t drain_deadline_us;

@@ -153,6 +153,7 @@ class Gateway:
                                {"method": "GET", "path": "/lux/bookings/*",
                                 "action": "get_booking"},
                                {"method": "GET", "path": "/slow/*", "action": "search"},
+                               {"method": "GET", "path": "/delay/*", "action": "search"},
                                {"method": "GET", "path": "/big/*", "action": "search"},
                                {"method": "GET", "path": "/status/*", "action": "search"},
                            ]}],
@@ -220,3 +221,24 @@ class Gateway:
 @pytest.fixture
 def gateway(tmp_path, procs):
     return Gateway(str(tmp_path), procs)
+
+
+def raw(port, data, timeout=5):
+    """Send raw bytes, return everything the server answers until it closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                out += b
+                if b"\r\n\r\n" in out and b"Content-Length" in out:
+                    head, _, body = out.partition(b"\r\n\r\n")
+                    n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    if len(body) >= n:
+                        break
+        except socket.timeout:
+            pass
+    return out

@@ -1,6 +1,7 @@
 """A stub merchant for the integration tests: records every request it receives (one JSON line
 per request in the file given as argv[2]) and answers by path:
   /slow/...          never answers (until killed)
+  /delay/<ms>        answers after ms milliseconds
   /big/<n>           streams n bytes (Content-Length framed, written in 64 KiB pieces)
   /status/<code>     answers with that status and a JSON body
   /close/...         answers, then closes the connection
@@ -32,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
                                 "body": body.decode(errors="replace")}) + "\n")
         if self.path.startswith("/slow"):
             time.sleep(3600)
+        if self.path.startswith("/delay/"):
+            time.sleep(int(self.path.split("/")[2]) / 1000)
         if self.path.startswith("/big/"):
             size = int(self.path.split("/")[2])
             self.send_response(200)

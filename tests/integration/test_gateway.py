@@ -1,0 +1,313 @@
+"""The gateway from outside (SPEC §2): the real binary in front of a stub merchant on loopback.
+Every denial asserts its status, its code and that the merchant received nothing."""
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import ADMIN_TOKEN, Proc, binary, free_port, keygen, raw, wait_port, write_json
+from jwcrypto import jwk
+
+
+def deny(g, status, code, method, path, token=None, **kw):
+    before = len(g.received())
+    st, headers, body, _ = g.request(method, path, token, **kw)
+    assert (st, body and body.get("error")) == (status, code), (st, body)
+    assert body["request_id"] == headers["x-request-id"] and len(body["request_id"]) == 32
+    assert body["message"]
+    if status == 401:
+        assert headers["www-authenticate"] == f'Mandate error="{code}"'
+    time.sleep(0.05)
+    assert len(g.received()) == before, "the merchant received a denied request"
+    return headers
+
+
+@pytest.fixture
+def g(gateway):
+    return gateway.start()
+
+
+def test_allow_forwards_with_mandate_headers(g):
+    st, h, body, _ = g.request("GET", "/lux/search?q=rome&n=2", g.mint())
+    assert st == 200 and body["path"] == "/lux/search?q=rome&n=2"
+    got = g.received()[-1]
+    hs = {k.lower(): v for k, v in got["headers"]}
+    assert hs["mandate-principal"] == "alice"
+    assert hs["mandate-agent"] == "agent-planner"
+    assert hs["mandate-action"] == "search"
+    assert hs["x-request-id"] == h["x-request-id"]
+    assert hs["mandate-receipt"] == h["mandate-receipt"]
+    assert re.fullmatch(r"\d+:[0-9a-f]{64}", h["mandate-receipt"])
+    assert hs["forwarded"].startswith('for="127.0.0.1:')
+    assert "authorization" not in hs
+
+
+def test_every_unpriced_denial_code(g):
+    m = g.mint
+    now = int(time.time())
+    deny(g, 401, "mandate_missing", "GET", "/lux/search")
+    deny(g, 401, "mandate_missing", "GET", "/lux/search",
+         headers={"Authorization": "Bearer " + m()})
+    deny(g, 401, "mandate_malformed", "GET", "/lux/search", "not.a-token")
+    tok = m()
+    deny(g, 401, "mandate_bad_signature", "GET", "/lux/search", tok[:-6] + "AAAAAA")
+    deny(g, 401, "mandate_unknown_key", "GET", "/lux/search", m(kid="k9"))
+    deny(g, 401, "mandate_expired", "GET", "/lux/search", m(iat=now - 100, exp=now - 30))
+    deny(g, 401, "mandate_not_yet_valid", "GET", "/lux/search", m(nbf=now + 60))
+    deny(g, 401, "mandate_ttl_too_long", "GET", "/lux/search", m(exp=now + 3600))
+    pay = m(typ="payment-mandate+jwt", cart="A" * 43,
+            total={"value": 100, "currency": "EUR"},
+            cap={"value": 1000, "currency": "EUR", "period": "day"})
+    deny(g, 401, "mandate_wrong_type", "GET", "/lux/search", pay)
+    cart = m(typ="cart-mandate+jwt", iss="lux-hotels", act=None, aud=None,
+             items=[{"sku": "r", "qty": 1, "unit": {"value": 1, "currency": "EUR"}}],
+             total={"value": 1, "currency": "EUR"})
+    deny(g, 401, "mandate_wrong_type", "GET", "/lux/search", cart)
+    deny(g, 402, "payment_required", "POST", "/lux/book", m(action="book_room"), body="{}")
+    deny(g, 403, "mandate_wrong_merchant", "GET", "/lux/search", m(aud="other-shop"))
+    deny(g, 403, "mandate_wrong_action", "GET", "/lux/search", m(action="book_room"))
+    deny(g, 404, "route_not_found", "GET", "/nowhere", m())
+    deny(g, 404, "route_not_found", "DELETE", "/lux/search", m())
+    once = m()
+    assert g.request("GET", "/lux/search", once)[0] == 200
+    deny(g, 403, "mandate_used", "GET", "/lux/search", once)
+
+
+def test_rate_limit(gateway):
+    gateway.conf["rate_limit"] = {"per_agent_per_s": 1, "burst": 2}
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    tok = g.mint(uses=10)
+    assert g.request("GET", "/lux/search", tok)[0] == 200
+    assert g.request("GET", "/lux/search", tok)[0] == 200
+    h = deny(g, 429, "rate_limited", "GET", "/lux/search", tok)
+    assert int(h["retry-after"]) >= 1
+
+
+def test_spoofed_and_hop_by_hop_headers_stripped(g):
+    st, h, _, _ = g.request("GET", "/lux/search", g.mint(), headers={
+        "Mandate-Principal": "mallory", "Mandate-Amount": "1 EUR", "X-Request-Id": "mine",
+        "Forwarded": "for=evil", "Connection": "X-Drop-Me", "X-Drop-Me": "1",
+        "Keep-Alive": "timeout=5", "X-Kept": "yes"})
+    assert st == 200
+    hs = {}
+    for k, v in g.received()[-1]["headers"]:
+        hs.setdefault(k.lower(), []).append(v)
+    assert hs["mandate-principal"] == ["alice"]
+    assert "mandate-amount" not in hs
+    assert hs["x-request-id"] == [h["x-request-id"]] and h["x-request-id"] != "mine"
+    assert hs["forwarded"][0].startswith('for="127.0.0.1')
+    assert "x-drop-me" not in hs and "keep-alive" not in hs
+    assert hs["x-kept"] == ["yes"]
+    # The merchant's Connection-named response header does not reach the client either.
+    assert "x-secret-hop" not in h
+
+
+def bad_request_raw(g, head, ours=True):
+    """ours=False: libevent's parser refuses it before our handler sees it (a 400 without
+    SPEC's JSON body); the point is that it is refused and reaches no merchant."""
+    before = len(g.received())
+    out = raw(g.port, head)
+    assert out.startswith(b"HTTP/1.1 400"), out[:200]
+    assert (b'"error":"bad_request"' in out) == ours, out
+    time.sleep(0.05)
+    assert len(g.received()) == before
+
+
+def test_cl_te_and_duplicate_cl_rejected(g):
+    tok = g.mint(action="quote_room").encode()
+    auth = b"Authorization: Mandate " + tok + b"\r\n"
+    bad_request_raw(g, b"POST /lux/quote HTTP/1.1\r\nHost: x\r\n" + auth +
+                    b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", ours=False)
+    bad_request_raw(g, b"POST /lux/quote HTTP/1.1\r\nHost: x\r\n" + auth +
+                    b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}")
+    bad_request_raw(g, b"GET /lux/search HTTP/1.1\r\nHost: x\r\n" + auth +
+                    b"Bad Header: 1\r\n\r\n")
+    bad_request_raw(g, b"GET /lux/bookings/../search HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
+
+
+def test_body_and_header_limits(g):
+    deny(g, 413, "body_too_large", "POST", "/lux/quote", g.mint(action="quote_room"),
+         body="x" * 5000)
+    deny(g, 431, "headers_too_large", "GET", "/lux/search", g.mint(),
+         headers={"X-Big": "y" * 5000})
+    deny(g, 431, "headers_too_large", "GET", "/lux/search", g.mint(),
+         headers={f"X-H{i}": "1" for i in range(120)})
+    # A chunked body over the limit is refused too.
+    before = len(g.received())
+    tok = g.mint(action="quote_room").encode()
+    body = b"".join(b"1000\r\n" + b"z" * 4096 + b"\r\n" for _ in range(2)) + b"0\r\n\r\n"
+    out = raw(g.port, b"POST /lux/quote HTTP/1.1\r\nHost: x\r\nAuthorization: Mandate " + tok +
+              b"\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert out.startswith(b"HTTP/1.1 413") and b"body_too_large" in out
+    assert len(g.received()) == before
+
+
+def test_upstream_down_502(gateway):
+    g = gateway.start(upstream=False)
+    deny(g, 502, "upstream_unavailable", "GET", "/lux/search", g.mint())
+
+
+def test_hanging_upstream_504_within_timeout(g):
+    t = time.monotonic()
+    st, h, body, _ = g.request("GET", "/slow/x", g.mint())
+    took = time.monotonic() - t
+    assert (st, body["error"]) == (504, "upstream_timeout")
+    assert 1.4 <= took < 4.0, took
+
+
+def test_upstream_500_passes_through(g):
+    st, h, body, _ = g.request("GET", "/status/500", g.mint())
+    assert st == 500 and body == {"ok": False, "path": "/status/500"}
+    assert "mandate-receipt" in h
+
+
+def test_used_jti_refused_after_restart(g):
+    tok = g.mint()
+    assert g.request("GET", "/lux/search", tok)[0] == 200
+    assert g.gw.stop() == 0
+    g.start()
+    deny(g, 403, "mandate_used", "GET", "/lux/search", tok)
+
+
+def test_concurrent_uses_exactly_ten(g):
+    tok = g.mint(uses=10)
+    results = []
+
+    def one():
+        results.append(g.request("GET", "/lux/search", tok)[0])
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results).count(200) == 10 and results.count(403) == 40
+    assert len(g.received()) == 10
+
+
+@pytest.mark.parametrize("kind", ["jti", "agent", "principal", "kid"])
+def test_revocation(g, kind):
+    tok = g.mint(uses=5)
+    assert g.request("GET", "/lux/search", tok)[0] == 200
+    value = {"jti": None, "agent": "agent-planner", "principal": "alice", "kid": "w1"}[kind]
+    if value is None:
+        payload = json.loads(__import__("base64").urlsafe_b64decode(
+            tok.split(".")[1] + "=="))
+        value = payload["jti"]
+    assert g.admin("POST", "/admin/revocations", {kind: value}, token="wrong")[0] == 401
+    assert g.admin("POST", "/admin/revocations", {kind: value}, token=None)[0] == 401
+    st, _, body, _ = g.admin("POST", "/admin/revocations", {kind: value})
+    assert st == 201, body
+    deny(g, 403, "mandate_revoked", "GET", "/lux/search", tok)
+    st, _, body, _ = g.admin("GET", "/admin/revocations")
+    assert {kind: value} in body["revocations"]
+    # Durable: still revoked after a restart.
+    g.gw.stop()
+    g.start()
+    deny(g, 403, "mandate_revoked", "GET", "/lux/search", tok)
+    if kind != "jti":
+        deny(g, 403, "mandate_revoked", "GET", "/lux/search", g.mint())
+
+
+def test_admin_health_metrics_checkpoint(g):
+    assert g.admin("GET", "/livez", token=None)[0] == 200
+    assert g.admin("GET", "/readyz", token=None)[0] == 200
+    g.request("GET", "/lux/search", g.mint())
+    g.request("GET", "/nowhere", g.mint())
+    st, _, _, text = g.admin("GET", "/metrics", token=None)
+    text = text.decode()
+    assert 'mandate_decisions_total{code="ok"} 1' in text
+    assert 'mandate_decisions_total{code="route_not_found"} 1' in text
+    assert "mandate_check_seconds_bucket" in text and "mandate_upstream_seconds_count 1" in text
+    assert "mandate_audit_batch_entries_bucket" in text
+    assert g.admin("GET", "/admin/checkpoint", token=None)[0] == 401
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        st, h, _, note = g.admin("GET", "/admin/checkpoint")
+        if st == 200:
+            break
+        time.sleep(0.2)
+    assert st == 200 and note.decode().startswith("test.example/audit\n")
+
+
+def test_sighup_bad_file_keeps_serving_good_file_applies(g):
+    with open(g.config_path) as f:
+        good = f.read()
+    with open(g.config_path, "w") as f:
+        f.write('{"listen": broken')
+    g.gw.send(signal.SIGHUP)
+    time.sleep(0.3)
+    assert g.request("GET", "/lux/search", g.mint())[0] == 200
+    assert "reload failed" in g.gw.output()
+    # A good file with a new route takes effect without a restart.
+    conf = json.loads(good)
+    conf["merchants"][0]["routes"].append({"method": "GET", "path": "/lux/new",
+                                           "action": "search"})
+    write_json(g.config_path, conf)
+    g.gw.send(signal.SIGHUP)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if g.request("GET", "/lux/new", g.mint())[0] == 200:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("reload did not apply")
+
+
+def test_sigterm_drains_in_flight(g):
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = g.request("GET", "/delay/800", g.mint())
+        except Exception as e:  # reported below
+            out["r"] = (repr(e),)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    g.gw.send(signal.SIGTERM)
+    t.join(10)
+    assert out["r"][0] == 200
+    assert g.gw.wait(10) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", g.port), timeout=1).close()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+def test_streaming_slow_client_bounded_memory(g):
+    size = 50 * 1024 * 1024
+    tok = g.mint()
+    # Warm up: one small request so pools and buffers exist before we measure.
+    g.request("GET", "/lux/search", g.mint())
+    base = rss_kb(g.gw.pid)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(f"GET /big/{size} HTTP/1.1\r\nHost: x\r\nAuthorization: Mandate {tok}\r\n\r\n"
+              .encode())
+    got, peak, t0 = 0, base, time.monotonic()
+    while True:
+        b = s.recv(256 * 1024)
+        if not b:
+            break
+        got += len(b)
+        if got > size:
+            break
+        peak = max(peak, rss_kb(g.gw.pid))
+        if got < 8 * 1024 * 1024:
+            time.sleep(0.01)  # slow reader for the first part
+    s.close()
+    assert got >= size
+    assert peak - base < 8 * 1024, f"RSS grew by {peak - base} KiB"
