@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# bench/gateway.sh MODE -- measure the gateway against nginx in one interleaved run, with the
+# shared harness (../shared/bench/run-baseline.sh).
+#   MODE=multi   one mandate with a huge `uses`, sent on every request
+#   MODE=single  a mandate not seen before on every request (rotate-tokens.lua over N tokens)
+# Prepares keys, configuration and tokens under /tmp/bench-gw (a fresh database every run).
+# Extra environment is passed to the harness (DURATION, REPS, PIN, ...).
+set -euo pipefail
+MODE=${1:-multi}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HARNESS=${HARNESS:-$ROOT/../shared/bench}
+B=$ROOT/build
+D=/tmp/bench-gw
+make -C "$ROOT" -s all
+rm -rf "$D" && mkdir -p "$D"
+"$B/mandate-wallet" keygen --alg ES256 --kid w1 --out "$D/wallet.pem" --jwks "$D/wallet.jwks.json"
+"$B/mandate-wallet" keygen --alg EdDSA --kid cp --out "$D/cp.pem" --jwks "$D/cp.jwks.json"
+cat > "$D/gateway.json" <<JSON
+{
+  "listen": "127.0.0.1:18082", "workers": ${WORKERS:-2}, "database": "$D/gateway.db",
+  "admin": {"listen": "127.0.0.1:18083",
+            "token_sha256": "$(printf bench | sha256sum | cut -d' ' -f1)"},
+  "audit": {"origin": "bench/audit", "checkpoint_key": "$D/cp.pem", "checkpoint_every": 10000},
+  "limits": {"max_ttl_s": 86400, "clock_skew_s": 5},
+  "rate_limit": {"per_agent_per_s": 1000000, "burst": 1000000},
+  "issuers": [{"id": "wallet-1", "jwks_file": "$D/wallet.jwks.json"}],
+  "merchants": [{"id": "bench-shop", "upstream": "http://127.0.0.1:18080",
+                 "routes": [{"method": "GET", "path": "/v1/echo", "action": "echo"}]}],
+  "log_level": "warn"
+}
+JSON
+export GATEWAY_URL=http://127.0.0.1:18082/v1/echo
+export GATEWAY_START="exec $B/mandate-gateway --config $D/gateway.json 2>/dev/null"
+export BENCH_PATH=/v1/echo
+case "$MODE" in
+multi)
+    export BENCH_HEADERS="Authorization: Mandate $("$B/bench/mint_tokens" "$D/wallet.pem" w1 1 1000000000 7200)"
+    ;;
+single)
+    # rotate-tokens.lua restarts its list in every wrk run, so each token allows as many uses
+    # as there are wrk runs; within a run every request still presents a token not seen
+    # before: a full signature check and a jti write, as with single-use mandates.
+    "$B/bench/mint_tokens" "$D/wallet.pem" w1 "${TOKENS:-300000}" 40 7200 > "$D/tokens.txt"
+    export BENCH_LUA=$HARNESS/rotate-tokens.lua TOKENS_FILE=$D/tokens.txt
+    ;;
+*) echo "usage: bench/gateway.sh multi|single" >&2; exit 1 ;;
+esac
+export GATEWAY_NAME=gw-$MODE
+exec "$HARNESS/run-baseline.sh"
