@@ -5,19 +5,14 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "core/sha256.h"
 
-#include <openssl/evp.h>
 
-#include <openssl/sha.h>
 
 void merkle_leaf_hash(const unsigned char *data, size_t len, unsigned char out[32])
 {
     static const unsigned char zero = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, &zero, 1) ||
-        !EVP_DigestUpdate(c, data, len) || !EVP_DigestFinal_ex(c, out, NULL))
-        abort(); /* only allocation can fail here */
-    EVP_MD_CTX_free(c);
+    sha256_2(&zero, 1, data, len, out);
 }
 
 void merkle_node_hash(const unsigned char *left, const unsigned char *right, unsigned char out[32])
@@ -26,7 +21,7 @@ void merkle_node_hash(const unsigned char *left, const unsigned char *right, uns
     buf[0] = 1;
     memcpy(buf + 1, left, 32);
     memcpy(buf + 33, right, 32);
-    SHA256(buf, sizeof(buf), out);
+    sha256(buf, sizeof(buf), out);
 }
 
 void merkle_append(struct merkle_frontier *f, const unsigned char leaf[32])
@@ -44,7 +39,7 @@ void merkle_append(struct merkle_frontier *f, const unsigned char leaf[32])
 void merkle_root(const struct merkle_frontier *f, unsigned char out[32])
 {
     if (f->size == 0) {
-        SHA256((const unsigned char *)"", 0, out);
+        sha256("", 0, out);
         return;
     }
     /* Fold the subtrees from the smallest (rightmost) to the largest. */
@@ -75,7 +70,7 @@ static uint64_t split(uint64_t n)
 void merkle_root_of(const unsigned char (*leaves)[32], uint64_t n, unsigned char out[32])
 {
     if (n == 0) {
-        SHA256((const unsigned char *)"", 0, out);
+        sha256("", 0, out);
     } else if (n == 1) {
         memcpy(out, leaves[0], 32);
     } else {

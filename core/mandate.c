@@ -6,11 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/sha.h>
-
 #include "core/b64url.h"
 #include "core/jws.h"
 #include "core/sjson.h"
+#include "core/sha256.h"
 
 static const char *const typ_names[] = {"intent-mandate+jwt", "cart-mandate+jwt",
                                         "payment-mandate+jwt"};
@@ -177,7 +176,8 @@ static int cart_sum_ok(const json_t *c, const struct money *total)
     return money_equal(&sum, total);
 }
 
-static enum code check_time(const struct mandate *m, const struct mandate_limits *lim, int64_t now)
+enum code mandate_check_time(const struct mandate *m, const struct mandate_limits *lim,
+                             int64_t now)
 {
     if (m->exp < now - lim->clock_skew_s)
         return CODE_MANDATE_EXPIRED;
@@ -233,11 +233,11 @@ enum code mandate_verify(const char *tok, size_t len, unsigned accept, const str
         rc = CODE_MANDATE_BAD_SIGNATURE;
         goto out;
     }
-    rc = check_time(out, lim, now);
+    rc = mandate_check_time(out, lim, now);
     if (rc == CODE_OK && out->typ == MANDATE_CART && !cart_sum_ok(claims, &out->total))
         rc = CODE_CART_INVALID;
     if (rc == CODE_OK)
-        SHA256((const unsigned char *)tok, len, out->sha256);
+        sha256(tok, len, out->sha256);
 out:
     json_decref(claims);
     jws_clear(&j);
@@ -255,7 +255,7 @@ char *mandate_sign(const struct jwk *key, enum mandate_typ typ, const json_t *cl
 void mandate_cart_hash(const char *tok, size_t len, char out[44])
 {
     unsigned char h[32];
-    SHA256((const unsigned char *)tok, len, h);
+    sha256(tok, len, h);
     b64url_encode(h, 32, out);
 }
 

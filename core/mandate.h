@@ -68,6 +68,13 @@ int cap_period_parse(const char *s, enum cap_period *out) MUST_CHECK;
 enum code mandate_verify(const char *tok, size_t len, unsigned accept, const struct keyring *kr,
                          const struct mandate_limits *lim, int64_t now, struct mandate *out);
 
+/**
+ * The time checks alone (expired, not yet valid, ttl too long) of an already verified mandate at
+ * now: for a caller that cached a verification.
+ */
+enum code mandate_check_time(const struct mandate *m, const struct mandate_limits *lim,
+                             int64_t now);
+
 /** Sign claims as a mandate of typ with key: a new compact JWS, or NULL. */
 char *mandate_sign(const struct jwk *key, enum mandate_typ typ, const json_t *claims) MUST_CHECK;
 

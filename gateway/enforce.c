@@ -5,6 +5,8 @@
 
 #include <string.h>
 #include <strings.h>
+#include "core/sha256.h"
+
 
 /* The token after "Mandate " (scheme case-insensitive, RFC 9110 §11.1), or NULL. */
 static const char *mandate_token(const char *authorization, size_t *len)
@@ -21,16 +23,39 @@ static const char *mandate_token(const char *authorization, size_t *len)
     return n ? t : NULL;
 }
 
+/* mandate_verify() through the cache: a hit skips everything but the time checks. */
+static enum code verify_cached(const struct config *conf, unsigned accept, int64_t now,
+                               struct vcache *cache, struct verdict *v)
+{
+    if (!cache || v->token_len > conf->mandate_limits.max_bytes)
+        return mandate_verify(v->token, v->token_len, accept, &conf->issuers,
+                              &conf->mandate_limits, now, &v->m);
+    unsigned char key[32];
+    sha256(v->token, v->token_len, key);
+    struct vcache_slot *s = &cache->v[(key[0] | key[1] << 8) % VCACHE_SLOTS];
+    if (s->used && memcmp(s->key, key, 32) == 0 && (accept & s->m.typ)) {
+        v->m = s->m;
+        return mandate_check_time(&v->m, &conf->mandate_limits, now);
+    }
+    enum code rc = mandate_verify(v->token, v->token_len, accept, &conf->issuers,
+                                  &conf->mandate_limits, now, &v->m);
+    if (rc == CODE_OK && v->m.uses > 1) {
+        memcpy(s->key, key, 32);
+        s->m = v->m;
+        s->used = true;
+    }
+    return rc;
+}
+
 enum code enforce(const struct config *conf, const struct route *route, const char *authorization,
-                  const char *cart, int64_t now, struct verdict *v)
+                  const char *cart, int64_t now, struct vcache *cache, struct verdict *v)
 {
     memset(v, 0, sizeof(*v));
     v->token = mandate_token(authorization, &v->token_len);
     if (!v->token)
         return v->code = CODE_MANDATE_MISSING;
     unsigned accept = route->priced ? MANDATE_PAYMENT : MANDATE_INTENT;
-    v->code = mandate_verify(v->token, v->token_len, accept, &conf->issuers, &conf->mandate_limits,
-                             now, &v->m);
+    v->code = verify_cached(conf, accept, now, cache, v);
     if (route->priced && v->code == CODE_MANDATE_WRONG_TYPE && v->m.typ == MANDATE_INTENT)
         return v->code = CODE_PAYMENT_REQUIRED;
     if (v->code != CODE_OK)

@@ -7,12 +7,27 @@
 #ifndef GATEWAY_ENFORCE_H
 #define GATEWAY_ENFORCE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/code.h"
 #include "core/mandate.h"
 #include "gateway/config.h"
 #include "gateway/route.h"
+
+/*
+ * A small direct-mapped cache of verified mandates by SHA-256 of the token, so that the calls of
+ * a `uses > 1` mandate cost a hash, not a signature check (the time checks are redone every
+ * time). One per worker, no locking; cleared whenever the configuration (and so the keys) change.
+ */
+#define VCACHE_SLOTS 1024
+struct vcache {
+    struct vcache_slot {
+        unsigned char key[32];
+        bool used;
+        struct mandate m;
+    } v[VCACHE_SLOTS];
+};
 
 struct verdict {
     enum code code;
@@ -23,9 +38,9 @@ struct verdict {
 
 /**
  * Check the request's mandate against route at time now. authorization and cart are the header
- * values or NULL. Returns v->code (CODE_OK when every check passes).
+ * values or NULL; cache may be NULL. Returns v->code (CODE_OK when every check passes).
  */
 enum code enforce(const struct config *conf, const struct route *route, const char *authorization,
-                  const char *cart, int64_t now, struct verdict *v);
+                  const char *cart, int64_t now, struct vcache *cache, struct verdict *v);
 
 #endif

@@ -556,7 +556,7 @@ static void handle(struct evhttp_request *req, void *arg)
         return deny(r, CODE_ROUTE_NOT_FOUND, 0);
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     code = enforce(r->conf, r->route, evhttp_find_header(in, "Authorization"),
-                   evhttp_find_header(in, "Mandate-Cart"), now_s(), &r->v);
+                   evhttp_find_header(in, "Mandate-Cart"), now_s(), w->vcache, &r->v);
     if (code != CODE_OK)
         return deny(r, code, 0);
     int64_t used = 0, retry = 0;

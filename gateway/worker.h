@@ -15,6 +15,7 @@
 #include <event2/listener.h>
 
 #include "audit/writer.h"
+#include "gateway/enforce.h"
 #include "gateway/server.h"
 #include "gateway/upstream.h"
 
@@ -28,6 +29,7 @@ struct worker {
     struct writer_mailbox mb;
     struct upstream_pools *pools;
     struct config *conf; /* this worker's reference to the current configuration */
+    struct vcache *vcache; /* verified mandates under conf */
     uint64_t conf_gen;
     int inflight;  /* requests begun and not finished; only this thread touches it */
     int unflushed; /* replies handed to evhttp and not yet written out */
