@@ -89,6 +89,7 @@ struct worker *worker_new(struct server *s, int id, char **err)
     evhttp_bind_listener(w->http, w->lst);
     proxy_setup(w);
     w->pools = upstream_pools_new(w->base);
+    w->vcache = xcalloc(1, sizeof(*w->vcache));
     writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);
@@ -126,6 +127,7 @@ void worker_join_free(struct worker *w)
     event_free(w->drain_ev);
     event_base_free(w->base);
     config_unref(w->conf);
+    free(w->vcache);
     free(w);
 }
 
@@ -136,6 +138,7 @@ struct config *worker_config(struct worker *w)
         config_unref(w->conf);
         w->conf = server_config(w->srv);
         w->conf_gen = gen;
+        memset(w->vcache, 0, sizeof(*w->vcache)); /* the keys may have changed */
     }
     return w->conf;
 }
