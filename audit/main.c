@@ -1,9 +1,20 @@
 /*
- * mandate-audit: the auditor's tool (SPEC §4).
+ * mandate-audit: the auditor's tool (SPEC §4): verify, replay, export, show. It opens the
+ * database read-only and never changes it.
  */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <openssl/pem.h>
+#include <sqlite3.h>
+
+#include "audit/verify.h"
+#include "core/log.h"
+#include "core/money.h"
+#include "core/sjson.h"
 #include "core/version.h"
 
 static const char usage[] =
@@ -12,7 +23,244 @@ static const char usage[] =
     "       mandate-audit replay --db DB [--jwks ID=FILE]... [--json]\n"
     "       mandate-audit export --db DB [--since SEQ]\n"
     "       mandate-audit show --db DB [--principal P] [--agent A] [--merchant M] [--since TIME]\n"
-    "       mandate-audit --version | --help\n";
+    "       mandate-audit --version | --help\n"
+    "\n"
+    "exit status: 0 intact, 1 violation (or bad input), 2 cannot verify\n";
+
+struct args {
+    const char *db, *pub, *since, *principal, *agent, *merchant;
+    char **held;
+    size_t nheld;
+    struct keyring keys;
+    int json;
+};
+
+static int fail(int status, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "mandate-audit: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    return status;
+}
+
+static int parse(int argc, char **argv, struct args *a)
+{
+    static const struct option opts[] = {{"db", required_argument, 0, 'd'},
+                                         {"checkpoint-key", required_argument, 0, 'k'},
+                                         {"checkpoint", required_argument, 0, 'c'},
+                                         {"jwks", required_argument, 0, 'j'},
+                                         {"json", no_argument, 0, 'J'},
+                                         {"since", required_argument, 0, 's'},
+                                         {"principal", required_argument, 0, 'p'},
+                                         {"agent", required_argument, 0, 'a'},
+                                         {"merchant", required_argument, 0, 'm'},
+                                         {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        char *err = NULL, *eq;
+        size_t len;
+        switch (c) {
+        case 'd': a->db = optarg; break;
+        case 'k': a->pub = optarg; break;
+        case 'J': a->json = 1; break;
+        case 's': a->since = optarg; break;
+        case 'p': a->principal = optarg; break;
+        case 'a': a->agent = optarg; break;
+        case 'm': a->merchant = optarg; break;
+        case 'c':
+            a->held = xrealloc(a->held, (a->nheld + 1) * sizeof(char *));
+            if (!(a->held[a->nheld] = file_read(optarg, 65536, &len, &err)))
+                return fail(1, "%s", err);
+            a->nheld++;
+            break;
+        case 'j':
+            eq = strchr(optarg, '=');
+            if (!eq || eq == optarg)
+                return fail(1, "--jwks %s: expected ID=FILE", optarg);
+            *eq = '\0';
+            struct jwks *set = jwks_load_file(eq + 1, &err);
+            if (!set)
+                return fail(1, "%s", err);
+            keyring_add(&a->keys, optarg, set);
+            break;
+        default: fputs(usage, stderr); return 1;
+        }
+    }
+    if (!a->db || optind != argc) {
+        fputs(usage, stderr);
+        return 1;
+    }
+    return 0;
+}
+
+static sqlite3 *open_db(const char *path)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "SELECT 1 FROM entries LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
+        fprintf(stderr, "mandate-audit: %s: %s\n", path, db ? sqlite3_errmsg(db) : "cannot open");
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+static EVP_PKEY *load_pub(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    EVP_PKEY *k = f ? PEM_read_PUBKEY(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (k && !EVP_PKEY_is_a(k, "ED25519")) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    return k;
+}
+
+static int report(const struct verify_report *rep, int json, const char *what)
+{
+    if (json) {
+        json_t *o = verify_report_json(rep);
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+        puts(s);
+        free(s);
+        json_decref(o);
+    } else if (rep->ok) {
+        printf("%s: intact: %llu entries, %llu checkpoints, %llu allows; mandates verified %llu, "
+               "not checked (no key set given) %llu\n",
+               what, (unsigned long long)rep->entries, (unsigned long long)rep->checkpoints,
+               (unsigned long long)rep->allows, (unsigned long long)rep->mandates_checked,
+               (unsigned long long)rep->mandates_unchecked);
+    } else {
+        printf("%s: VIOLATION at seq %lld: %s: %s\n", what, (long long)rep->bad_seq,
+               rep->violation, rep->detail);
+    }
+    return rep->ok ? 0 : 1;
+}
+
+static int cmd_check(struct args *a, int replay)
+{
+    EVP_PKEY *pub = NULL;
+    if (!replay && !a->pub)
+        return fail(1, "%s", "verify needs --checkpoint-key PUB");
+    if (!replay && !(pub = load_pub(a->pub)))
+        return fail(2, "%s: not an Ed25519 public key (PEM)", a->pub);
+    sqlite3 *db = open_db(a->db);
+    if (!db) {
+        EVP_PKEY_free(pub);
+        return 2;
+    }
+    struct verify_opts o = {pub, a->held, a->nheld, &a->keys, 5};
+    struct verify_report rep;
+    int rc = replay ? replay_log(db, &o, &rep) : verify_log(db, &o, &rep);
+    sqlite3_close(db);
+    EVP_PKEY_free(pub);
+    if (rc != 0)
+        return fail(2, "%s: cannot read the log", a->db);
+    return report(&rep, a->json, replay ? "replay" : "verify");
+}
+
+static int cmd_export(struct args *a)
+{
+    sqlite3 *db = open_db(a->db);
+    if (!db)
+        return 2;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT entry FROM entries WHERE seq >= ? ORDER BY seq", -1, &s,
+                           NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return 2;
+    }
+    sqlite3_bind_int64(s, 1, a->since ? atoll(a->since) : 0);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        fwrite(sqlite3_column_blob(s, 0), 1, (size_t)sqlite3_column_bytes(s, 0), stdout);
+        fputc('\n', stdout);
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return 0;
+}
+
+/* --since: seconds since the epoch, or an ISO date "YYYY-MM-DD[THH:MM:SS]" in UTC. */
+static int64_t parse_since(const char *s)
+{
+    if (!s)
+        return 0;
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end)
+        end = strptime(s, "%Y-%m-%d", &tm);
+    if (end && !*end)
+        return (int64_t)timegm(&tm) * 1000;
+    return atoll(s) * 1000;
+}
+
+static const char *str_or(const json_t *e, const char *k, const char *dflt)
+{
+    const char *s = sjson_str(e, k);
+    return s && *s ? s : dflt;
+}
+
+static int cmd_show(struct args *a)
+{
+    sqlite3 *db = open_db(a->db);
+    if (!db)
+        return 2;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT entry FROM entries ORDER BY seq", -1, &s, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(db);
+        return 2;
+    }
+    int64_t since = parse_since(a->since);
+    printf("%-6s %-20s %-8s %-6s %-24s %-12s %-16s %-12s %-12s %-12s %s\n", "SEQ", "TIME (UTC)",
+           "KIND", "RESULT", "CODE", "PRINCIPAL", "AGENT", "MERCHANT", "ACTION", "AMOUNT",
+           "REQUEST");
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        char *err = NULL;
+        json_t *e = sjson_parse(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0),
+                                &err);
+        free(err);
+        if (!e)
+            continue;
+        int64_t seq = 0, ts = 0;
+        if (sjson_int(e, "seq", &seq) != 0 || sjson_int(e, "ts_ms", &ts) != 0)
+            seq = ts = 0;
+        const char *p = str_or(e, "principal", "-"), *ag = str_or(e, "agent", "-"),
+                   *m = str_or(e, "merchant", "-");
+        if (ts < since || (a->principal && strcmp(p, a->principal)) ||
+            (a->agent && strcmp(ag, a->agent)) || (a->merchant && strcmp(m, a->merchant))) {
+            json_decref(e);
+            continue;
+        }
+        char when[32], amount[40] = "-", result[16] = "-";
+        time_t t = (time_t)(ts / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+        struct money mo;
+        const char *why;
+        if (money_from_json(json_object_get(e, "amount"), false, &mo, &why) == 0)
+            money_format(&mo, amount, sizeof(amount));
+        const char *kind = str_or(e, "kind", "?");
+        int64_t status;
+        if (strcmp(kind, "outcome") == 0 && sjson_int(e, "status", &status) == 0)
+            snprintf(result, sizeof(result), "%lld", (long long)status);
+        else
+            snprintf(result, sizeof(result), "%s", str_or(e, "decision", "-"));
+        const char *code = strcmp(kind, "outcome") == 0 ? str_or(e, "result", "-")
+                                                        : str_or(e, "code", "-");
+        printf("%-6lld %-20s %-8s %-6s %-24s %-12s %-16s %-12s %-12s %-12s %s\n", (long long)seq,
+               when, kind, result, code, p, ag, m, str_or(e, "action", "-"), amount,
+               str_or(e, "request_id", "-"));
+        json_decref(e);
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -24,6 +272,28 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return 0;
     }
-    fputs(usage, stderr);
-    return 1;
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 1;
+    }
+    struct args a = {0};
+    const char *cmd = argv[1];
+    int rc = parse(argc - 1, argv + 1, &a);
+    if (rc == 0) {
+        if (strcmp(cmd, "verify") == 0)
+            rc = cmd_check(&a, 0);
+        else if (strcmp(cmd, "replay") == 0)
+            rc = cmd_check(&a, 1);
+        else if (strcmp(cmd, "export") == 0)
+            rc = cmd_export(&a);
+        else if (strcmp(cmd, "show") == 0)
+            rc = cmd_show(&a);
+        else
+            rc = fail(1, "unknown command %s", cmd);
+    }
+    for (size_t i = 0; i < a.nheld; i++)
+        free(a.held[i]);
+    free(a.held);
+    keyring_clear(&a.keys);
+    return rc;
 }
