@@ -61,13 +61,27 @@ static int parse(int argc, char **argv, struct args *a)
         char *err = NULL, *eq;
         size_t len;
         switch (c) {
-        case 'd': a->db = optarg; break;
-        case 'k': a->pub = optarg; break;
-        case 'J': a->json = 1; break;
-        case 's': a->since = optarg; break;
-        case 'p': a->principal = optarg; break;
-        case 'a': a->agent = optarg; break;
-        case 'm': a->merchant = optarg; break;
+        case 'd':
+            a->db = optarg;
+            break;
+        case 'k':
+            a->pub = optarg;
+            break;
+        case 'J':
+            a->json = 1;
+            break;
+        case 's':
+            a->since = optarg;
+            break;
+        case 'p':
+            a->principal = optarg;
+            break;
+        case 'a':
+            a->agent = optarg;
+            break;
+        case 'm':
+            a->merchant = optarg;
+            break;
         case 'c':
             a->held = xrealloc(a->held, (a->nheld + 1) * sizeof(char *));
             if (!(a->held[a->nheld] = file_read(optarg, 65536, &len, &err)))
@@ -84,7 +98,9 @@ static int parse(int argc, char **argv, struct args *a)
                 return fail(1, "%s", err);
             keyring_add(&a->keys, optarg, set);
             break;
-        default: fputs(usage, stderr); return 1;
+        default:
+            fputs(usage, stderr);
+            return 1;
         }
     }
     if (!a->db || optind != argc) {
@@ -134,8 +150,8 @@ static int report(const struct verify_report *rep, int json, const char *what)
                (unsigned long long)rep->allows, (unsigned long long)rep->mandates_checked,
                (unsigned long long)rep->mandates_unchecked);
     } else {
-        printf("%s: VIOLATION at seq %lld: %s: %s\n", what, (long long)rep->bad_seq,
-               rep->violation, rep->detail);
+        printf("%s: VIOLATION at seq %lld: %s: %s\n", what, (long long)rep->bad_seq, rep->violation,
+               rep->detail);
     }
     return rep->ok ? 0 : 1;
 }
@@ -220,8 +236,8 @@ static int cmd_show(struct args *a)
            "REQUEST");
     while (sqlite3_step(s) == SQLITE_ROW) {
         char *err = NULL;
-        json_t *e = sjson_parse(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0),
-                                &err);
+        json_t *e =
+            sjson_parse(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &err);
         free(err);
         if (!e)
             continue;
@@ -250,8 +266,8 @@ static int cmd_show(struct args *a)
             snprintf(result, sizeof(result), "%lld", (long long)status);
         else
             snprintf(result, sizeof(result), "%s", str_or(e, "decision", "-"));
-        const char *code = strcmp(kind, "outcome") == 0 ? str_or(e, "result", "-")
-                                                        : str_or(e, "code", "-");
+        const char *code =
+            strcmp(kind, "outcome") == 0 ? str_or(e, "result", "-") : str_or(e, "code", "-");
         printf("%-6lld %-20s %-8s %-6s %-24s %-12s %-16s %-12s %-12s %-12s %s\n", (long long)seq,
                when, kind, result, code, p, ag, m, str_or(e, "action", "-"), amount,
                str_or(e, "request_id", "-"));

@@ -7,8 +7,6 @@
 #include <string.h>
 #include "core/sha256.h"
 
-
-
 void merkle_leaf_hash(const unsigned char *data, size_t len, unsigned char out[32])
 {
     static const unsigned char zero = 0;

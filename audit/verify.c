@@ -40,8 +40,8 @@ static void violation(struct verify_report *rep, int64_t seq, const char *kind, 
 static int load_rows(sqlite3 *db, struct row **out, size_t *n)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT seq, entry, leaf FROM entries ORDER BY seq", -1, &s,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT seq, entry, leaf FROM entries ORDER BY seq", -1, &s, NULL) !=
+        SQLITE_OK)
         return -1;
     size_t cap = 1024;
     struct row *v = xmalloc(cap * sizeof(*v));
@@ -131,8 +131,8 @@ static void check_chain(const struct row *v, size_t n, unsigned char (*leaves)[3
         char want[65];
         hex_encode(prev, 32, want);
         if (!p || strcmp(p, want) != 0)
-            violation(rep, (int64_t)i, "chain break", "entry %zu's prev is not entry %zu's leaf",
-                      i, i - 1);
+            violation(rep, (int64_t)i, "chain break", "entry %zu's prev is not entry %zu's leaf", i,
+                      i - 1);
         json_decref(e);
         memcpy(prev, leaves[i], 32);
     }
@@ -280,7 +280,8 @@ static void each_allow(sqlite3 *db, const struct row *v, size_t n, const struct 
         char *err = NULL;
         json_t *e = sjson_parse(v[i].bytes, v[i].len, &err);
         free(err);
-        const char *kind = e ? sjson_str(e, "kind") : NULL, *dec = e ? sjson_str(e, "decision") : NULL;
+        const char *kind = e ? sjson_str(e, "kind") : NULL,
+                   *dec = e ? sjson_str(e, "decision") : NULL;
         if (kind && strcmp(kind, "decision") == 0 && dec && strcmp(dec, "allow") == 0) {
             rep->allows++;
             size_t k;
@@ -335,7 +336,7 @@ struct replay {
     struct used {
         char *key;
         int64_t count;
-    } *v;
+    } * v;
     size_t n;
     int64_t skew_s;
 };
@@ -393,11 +394,11 @@ int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
 
 json_t *verify_report_json(const struct verify_report *rep)
 {
-    json_t *o = json_pack("{sb sI sI sI sI sI}", "ok", rep->ok, "entries",
-                          (json_int_t)rep->entries, "checkpoints", (json_int_t)rep->checkpoints,
-                          "allows", (json_int_t)rep->allows, "mandates_checked",
-                          (json_int_t)rep->mandates_checked, "mandates_unchecked",
-                          (json_int_t)rep->mandates_unchecked);
+    json_t *o =
+        json_pack("{sb sI sI sI sI sI}", "ok", rep->ok, "entries", (json_int_t)rep->entries,
+                  "checkpoints", (json_int_t)rep->checkpoints, "allows", (json_int_t)rep->allows,
+                  "mandates_checked", (json_int_t)rep->mandates_checked, "mandates_unchecked",
+                  (json_int_t)rep->mandates_unchecked);
     if (!rep->ok) {
         sjson_set(o, "bad_seq", json_integer(rep->bad_seq));
         sjson_set(o, "violation", json_string(rep->violation));

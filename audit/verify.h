@@ -18,8 +18,8 @@
 #include "core/jwk.h"
 
 struct verify_opts {
-    EVP_PKEY *checkpoint_key;   /* Ed25519 public key; NULL in replay */
-    char **held;                /* checkpoint notes the auditor kept (texts) */
+    EVP_PKEY *checkpoint_key; /* Ed25519 public key; NULL in replay */
+    char **held;              /* checkpoint notes the auditor kept (texts) */
     size_t nheld;
     const struct keyring *keys; /* issuer or merchant id → JWKS */
     int64_t skew_s;

@@ -33,10 +33,10 @@ int main(int argc, char **argv)
         if (RAND_bytes(r, sizeof(r)) != 1)
             return 1;
         hex_encode(r, sizeof(r), jti);
-        json_t *c = json_pack("{ss ss s{ss} ss ss sI sI ss sI}", "iss", "wallet-1", "sub",
-                              "alice", "act", "sub", "bench-agent", "aud", "bench-shop", "action",
-                              "echo", "iat", (json_int_t)now, "exp", (json_int_t)(now + ttl),
-                              "jti", jti, "uses", (json_int_t)uses);
+        json_t *c = json_pack("{ss ss s{ss} ss ss sI sI ss sI}", "iss", "wallet-1", "sub", "alice",
+                              "act", "sub", "bench-agent", "aud", "bench-shop", "action", "echo",
+                              "iat", (json_int_t)now, "exp", (json_int_t)(now + ttl), "jti", jti,
+                              "uses", (json_int_t)uses);
         char *tok = mandate_sign(&k, MANDATE_INTENT, c);
         json_decref(c);
         if (!tok)

@@ -176,8 +176,7 @@ static int cart_sum_ok(const json_t *c, const struct money *total)
     return money_equal(&sum, total);
 }
 
-enum code mandate_check_time(const struct mandate *m, const struct mandate_limits *lim,
-                             int64_t now)
+enum code mandate_check_time(const struct mandate *m, const struct mandate_limits *lim, int64_t now)
 {
     if (m->exp < now - lim->clock_skew_s)
         return CODE_MANDATE_EXPIRED;

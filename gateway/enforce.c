@@ -7,7 +7,6 @@
 #include <strings.h>
 #include "core/sha256.h"
 
-
 /* The token after "Mandate " (scheme case-insensitive, RFC 9110 §11.1), or NULL. */
 static const char *mandate_token(const char *authorization, size_t *len)
 {
@@ -28,8 +27,8 @@ static enum code verify_cached(const struct config *conf, unsigned accept, int64
                                struct vcache *cache, struct verdict *v)
 {
     if (!cache || v->token_len > conf->mandate_limits.max_bytes)
-        return mandate_verify(v->token, v->token_len, accept, &conf->issuers,
-                              &conf->mandate_limits, now, &v->m);
+        return mandate_verify(v->token, v->token_len, accept, &conf->issuers, &conf->mandate_limits,
+                              now, &v->m);
     unsigned char key[32];
     sha256(v->token, v->token_len, key);
     struct vcache_slot *s = &cache->v[(key[0] | key[1] << 8) % VCACHE_SLOTS];

@@ -28,7 +28,7 @@ struct worker {
     struct evconnlistener *lst;
     struct writer_mailbox mb;
     struct upstream_pools *pools;
-    struct config *conf; /* this worker's reference to the current configuration */
+    struct config *conf;   /* this worker's reference to the current configuration */
     struct vcache *vcache; /* verified mandates under conf */
     uint64_t conf_gen;
     int inflight;  /* requests begun and not finished; only this thread touches it */
