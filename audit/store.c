@@ -19,7 +19,9 @@ static const char schema[] =
     " exp INTEGER NOT NULL, used INTEGER NOT NULL, PRIMARY KEY(iss, jti));"
     "CREATE TABLE IF NOT EXISTS revocations(kind TEXT NOT NULL, value TEXT NOT NULL,"
     " ts_ms INTEGER NOT NULL, PRIMARY KEY(kind, value));"
-    "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS spend(request_id TEXT PRIMARY KEY, key TEXT NOT NULL,"
+    " amount INTEGER NOT NULL, status INTEGER NOT NULL);";
 
 static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
 {
@@ -52,7 +54,11 @@ struct store *store_open(const char *path, bool create, char **err)
         prepare(st, "INSERT OR IGNORE INTO revocations(kind, value, ts_ms) VALUES(?,?,?)",
                 &st->ins_revocation) ||
         prepare(st, "INSERT OR REPLACE INTO checkpoints(size, note) VALUES(?,?)",
-                &st->ins_checkpoint)) {
+                &st->ins_checkpoint) ||
+        prepare(st,
+                "INSERT INTO spend(request_id, key, amount, status) VALUES(?,?,?,?) "
+                "ON CONFLICT(request_id) DO UPDATE SET status = excluded.status",
+                &st->put_spend)) {
         *err = xasprintf("%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -71,6 +77,7 @@ void store_close(struct store *st)
     sqlite3_finalize(st->put_jti);
     sqlite3_finalize(st->ins_revocation);
     sqlite3_finalize(st->ins_checkpoint);
+    sqlite3_finalize(st->put_spend);
     sqlite3_close(st->db);
     free(st);
 }
@@ -154,6 +161,32 @@ int store_put_revocation(struct store *st, const char *kind, const char *value, 
     sqlite3_bind_text(st->ins_revocation, 2, value, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st->ins_revocation, 3, ts_ms);
     return step(st, st->ins_revocation);
+}
+
+int store_put_spend(struct store *st, const char *request_id, const char *key, int64_t amount,
+                    int status)
+{
+    sqlite3_bind_text(st->put_spend, 1, request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->put_spend, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st->put_spend, 3, amount);
+    sqlite3_bind_int(st->put_spend, 4, status);
+    return step(st, st->put_spend);
+}
+
+int store_each_spend(struct store *st, void (*fn)(void *arg, const char *key, int64_t amount),
+                     void *arg)
+{
+    sqlite3_stmt *s;
+    /* 2 is SPEND_RELEASED (audit/writer.h): everything else counts against the cap. */
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT key, SUM(amount) FROM spend WHERE status != 2 GROUP BY key", -1,
+                           &s, NULL) != SQLITE_OK)
+        return -1;
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1));
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : -1;
 }
 
 int store_put_checkpoint(struct store *st, uint64_t size, const char *note)

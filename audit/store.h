@@ -18,7 +18,7 @@
 
 struct store {
     sqlite3 *db;
-    sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint;
+    sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint, *put_spend;
 };
 
 /** Open (creating when create) the database at path; NULL with *err (caller frees). */
@@ -44,6 +44,12 @@ int store_prune_jtis(struct store *st, int64_t before) MUST_CHECK;
 /** Record a revocation (kind is "jti", "agent", "principal" or "kid"). */
 int store_put_revocation(struct store *st, const char *kind, const char *value,
                          int64_t ts_ms) MUST_CHECK;
+/** Record or update the spend reservation of a request (status: enum spend_status). */
+int store_put_spend(struct store *st, const char *request_id, const char *key, int64_t amount,
+                    int status) MUST_CHECK;
+/** Call fn with every ledger key and the amount that counts against it (all but released). */
+int store_each_spend(struct store *st, void (*fn)(void *arg, const char *key, int64_t amount),
+                     void *arg) MUST_CHECK;
 /** Store a signed checkpoint note for tree size. */
 int store_put_checkpoint(struct store *st, uint64_t size, const char *note) MUST_CHECK;
 

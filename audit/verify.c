@@ -13,6 +13,8 @@
 #include "audit/checkpoint.h"
 #include "audit/merkle.h"
 #include "core/jws.h"
+#include "core/mandate.h"
+#include "core/money.h"
 #include "core/sjson.h"
 
 struct row {
@@ -269,10 +271,11 @@ static void check_mandate(sqlite3 *db, const struct verify_opts *o, int64_t seq,
     free(text);
 }
 
-/* Calls fn for every allow decision with its first (Authorization) mandate's claims. */
-static void each_allow(sqlite3 *db, const struct row *v, size_t n, const struct verify_opts *o,
+/* Calls fn for every entry, with the claims of an allow's mandates (the Authorization mandate
+ * first, then the cart), each checked by check_mandate(); NULL claims for other entries. */
+static void each_entry(sqlite3 *db, const struct row *v, size_t n, const struct verify_opts *o,
                        struct verify_report *rep,
-                       void (*fn)(void *arg, int64_t seq, const json_t *entry, const json_t *claims,
+                       void (*fn)(void *arg, int64_t seq, const json_t *entry, json_t *claims[2],
                                   struct verify_report *rep),
                        void *arg)
 {
@@ -280,25 +283,27 @@ static void each_allow(sqlite3 *db, const struct row *v, size_t n, const struct 
         char *err = NULL;
         json_t *e = sjson_parse(v[i].bytes, v[i].len, &err);
         free(err);
-        const char *kind = e ? sjson_str(e, "kind") : NULL,
-                   *dec = e ? sjson_str(e, "decision") : NULL;
+        const char *kind = e ? sjson_str(e, "kind") : NULL;
+        const char *dec = e ? sjson_str(e, "decision") : NULL;
+        json_t *claims[2] = {NULL, NULL};
         if (kind && strcmp(kind, "decision") == 0 && dec && strcmp(dec, "allow") == 0) {
             rep->allows++;
             size_t k;
-            json_t *md, *first = NULL;
+            json_t *md;
             json_array_foreach(json_object_get(e, "mandates"), k, md)
             {
-                json_t *claims;
-                check_mandate(db, o, (int64_t)i, md, &claims, rep);
-                if (k == 0)
-                    first = claims;
+                json_t *c;
+                check_mandate(db, o, (int64_t)i, md, &c, rep);
+                if (k < 2)
+                    claims[k] = c;
                 else
-                    json_decref(claims);
+                    json_decref(c);
             }
-            if (rep->ok && fn)
-                fn(arg, (int64_t)i, e, first, rep);
-            json_decref(first);
         }
+        if (e && rep->ok && fn)
+            fn(arg, (int64_t)i, e, claims, rep);
+        json_decref(claims[0]);
+        json_decref(claims[1]);
         json_decref(e);
     }
 }
@@ -325,33 +330,112 @@ int verify_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
     if (rep->ok)
         check_checkpoints(db, o, (const unsigned char(*)[32])leaves, n, rep);
     if (rep->ok)
-        each_allow(db, v, n, o, rep, NULL, NULL);
+        each_entry(db, v, n, o, rep, NULL, NULL);
     free(leaves);
     free_rows(v, n);
     return 0;
 }
 
-/* Replay state: uses per (iss, jti). A sorted array is plenty for an offline tool. */
-struct replay {
+/* Replay state: counts by key (uses per issuer and jti; spend per ledger key; the reservation
+ * of each request). Linear lists are plenty for an offline tool over test-sized logs. */
+struct tally {
     struct used {
         char *key;
         int64_t count;
     } * v;
     size_t n;
+};
+
+struct replay {
+    struct tally uses, spend, reserved;
     int64_t skew_s;
 };
 
-static void replay_allow(void *arg, int64_t seq, const json_t *entry, const json_t *claims,
+static int64_t *tally_at(struct tally *t, const char *key)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->v[i].key, key) == 0)
+            return &t->v[i].count;
+    t->v = xrealloc(t->v, (t->n + 1) * sizeof(*t->v));
+    t->v[t->n] = (struct used){xstrdup(key), 0};
+    return &t->v[t->n++].count;
+}
+
+static void tally_clear(struct tally *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->v[i].key);
+    free(t->v);
+}
+
+/* The cart: paid once. The payment: its spend, in its cap period, within its cap. */
+static void replay_priced(struct replay *rp, int64_t seq, const json_t *entry, const json_t *pay,
+                          const json_t *cart, struct verify_report *rep)
+{
+    const char *ciss = sjson_str(cart, "iss"), *cjti = sjson_str(cart, "jti");
+    char *ckey = xasprintf("%s\n%s", ciss ? ciss : "", cjti ? cjti : "");
+    int64_t *paid = tally_at(&rp->uses, ckey);
+    free(ckey);
+    if (++*paid > 1) {
+        violation(rep, seq, "reused cart", "cart %s paid %lld times", cjti ? cjti : "?",
+                  (long long)*paid);
+        return;
+    }
+    struct money total, cap;
+    const char *why, *iss = sjson_str(pay, "iss"), *sub = sjson_str(pay, "sub");
+    enum cap_period period;
+    json_t *capj = json_object_get(pay, "cap");
+    int64_t ts;
+    if (!iss || !sub || money_from_json(json_object_get(pay, "total"), false, &total, &why) ||
+        money_from_json(capj, true, &cap, &why) ||
+        cap_period_parse(sjson_str(capj, "period"), &period) || sjson_int(entry, "ts_ms", &ts)) {
+        violation(rep, seq, "malformed allow", "a priced allow without total or cap");
+        return;
+    }
+    char key[CAP_KEY_MAX];
+    cap_key(iss, sub, &cap, period, ts / 1000, key);
+    int64_t *spent = tally_at(&rp->spend, key);
+    *spent += total.value;
+    if (*spent > cap.value) {
+        violation(rep, seq, "cap exceeded", "%s: %lld spent, cap %lld", key, (long long)*spent,
+                  (long long)cap.value);
+        return;
+    }
+    char *rkey = xasprintf("%s\n%s", sjson_str(entry, "request_id"), key);
+    *tally_at(&rp->reserved, rkey) = total.value;
+    free(rkey);
+}
+
+/* A released reservation stops counting. */
+static void replay_outcome(struct replay *rp, const json_t *entry)
+{
+    const char *spend = sjson_str(entry, "spend"), *id = sjson_str(entry, "request_id");
+    if (!spend || !id || strcmp(spend, "released") != 0)
+        return;
+    size_t idl = strlen(id);
+    for (size_t i = 0; i < rp->reserved.n; i++) {
+        struct used *u = &rp->reserved.v[i];
+        if (strncmp(u->key, id, idl) == 0 && u->key[idl] == '\n') {
+            *tally_at(&rp->spend, u->key + idl + 1) -= u->count;
+            u->count = 0;
+        }
+    }
+}
+
+static void replay_entry(void *arg, int64_t seq, const json_t *entry, json_t *claims[2],
                          struct verify_report *rep)
 {
     struct replay *rp = arg;
-    if (!claims)
+    const char *kind = sjson_str(entry, "kind");
+    if (kind && strcmp(kind, "outcome") == 0)
+        replay_outcome(rp, entry);
+    if (!claims[0])
         return;
-    const char *iss = sjson_str(claims, "iss"), *jti = sjson_str(claims, "jti");
+    const char *iss = sjson_str(claims[0], "iss"), *jti = sjson_str(claims[0], "jti");
     int64_t uses = 1, exp = 0, ts = 0;
-    if (sjson_int(claims, "uses", &uses) != 0)
+    if (sjson_int(claims[0], "uses", &uses) != 0)
         uses = 1;
-    if (!iss || !jti || sjson_int(claims, "exp", &exp) || sjson_int(entry, "ts_ms", &ts)) {
+    if (!iss || !jti || sjson_int(claims[0], "exp", &exp) || sjson_int(entry, "ts_ms", &ts)) {
         violation(rep, seq, "malformed allow", "an allow without issuer, jti, exp or time");
         return;
     }
@@ -361,18 +445,13 @@ static void replay_allow(void *arg, int64_t seq, const json_t *entry, const json
         return;
     }
     char *key = xasprintf("%s\n%s", iss, jti);
-    size_t i = 0;
-    while (i < rp->n && strcmp(rp->v[i].key, key) != 0)
-        i++;
-    if (i == rp->n) {
-        rp->v = xrealloc(rp->v, (rp->n + 1) * sizeof(*rp->v));
-        rp->v[rp->n++] = (struct used){key, 0};
-    } else {
-        free(key);
-    }
-    if (++rp->v[i].count > uses)
+    int64_t *count = tally_at(&rp->uses, key);
+    free(key);
+    if (++*count > uses)
         violation(rep, seq, "reused jti", "jti %s allowed %lld times; it allows %lld", jti,
-                  (long long)rp->v[i].count, (long long)uses);
+                  (long long)*count, (long long)uses);
+    else if (claims[1])
+        replay_priced(rp, seq, entry, claims[0], claims[1], rep);
 }
 
 int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
@@ -383,11 +462,11 @@ int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
     if (load_rows(db, &v, &n) != 0)
         return -1;
     rep->entries = n;
-    struct replay rp = {NULL, 0, o->skew_s};
-    each_allow(db, v, n, o, rep, replay_allow, &rp);
-    for (size_t i = 0; i < rp.n; i++)
-        free(rp.v[i].key);
-    free(rp.v);
+    struct replay rp = {{0}, {0}, {0}, o->skew_s};
+    each_entry(db, v, n, o, rep, replay_entry, &rp);
+    tally_clear(&rp.uses);
+    tally_clear(&rp.spend);
+    tally_clear(&rp.reserved);
     free_rows(v, n);
     return 0;
 }

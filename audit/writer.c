@@ -3,6 +3,7 @@
  */
 #include "audit/writer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +48,19 @@ void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned
     int i = it->jws[0] ? 1 : 0;
     it->jws[i] = xstrdup(jws);
     hex_encode(sha, 32, it->jws_sha[i]);
+}
+
+void writer_item_op(struct writer_item *it, enum writer_op_kind kind, const char *a, const char *b,
+                    int64_t x, int64_t y)
+{
+    if (it->nops == WRITER_MAX_OPS)
+        abort(); /* a programming error, not input */
+    struct writer_op *op = &it->ops[it->nops++];
+    op->kind = kind;
+    snprintf(op->a, sizeof(op->a), "%s", a);
+    snprintf(op->b, sizeof(op->b), "%s", b);
+    op->x = x;
+    op->y = y;
 }
 
 void writer_item_free(struct writer_item *it)
@@ -119,10 +133,15 @@ static int append(struct writer *w, struct writer_item *it)
     free(bytes);
     for (int i = 0; rc == 0 && i < 2 && it->jws[i]; i++)
         rc = store_put_mandate(w->st, it->jws_sha[i], it->jws[i]);
-    if (rc == 0 && it->op == WOP_JTI)
-        rc = store_put_jti(w->st, it->op_a, it->op_b, it->op_exp, it->op_used);
-    else if (rc == 0 && it->op == WOP_REVOKE)
-        rc = store_put_revocation(w->st, it->op_a, it->op_b, now_ms());
+    for (int i = 0; rc == 0 && i < it->nops; i++) {
+        const struct writer_op *op = &it->ops[i];
+        if (op->kind == WOP_JTI)
+            rc = store_put_jti(w->st, op->a, op->b, op->x, op->y);
+        else if (op->kind == WOP_REVOKE)
+            rc = store_put_revocation(w->st, op->a, op->b, now_ms());
+        else
+            rc = store_put_spend(w->st, op->a, op->b, op->x, (int)op->y);
+    }
     if (rc != 0)
         return -1;
     it->seq = w->tree.size;

@@ -19,7 +19,18 @@
 #include "core/hist.h"
 #include "core/jwk.h"
 
-enum writer_op_kind { WOP_NONE, WOP_JTI, WOP_REVOKE };
+enum writer_op_kind { WOP_JTI, WOP_REVOKE, WOP_SPEND };
+enum spend_status { SPEND_RESERVED, SPEND_COMMITTED, SPEND_RELEASED, SPEND_UNKNOWN };
+
+/* A state change committed with the entry. */
+struct writer_op {
+    enum writer_op_kind kind;
+    char a[136]; /* JTI: issuer; REVOKE: kind; SPEND: request id */
+    char b[304]; /* JTI: jti; REVOKE: value; SPEND: ledger key */
+    int64_t x;   /* JTI: exp; SPEND: amount */
+    int64_t y;   /* JTI: uses so far; SPEND: enum spend_status */
+};
+#define WRITER_MAX_OPS 3
 
 struct writer_item;
 
@@ -35,9 +46,8 @@ struct writer_item {
     json_t *entry;       /* owned: the entry without v, seq and prev, which the writer adds */
     char *jws[2];        /* owned: mandate texts to store beside the entry (or NULL) */
     char jws_sha[2][65]; /* their hex SHA-256 */
-    enum writer_op_kind op;
-    char op_a[132], op_b[132]; /* WOP_JTI: iss, jti; WOP_REVOKE: kind, value */
-    int64_t op_exp, op_used;   /* WOP_JTI */
+    struct writer_op ops[WRITER_MAX_OPS];
+    int nops;
     struct writer_mailbox *mb; /* NULL: nobody waits; the writer frees the item */
     void (*done)(struct writer_item *it);
     void *arg;
@@ -76,6 +86,9 @@ struct writer_stats *writer_stats(struct writer *w);
 struct writer_item *writer_item_new(json_t *entry);
 /** Attach a mandate text to store beside the entry. */
 void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned char sha[32]);
+/** Add a state change (at most WRITER_MAX_OPS). */
+void writer_item_op(struct writer_item *it, enum writer_op_kind kind, const char *a, const char *b,
+                    int64_t x, int64_t y);
 /** Free an item; NULL is a no-op. */
 void writer_item_free(struct writer_item *it);
 

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/b64url.h"
 #include "core/jws.h"
@@ -33,6 +34,38 @@ int cap_period_parse(const char *s, enum cap_period *out)
             return 0;
         }
     return -1;
+}
+
+void cap_period_at(enum cap_period p, int64_t now_s, char out[16])
+{
+    time_t t = (time_t)now_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    switch (p) {
+    case CAP_DAY:
+        strftime(out, 16, "d%Y-%m-%d", &tm);
+        break;
+    case CAP_WEEK:
+        /* tm_wday is 0 on Sunday; step back to Monday. */
+        t -= (time_t)(((tm.tm_wday + 6) % 7) * 86400);
+        gmtime_r(&t, &tm);
+        strftime(out, 16, "w%Y-%m-%d", &tm);
+        break;
+    case CAP_MONTH:
+        strftime(out, 16, "m%Y-%m", &tm);
+        break;
+    case CAP_TOTAL:
+        snprintf(out, 16, "total");
+        break;
+    }
+}
+
+void cap_key(const char *iss, const char *principal, const struct money *cap, enum cap_period p,
+             int64_t now_s, char out[CAP_KEY_MAX])
+{
+    char period[16];
+    cap_period_at(p, now_s, period);
+    snprintf(out, CAP_KEY_MAX, "%s|%s|%s|%s", iss, principal, cap->currency, period);
 }
 
 static int typ_parse(const char *s, enum mandate_typ *out)

@@ -60,6 +60,17 @@ const char *cap_period_name(enum cap_period p);
 /** Parse a cap period name; -1 if unknown. */
 int cap_period_parse(const char *s, enum cap_period *out) MUST_CHECK;
 
+#define CAP_KEY_MAX (2 * MANDATE_ID_MAX + 32)
+
+/** The period a moment falls in: "d2026-11-22", "w2026-11-16" (its Monday), "m2026-11", "total". */
+void cap_period_at(enum cap_period p, int64_t now_s, char out[16]);
+/**
+ * Where a payment counts: "issuer|principal|currency|period at now_s". The gateway's ledger and
+ * mandate-audit replay use the same keys.
+ */
+void cap_key(const char *iss, const char *principal, const struct money *cap, enum cap_period p,
+             int64_t now_s, char out[CAP_KEY_MAX]);
+
 /**
  * Verify tok (len bytes) as one of the types in accept, with keys from kr found by (iss, kid),
  * at time now. Returns CODE_OK and fills out, or the first applicable code of SPEC §1.

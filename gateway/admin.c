@@ -92,9 +92,7 @@ static void post_revocation(struct admin *a, struct evhttp_request *req)
     json_t *e = json_pack("{sI ss ss s{ss}}", "ts_ms", (json_int_t)now_ms(), "kind", "revocation",
                           "request_id", "", "revoke", key, v);
     struct writer_item *it = writer_item_new(e);
-    it->op = WOP_REVOKE;
-    snprintf(it->op_a, sizeof(it->op_a), "%s", key);
-    snprintf(it->op_b, sizeof(it->op_b), "%s", v);
+    writer_item_op(it, WOP_REVOKE, key, v, 0, 0);
     it->mb = &a->mb;
     it->done = on_revocation_durable;
     it->arg = req;

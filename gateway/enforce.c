@@ -7,6 +7,39 @@
 #include <strings.h>
 #include "core/sha256.h"
 
+/* The cart checks of SPEC §2.1 step 3 for a priced route, after the payment mandate verified. */
+static enum code check_cart(const struct config *conf, const struct route *route, const char *cart,
+                            int64_t now, struct verdict *v)
+{
+    if (!cart)
+        return CODE_PAYMENT_REQUIRED;
+    while (*cart == ' ')
+        cart++;
+    v->cart_token = cart;
+    v->cart_len = strlen(cart);
+    while (v->cart_len && cart[v->cart_len - 1] == ' ')
+        v->cart_len--;
+    enum code rc = mandate_verify(cart, v->cart_len, MANDATE_CART, &conf->merchant_keys,
+                                  &conf->mandate_limits, now, &v->cart);
+    if (rc == CODE_MANDATE_EXPIRED)
+        return CODE_CART_EXPIRED;
+    if (rc != CODE_OK || strcmp(v->cart.iss, route->merchant->id) != 0)
+        return CODE_CART_INVALID; /* not a cart validly signed by this route's merchant */
+    if (strcmp(v->cart.action, route->action) != 0 || strcmp(v->cart.sub, v->m.sub) != 0)
+        return CODE_CART_MISMATCH;
+    char hash[44];
+    mandate_cart_hash(cart, v->cart_len, hash);
+    if (strcmp(hash, v->m.cart_hash) != 0)
+        return CODE_CART_MISMATCH;
+    if (!money_equal(&v->m.total, &v->cart.total))
+        return CODE_AMOUNT_MISMATCH;
+    /* A cap in another currency cannot be checked against this total: refuse. */
+    if (strcmp(v->m.cap.currency, v->m.total.currency) != 0)
+        return CODE_SPEND_CAP_EXCEEDED;
+    v->has_cart = true;
+    return CODE_OK;
+}
+
 /* The token after "Mandate " (scheme case-insensitive, RFC 9110 §11.1), or NULL. */
 static const char *mandate_token(const char *authorization, size_t *len)
 {
@@ -63,11 +96,7 @@ enum code enforce(const struct config *conf, const struct route *route, const ch
         return v->code = CODE_MANDATE_WRONG_MERCHANT;
     if (strcmp(v->m.action, route->action) != 0)
         return v->code = CODE_MANDATE_WRONG_ACTION;
-    if (route->priced) {
-        /* Carts, payment binding and spend caps arrive with the priced-actions issue; until
-         * then a priced route is never forwarded. */
-        (void)cart;
-        return v->code = CODE_PAYMENT_REQUIRED;
-    }
+    if (route->priced)
+        return v->code = check_cart(conf, route, cart, now, v);
     return CODE_OK;
 }

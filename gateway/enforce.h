@@ -34,6 +34,10 @@ struct verdict {
     struct mandate m;  /* the Authorization mandate, when it parsed far enough */
     const char *token; /* borrowed from the header: the JWS text */
     size_t token_len;
+    bool has_cart;          /* priced routes, once the cart verified */
+    struct mandate cart;    /* the Mandate-Cart mandate */
+    const char *cart_token; /* borrowed from the header */
+    size_t cart_len;
 };
 
 /**

@@ -34,6 +34,7 @@ struct request {
     char *path;
     const struct route *route;
     struct verdict v;
+    struct admit admit;
     enum code code;
     int status;
     uint64_t bytes;
@@ -200,6 +201,14 @@ static json_t *decision_entry(struct request *r)
         sjson_append(ms, json_pack("{ss ss ss ss ss}", "typ", mandate_typ_name(m->typ), "iss",
                                    m->iss, "kid", m->kid, "jti", m->jti, "sha256", sha));
     }
+    if (r->v.has_cart) {
+        const struct mandate *c = &r->v.cart;
+        char sha[65];
+        hex_encode(c->sha256, 32, sha);
+        sjson_append(ms, json_pack("{ss ss ss ss ss}", "typ", mandate_typ_name(c->typ), "iss",
+                                   c->iss, "kid", c->kid, "jti", c->jti, "sha256", sha));
+        sjson_set(e, "amount", money_to_json(&c->total));
+    }
     sjson_set(e, "mandates", ms);
     return e;
 }
@@ -308,6 +317,7 @@ static enum code check_http(struct request *r)
 }
 
 static void forward(struct request *r);
+static void settle(struct request *r, const char *result, enum spend_status spend);
 
 /* After the jti is durable (or the commit failed): forward, or answer 503. */
 static void on_durable(struct writer_item *it)
@@ -320,8 +330,8 @@ static void on_durable(struct writer_item *it)
         hex_encode(it->leaf, 32, r->receipt + strlen(r->receipt));
     writer_item_free(it);
     if (!ok) {
-        /* Nothing was forwarded: give the use back and say the store failed. */
-        state_undo(r->w->srv->state, &r->v.m);
+        /* Nothing was forwarded: give back what was consumed and say the store failed. */
+        state_undo(r->w->srv->state, &r->admit);
         r->code = CODE_UNAVAILABLE;
         count(r);
         send_error(r, CODE_UNAVAILABLE, 0);
@@ -330,8 +340,10 @@ static void on_durable(struct writer_item *it)
         return;
     }
     if (!r->req) {
-        /* The client left while we waited; the use stays consumed, nothing is forwarded. */
+        /* The client left while we waited: nothing is forwarded, the use stays consumed and a
+         * reservation is released (no payment can have happened). */
         r->status = 499;
+        settle(r, "not_forwarded", SPEND_RELEASED);
         log_access(r, "allow");
         request_free(r);
         return;
@@ -339,12 +351,21 @@ static void on_durable(struct writer_item *it)
     forward(r);
 }
 
-static void submit_outcome(struct request *r, const char *result)
+/* The outcome entry; on a priced route it also settles the reservation (SPEC §2.1 step 6). */
+static void settle(struct request *r, const char *result, enum spend_status spend)
 {
     json_t *e = json_pack("{sI ss ss ss si sI sI}", "ts_ms", (json_int_t)now_ms(), "kind",
                           "outcome", "request_id", r->id, "result", result, "status", r->status,
                           "bytes", (json_int_t)r->bytes, "upstream_us", (json_int_t)r->up_us);
-    writer_submit(r->w->srv->writer, writer_item_new(e));
+    struct writer_item *it = writer_item_new(e);
+    if (r->admit.cart) {
+        static const char *const names[] = {"reserved", "committed", "released", "unknown"};
+        sjson_set(e, "spend", json_string(names[spend]));
+        if (spend == SPEND_RELEASED)
+            state_release(r->w->srv->state, r->admit.spend_key, r->admit.amount);
+        writer_item_op(it, WOP_SPEND, r->id, r->admit.spend_key, r->admit.amount, spend);
+    }
+    writer_submit(r->w->srv->writer, it);
 }
 
 static void finish(struct request *r, const char *result)
@@ -352,7 +373,11 @@ static void finish(struct request *r, const char *result)
     r->up_us = mono_us() - r->up_start_us;
     hist_observe(&r->w->srv->metrics.upstream_us, (uint64_t)r->up_us);
     atomic_fetch_add_explicit(&r->w->srv->metrics.upstream_bytes, r->bytes, memory_order_relaxed);
-    submit_outcome(r, result);
+    /* 2xx: paid. A 4xx/5xx answer: not paid. No answer: nobody knows, so it keeps counting. */
+    enum spend_status spend = strcmp(result, "ok") != 0             ? SPEND_UNKNOWN
+                              : r->status >= 200 && r->status < 300 ? SPEND_COMMITTED
+                                                                    : SPEND_RELEASED;
+    settle(r, result, spend);
     log_access(r, "allow");
     request_free(r);
 }
@@ -463,6 +488,11 @@ static void add_forward_headers(struct request *r, struct evkeyvalq *out)
     evhttp_add_header(out, "Mandate-Principal", m->sub);
     evhttp_add_header(out, "Mandate-Agent", m->agent);
     evhttp_add_header(out, "Mandate-Action", r->route->action);
+    if (r->v.has_cart) {
+        char amount[40];
+        money_format(&r->v.cart.total, amount, sizeof(amount));
+        evhttp_add_header(out, "Mandate-Amount", amount);
+    }
     evhttp_add_header(out, "Mandate-Receipt", r->receipt);
     evhttp_add_header(out, "X-Request-Id", r->id);
     char *peer = NULL;
@@ -559,10 +589,18 @@ static void handle(struct evhttp_request *req, void *arg)
                    evhttp_find_header(in, "Mandate-Cart"), now_s(), w->vcache, &r->v);
     if (code != CODE_OK)
         return deny(r, code, 0);
-    int64_t used = 0, retry = 0;
-    code = state_admit(w->srv->state, &r->v.m, r->start_us, &used, &retry);
+    struct admit *a = &r->admit;
+    a->m = &r->v.m;
+    if (r->v.has_cart) {
+        const struct mandate *p = &r->v.m;
+        a->cart = &r->v.cart;
+        a->amount = p->total.value;
+        a->cap = p->cap.value;
+        cap_key(p->iss, p->sub, &p->cap, p->cap_period, now_s(), a->spend_key);
+    }
+    code = state_admit(w->srv->state, a, r->start_us);
     if (code != CODE_OK)
-        return deny(r, code, retry);
+        return deny(r, code, a->retry_after_s);
 
     /* Allow: the entry and the consumed jti commit before a byte goes upstream. */
     r->code = CODE_OK;
@@ -573,11 +611,14 @@ static void handle(struct evhttp_request *req, void *arg)
     char *tok = xstrndup(r->v.token, r->v.token_len);
     writer_item_add_jws(it, tok, r->v.m.sha256);
     free(tok);
-    it->op = WOP_JTI;
-    snprintf(it->op_a, sizeof(it->op_a), "%s", r->v.m.iss);
-    snprintf(it->op_b, sizeof(it->op_b), "%s", r->v.m.jti);
-    it->op_exp = r->v.m.exp;
-    it->op_used = used;
+    writer_item_op(it, WOP_JTI, r->v.m.iss, r->v.m.jti, r->v.m.exp, a->used);
+    if (a->cart) {
+        tok = xstrndup(r->v.cart_token, r->v.cart_len);
+        writer_item_add_jws(it, tok, r->v.cart.sha256);
+        free(tok);
+        writer_item_op(it, WOP_JTI, a->cart->iss, a->cart->jti, a->cart->exp, 1);
+        writer_item_op(it, WOP_SPEND, r->id, a->spend_key, a->amount, SPEND_RESERVED);
+    }
     it->mb = &w->mb;
     it->done = on_durable;
     it->arg = r;

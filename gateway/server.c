@@ -37,6 +37,11 @@ static void load_revocation(void *arg, const char *kind, const char *value, int6
         state_revoke(arg, k, value);
 }
 
+static void load_spend(void *arg, const char *key, int64_t amount)
+{
+    state_load_spend(arg, key, amount);
+}
+
 /* Open the database, rebuild the in-memory state and start the writer. */
 static int open_store(struct server *s, const struct config *conf)
 {
@@ -46,7 +51,8 @@ static int open_store(struct server *s, const struct config *conf)
     unsigned char last[32];
     if (!st || store_tail(st, &tree, last, &err) != 0 ||
         store_each_jti(st, now_s() - conf->mandate_limits.clock_skew_s, load_jti, s->state) != 0 ||
-        store_each_revocation(st, load_revocation, s->state) != 0) {
+        store_each_revocation(st, load_revocation, s->state) != 0 ||
+        store_each_spend(st, load_spend, s->state) != 0) {
         log_error("database: %s", err ? err : "cannot read state");
         free(err);
         store_close(st);

@@ -26,6 +26,7 @@ struct table {
 struct state {
     pthread_mutex_t mu;
     struct table jtis, revoked, buckets;
+    struct ledger *ledger;
     double rate, burst;
     uint64_t inserts; /* jti inserts since the last sweep */
 };
@@ -138,6 +139,7 @@ struct state *state_new(double rate, double burst)
     pthread_mutex_init(&st->mu, NULL);
     st->rate = rate;
     st->burst = burst;
+    st->ledger = ledger_new();
     return st;
 }
 
@@ -148,6 +150,7 @@ void state_free(struct state *st)
     table_clear(&st->jtis);
     table_clear(&st->revoked);
     table_clear(&st->buckets);
+    ledger_free(st->ledger);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -224,28 +227,14 @@ int state_is_revoked(struct state *st, const struct mandate *m)
     return r;
 }
 
-enum code state_admit(struct state *st, const struct mandate *m, int64_t now_us, int64_t *used,
-                      int64_t *retry_after_s)
+/* Rate bucket of an agent: take one token, or say how long until there is one. */
+static bool take_token(struct state *st, const char *key, size_t len, int64_t now_us,
+                       int64_t *retry_after_s)
 {
-    char jkey[2 * MANDATE_ID_MAX + 4], bkey[2 * MANDATE_ID_MAX + 4];
-    size_t jlen = make_key(jkey, sizeof(jkey), m->iss, m->jti);
-    size_t blen = make_key(bkey, sizeof(bkey), m->iss, m->agent);
-    uint64_t jh = fnv(jkey, jlen), bh = fnv(bkey, blen);
-    enum code rc = CODE_OK;
-
-    pthread_mutex_lock(&st->mu);
-    if (any_revoked_locked(st, m)) {
-        rc = CODE_MANDATE_REVOKED;
-        goto out;
-    }
-    struct slot *j = find(&st->jtis, jkey, jlen, jh);
-    if (j && j->a >= m->uses) {
-        rc = CODE_MANDATE_USED;
-        goto out;
-    }
-    struct slot *b = find(&st->buckets, bkey, blen, bh);
+    uint64_t h = fnv(key, len);
+    struct slot *b = find(&st->buckets, key, len, h);
     if (!b) {
-        b = insert(&st->buckets, bkey, blen, bh);
+        b = insert(&st->buckets, key, len, h);
         b->a = (int64_t)(st->burst * 1e6);
         b->b = now_us;
     }
@@ -256,32 +245,93 @@ enum code state_admit(struct state *st, const struct mandate *m, int64_t now_us,
     if (tokens < 1.0) {
         b->a = (int64_t)(tokens * 1e6);
         *retry_after_s = (int64_t)ceil((1.0 - tokens) / st->rate);
-        rc = CODE_RATE_LIMITED;
-        goto out;
+        return false;
     }
     b->a = (int64_t)((tokens - 1.0) * 1e6);
+    return true;
+}
+
+/* Count one more use of (iss, jti), valid until exp; returns the new count. */
+static int64_t use_jti(struct state *st, const char *key, size_t len, int64_t exp, int64_t now_us)
+{
+    uint64_t h = fnv(key, len);
+    struct slot *j = find(&st->jtis, key, len, h);
     if (!j) {
-        j = insert(&st->jtis, jkey, jlen, jh);
-        j->b = m->exp;
         if (++st->inserts >= 4096) {
             sweep(&st->jtis, now_us / 1000000 - 3600);
             st->inserts = 0;
-            j = find(&st->jtis, jkey, jlen, jh);
         }
+        j = insert(&st->jtis, key, len, h);
+        j->b = exp;
     }
-    *used = ++j->a;
-out:
+    return ++j->a;
+}
+
+static int64_t uses_of(struct state *st, const char *key, size_t len)
+{
+    struct slot *j = find(&st->jtis, key, len, fnv(key, len));
+    return j ? j->a : 0;
+}
+
+enum code state_admit(struct state *st, struct admit *a, int64_t now_us)
+{
+    const struct mandate *m = a->m;
+    char jkey[2 * MANDATE_ID_MAX + 4], ckey[2 * MANDATE_ID_MAX + 4], bkey[2 * MANDATE_ID_MAX + 4];
+    size_t jlen = make_key(jkey, sizeof(jkey), m->iss, m->jti);
+    size_t clen = a->cart ? make_key(ckey, sizeof(ckey), a->cart->iss, a->cart->jti) : 0;
+    size_t blen = make_key(bkey, sizeof(bkey), m->iss, m->agent);
+    enum code rc = CODE_OK;
+
+    pthread_mutex_lock(&st->mu);
+    if (any_revoked_locked(st, m))
+        rc = CODE_MANDATE_REVOKED;
+    else if (uses_of(st, jkey, jlen) >= m->uses)
+        rc = CODE_MANDATE_USED;
+    else if (a->cart && uses_of(st, ckey, clen) >= 1)
+        rc = CODE_CART_USED;
+    else if (!take_token(st, bkey, blen, now_us, &a->retry_after_s))
+        rc = CODE_RATE_LIMITED;
+    else if (a->cart && ledger_reserve(st->ledger, a->spend_key, a->amount, a->cap) != 0)
+        rc = CODE_SPEND_CAP_EXCEEDED;
+    if (rc == CODE_OK) {
+        a->used = use_jti(st, jkey, jlen, m->exp, now_us);
+        if (a->cart)
+            use_jti(st, ckey, clen, a->cart->exp, now_us);
+    }
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
-void state_undo(struct state *st, const struct mandate *m)
+static void unuse(struct state *st, const char *iss, const char *jti)
 {
     char key[2 * MANDATE_ID_MAX + 4];
-    size_t len = make_key(key, sizeof(key), m->iss, m->jti);
-    pthread_mutex_lock(&st->mu);
+    size_t len = make_key(key, sizeof(key), iss, jti);
     struct slot *j = find(&st->jtis, key, len, fnv(key, len));
     if (j && j->a > 0)
         j->a--;
+}
+
+void state_undo(struct state *st, const struct admit *a)
+{
+    pthread_mutex_lock(&st->mu);
+    unuse(st, a->m->iss, a->m->jti);
+    if (a->cart) {
+        unuse(st, a->cart->iss, a->cart->jti);
+        ledger_release(st->ledger, a->spend_key, a->amount);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+void state_release(struct state *st, const char *spend_key, int64_t amount)
+{
+    pthread_mutex_lock(&st->mu);
+    ledger_release(st->ledger, spend_key, amount);
+    pthread_mutex_unlock(&st->mu);
+}
+
+void state_load_spend(struct state *st, const char *key, int64_t amount)
+{
+    pthread_mutex_lock(&st->mu);
+    ledger_load(st->ledger, key, amount);
     pthread_mutex_unlock(&st->mu);
 }

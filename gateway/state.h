@@ -12,6 +12,7 @@
 
 #include "core/code.h"
 #include "core/mandate.h"
+#include "gateway/ledger.h"
 
 struct state;
 
@@ -35,15 +36,28 @@ int state_revoke(struct state *st, enum revoke_kind kind, const char *value);
 /** Every revocation as a new JSON array of {"kind": value}. */
 json_t *state_revocations(struct state *st);
 
+/* What one request would consume; state_admit() fills the outputs. */
+struct admit {
+    const struct mandate *m;        /* the Authorization mandate */
+    const struct mandate *cart;     /* priced routes: the cart (paid once), else NULL */
+    char spend_key[LEDGER_KEY_MAX]; /* priced routes: where the amount counts */
+    int64_t amount, cap;
+    int64_t used;          /* out: m's use count after this one */
+    int64_t retry_after_s; /* out: with CODE_RATE_LIMITED */
+};
+
 /**
- * Check m against revocations, its uses and its agent's rate bucket, and consume one use and one
- * token if all pass. Returns CODE_OK (and *used, the new use count), CODE_MANDATE_REVOKED,
- * CODE_MANDATE_USED or CODE_RATE_LIMITED (and *retry_after_s).
+ * Check a request against revocations, its mandate's uses, its cart, its agent's rate bucket and
+ * its principal's spend cap, and if all pass consume one use, the cart, one token and the amount,
+ * all under one lock. Returns CODE_OK or the first failing check's code (nothing consumed).
  */
-enum code state_admit(struct state *st, const struct mandate *m, int64_t now_us, int64_t *used,
-                      int64_t *retry_after_s);
-/** Give back the use state_admit() took (the commit failed; nothing was forwarded). */
-void state_undo(struct state *st, const struct mandate *m);
+enum code state_admit(struct state *st, struct admit *a, int64_t now_us);
+/** Give back everything state_admit() took (the commit failed; nothing was forwarded). */
+void state_undo(struct state *st, const struct admit *a);
+/** Take back a reservation whose payment did not happen (4xx/5xx, or never forwarded). */
+void state_release(struct state *st, const char *spend_key, int64_t amount);
+/** Count amount under a ledger key (start-up). */
+void state_load_spend(struct state *st, const char *key, int64_t amount);
 /** Is any of m's jti, agent, principal or kid revoked? */
 int state_is_revoked(struct state *st, const struct mandate *m);
 

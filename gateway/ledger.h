@@ -1,0 +1,32 @@
+/*
+ * ledger: the principals' spend per cap period, in memory. Keys are (issuer, principal,
+ * currency, period), periods being UTC calendar periods: a day, an ISO week (from Monday), a
+ * month, or all time. Amounts are reserved at the decision and then committed (2xx), released
+ * (4xx/5xx, or never forwarded) or kept as unknown (timeout, broken connection): all but
+ * released count against the cap. Not thread-safe: state.c calls it under its lock.
+ */
+#ifndef GATEWAY_LEDGER_H
+#define GATEWAY_LEDGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/mandate.h"
+#include "core/money.h"
+
+#define LEDGER_KEY_MAX CAP_KEY_MAX /* keys are made by cap_key() in core/mandate.h */
+
+struct ledger;
+
+struct ledger *ledger_new(void);
+void ledger_free(struct ledger *l);
+/** The amount counted against key now. */
+int64_t ledger_spent(struct ledger *l, const char *key);
+/** Add amount to key if spent + amount <= cap: 0, or -1 (nothing changed). */
+int ledger_reserve(struct ledger *l, const char *key, int64_t amount, int64_t cap) MUST_CHECK;
+/** Take back a reservation (released, or its commit failed). */
+void ledger_release(struct ledger *l, const char *key, int64_t amount);
+/** Count amount under key unconditionally (start-up from the database). */
+void ledger_load(struct ledger *l, const char *key, int64_t amount);
+
+#endif
