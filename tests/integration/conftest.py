@@ -124,9 +124,10 @@ def b64url(b):
 class Gateway:
     """Keys, configuration, the stub upstream and the gateway, all under one temporary dir."""
 
-    def __init__(self, d, procs, **limits):
+    def __init__(self, d, procs, merchant="stub", **limits):
         self.d = d
         self.procs = procs
+        self.merchant = merchant
         self.port, self.admin_port, self.up_port = free_port(), free_port(), free_port()
         self.record = os.path.join(d, "upstream.jsonl")
         open(self.record, "w").close()
@@ -158,14 +159,25 @@ class Gateway:
                                {"method": "GET", "path": "/status/*", "action": "search"},
                            ]}],
         }
+        if merchant == "lux":
+            keygen(d, "lux-hotels", kid="lux1")
+            with open(os.path.join(d, "lux-hotels.pem"), "rb") as f:
+                self.merchant_key = _jwk.JWK.from_pem(f.read())
+            self.conf["merchants"][0]["jwks_file"] = "lux-hotels.jwks.json"
         self.config_path = os.path.join(d, "gateway.json")
         write_json(self.config_path, self.conf)
         self.upstream = None
         self.gw = None
 
     def start_upstream(self):
-        self.upstream = Proc([sys.executable, os.path.join(HERE, "stub_upstream.py"),
-                              str(self.up_port), self.record], os.path.join(self.d, "up.log"))
+        if self.merchant == "lux":
+            args = [binary("examples/lux-hotels/lux-hotels"), "--listen",
+                    f"127.0.0.1:{self.up_port}", "--key", os.path.join(self.d, "lux-hotels.pem"),
+                    "--kid", "lux1"]
+        else:
+            args = [sys.executable, os.path.join(HERE, "stub_upstream.py"), str(self.up_port),
+                    self.record]
+        self.upstream = Proc(args, os.path.join(self.d, "up.log"))
         self.procs.append(self.upstream)
         wait_port(self.up_port, self.upstream.p)
 
@@ -190,6 +202,39 @@ class Gateway:
         t.add_signature(key or self.key, alg,
                         protected=json.dumps({"alg": alg, "kid": kid, "typ": typ}))
         return t.serialize(compact=True)
+
+    def sign(self, claims, typ, key, kid):
+        t = _jws.JWS(json.dumps(claims).encode())
+        t.add_signature(key, "ES256", protected=json.dumps({"alg": "ES256", "kid": kid,
+                                                            "typ": typ}))
+        return t.serialize(compact=True)
+
+    def cart(self, total=18000, sub="alice", key=None, kid="lux1", **over):
+        """A cart signed by the merchant's key (or another), as /lux/quote would sign it."""
+        now = int(time.time())
+        c = {"iss": "lux-hotels", "sub": sub, "jti": "cart-" + secrets.token_hex(10),
+             "iat": now, "exp": now + 600, "action": "book_room",
+             "items": [{"sku": "deluxe", "qty": 1, "unit": {"value": total, "currency": "EUR"}}],
+             "total": {"value": total, "currency": "EUR"}}
+        c.update(over)
+        return self.sign(c, "cart-mandate+jwt", key or self.merchant_key, kid)
+
+    def pay(self, cart, cap=50000, period="day", **over):
+        """A payment mandate from the wallet's key for cart, bound to its hash and total."""
+        payload = json.loads(base64.urlsafe_b64decode(cart.split(".")[1] + "=="))
+        claims = dict(typ="payment-mandate+jwt", sub=payload["sub"], action="book_room",
+                      cart=b64url(hashlib.sha256(cart.encode()).digest()),
+                      total=payload["total"],
+                      cap={"value": cap, "currency": "EUR", "period": period})
+        claims.update(over)
+        return self.mint(**claims)
+
+    def book(self, payment, cart, query=""):
+        h = {"Mandate-Cart": cart} if cart else {}
+        return self.request("POST", "/lux/book" + query, payment, headers=h, body="{}")
+
+    def bookings(self):
+        return self.request("GET", "/lux/_stats", port=self.up_port)[2]["bookings"]
 
     def request(self, method, path, token=None, headers=None, body=None, port=None, timeout=10):
         conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
@@ -221,6 +266,12 @@ class Gateway:
 @pytest.fixture
 def gateway(tmp_path, procs):
     return Gateway(str(tmp_path), procs)
+
+
+@pytest.fixture
+def shop(tmp_path, procs):
+    """The gateway in front of the demo merchant, lux-hotels."""
+    return Gateway(str(tmp_path), procs, merchant="lux")
 
 
 def raw(port, data, timeout=5):
