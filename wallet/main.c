@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/version.h"
+#include "wallet/cli.h"
 #include "wallet/config.h"
 #include "wallet/keygen.h"
 #include "wallet/service.h"
@@ -14,12 +15,17 @@ static const char usage[] =
     "usage: mandate-wallet --config FILE [--check-config]\n"
     "       mandate-wallet keygen --alg ES256|EdDSA --kid KID --out KEY.pem --jwks KEYS.jwks.json"
     " [--pub KEY.pub.pem]\n"
+    "       mandate-wallet approvals | approve ID | deny ID --config FILE"
+    " [--admin-token-file FILE]\n"
     "       mandate-wallet --version | --help\n";
 
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "keygen") == 0)
         return keygen_main(argc - 1, argv + 1);
+    if (argc > 1 && (strcmp(argv[1], "approvals") == 0 || strcmp(argv[1], "approve") == 0 ||
+                     strcmp(argv[1], "deny") == 0))
+        return cli_main(argc - 1, argv + 1);
     static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                          {"check-config", no_argument, 0, 'k'},
                                          {"version", no_argument, 0, 'v'},

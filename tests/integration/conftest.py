@@ -293,3 +293,70 @@ def raw(port, data, timeout=5):
         except socket.timeout:
             pass
     return out
+
+
+# --- the whole stack: wallet, gateway, demo merchant --------------------------------------------
+
+AGENT_TOKEN = "agent-planner-secret-token"
+WALLET_ADMIN = "wallet-admin-token"
+
+
+class Stack(Gateway):
+    def __init__(self, d, procs):
+        super().__init__(d, procs, merchant="lux")
+        self.wallet_port = free_port()
+        with open(os.path.join(d, "gateway-admin.token"), "w") as f:
+            f.write(ADMIN_TOKEN + "\n")
+        with open(os.path.join(d, "wallet-admin.token"), "w") as f:
+            f.write(WALLET_ADMIN + "\n")
+        self.wallet_conf = {
+            "id": "wallet-1", "listen": f"127.0.0.1:{self.wallet_port}", "database": "wallet.db",
+            "signing_key": {"kid": "w1", "alg": "ES256", "file": "wallet-1.pem"},
+            "admin": {"token_sha256": sha256_hex(WALLET_ADMIN)},
+            "default_ttl_s": 60, "max_ttl_s": 300,
+            "merchants": [{"id": "lux-hotels", "jwks_file": "lux-hotels.jwks.json"}],
+            "principals": [{
+                "id": "alice",
+                "spend_cap": {"value": 50000, "currency": "EUR", "period": "day"},
+                "max_per_payment": {"value": 20000, "currency": "EUR"},
+                "approval_above": {"value": 15000, "currency": "EUR"},
+                "allow": [{"merchant": "lux-hotels",
+                           "actions": ["search", "quote_room", "book_room", "get_booking"]}]}],
+            "agents": [{"id": "agent-planner", "principal": "alice",
+                        "token_sha256": sha256_hex(AGENT_TOKEN)}],
+            "gateways": [{"admin_url": f"http://127.0.0.1:{self.admin_port}",
+                          "token_file": "gateway-admin.token"}],
+        }
+        self.wallet_path = write_json(os.path.join(d, "wallet.json"), self.wallet_conf)
+        self.wallet = None
+
+    def start(self, upstream=True):
+        super().start(upstream)
+        self.wallet = Proc([binary("mandate-wallet"), "--config", self.wallet_path],
+                           os.path.join(self.d, "wallet.log"))
+        self.procs.append(self.wallet)
+        wait_port(self.wallet_port, self.wallet.p)
+        return self
+
+    def w(self, method, path, body=None, token=AGENT_TOKEN):
+        h = {"Authorization": "Bearer " + token} if token else {}
+        return self.request(method, path, headers=h,
+                            body=json.dumps(body) if body is not None else None,
+                            port=self.wallet_port)
+
+    def intent(self, action, **over):
+        st, _, body, _ = self.w("POST", "/v1/mandates/intent",
+                                {"merchant": "lux-hotels", "action": action, **over})
+        assert st == 201, body
+        return body["mandate"]
+
+    def quote(self, sku="deluxe", nights=1):
+        st, _, body, _ = self.request("POST", "/lux/quote", self.intent("quote_room"),
+                                      body=json.dumps({"sku": sku, "nights": nights}))
+        assert st == 201, body
+        return body["cart"]
+
+
+@pytest.fixture
+def stack(tmp_path, procs):
+    return Stack(str(tmp_path), procs).start()
