@@ -18,6 +18,7 @@ need_pc libjwt libjwt-dev
 need_pc cmocka libcmocka-dev
 need_cmd openssl openssl
 need_cmd curl curl
+need_cmd jq jq
 need_cmd /usr/bin/python3 python3
 need_py pytest python3-pytest
 need_py jwcrypto python3-jwcrypto

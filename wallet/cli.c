@@ -21,6 +21,7 @@
 struct call {
     int status;
     char *body;
+    struct event_base *base;
 };
 
 static void on_done(struct evhttp_request *req, void *arg)
@@ -31,6 +32,8 @@ static void on_done(struct evhttp_request *req, void *arg)
         struct evbuffer *b = evhttp_request_get_input_buffer(req);
         c->body = xstrndup((char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
     }
+    /* Leave now: the kept-alive connection would hold the loop until its timeout. */
+    event_base_loopexit(c->base, NULL);
 }
 
 /* One blocking HTTP call to the wallet, with the admin token. */
@@ -47,6 +50,7 @@ static int call(const char *host, int port, enum evhttp_cmd_type cmd, const char
     evhttp_add_header(evhttp_request_get_output_headers(req), "Authorization", auth);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host);
     memset(c, 0, sizeof(*c));
+    c->base = base;
     if (evhttp_make_request(evcon, req, cmd, path) == 0)
         event_base_dispatch(base);
     evhttp_connection_free(evcon);
