@@ -42,7 +42,7 @@ EXAMPLES   := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCHES    := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 ALL_LIBS   := $(LIBGATEWAY) $(LIBWALLET) $(LIBAUDIT) $(LIBCORE)
 
-.PHONY: all deps test unit integration asan demo format format-check clean
+.PHONY: all deps test asan demo fuzz format format-check clean
 all: $(LIBCORE) $(PROGRAMS) $(EXAMPLES) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
@@ -93,6 +93,18 @@ asan: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) examples/demo.sh
+
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT=-O1 \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" build/fuzz/libcore.a
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	    clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined $$f \
+	        build/fuzz/libcore.a $(PKG_LIBS) -o build/fuzz/$$n || exit 1; \
+	    mkdir -p build/fuzz/corpus-$$n; \
+	    build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/mandate.dict \
+	        build/fuzz/corpus-$$n || exit 1; done
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

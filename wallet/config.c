@@ -34,9 +34,43 @@ static void money_member(struct cfg *c, const char *path, const json_t *obj, con
         *has = true;
 }
 
+/*
+ * The published key set: the signing key first, then the keys it replaced (previous_jwks_file),
+ * which stay published until the mandates they signed have expired. Rotation: make a new key,
+ * move the old public key into previous_jwks_file, point signing_key at the new one.
+ */
+static void publish(struct cfg *c, const json_t *k, struct wallet_config *w)
+{
+    char *prev = cfg_file(c, "signing_key", k, "previous_jwks_file", false);
+    char *err = NULL;
+    struct jwks *old = prev ? jwks_load_file(prev, &err) : NULL;
+    if (prev && !old) {
+        cfg_error(c, "signing_key.previous_jwks_file", "%s", err);
+        free(err);
+    }
+    size_t n = 1 + (old ? old->n : 0);
+    w->published = xcalloc(1, sizeof(*w->published));
+    w->published->keys = xcalloc(n, sizeof(struct jwk));
+    w->published->keys[0] = w->signing_key;
+    if (!EVP_PKEY_up_ref(w->signing_key.pkey))
+        abort();
+    w->published->n = 1;
+    for (size_t i = 0; old && i < old->n; i++) {
+        if (jwks_find(w->published, old->keys[i].kid)) {
+            cfg_error(c, "signing_key.previous_jwks_file", "%s: kid \"%s\" is already in use", prev,
+                      old->keys[i].kid);
+            continue;
+        }
+        w->published->keys[w->published->n++] = old->keys[i];
+        old->keys[i].pkey = NULL; /* moved */
+    }
+    jwks_free(old);
+    free(prev);
+}
+
 static void load_key(struct cfg *c, const json_t *root, struct wallet_config *w)
 {
-    static const char *const keys[] = {"kid", "alg", "file", NULL};
+    static const char *const keys[] = {"kid", "alg", "file", "previous_jwks_file", NULL};
     json_t *k = cfg_object(c, "", root, "signing_key", true);
     if (!k)
         return;
@@ -54,12 +88,7 @@ static void load_key(struct cfg *c, const json_t *root, struct wallet_config *w)
             cfg_error(c, "signing_key.alg", "%s holds an %s key", file,
                       jwk_alg_name(w->signing_key.alg));
         } else {
-            w->published = xcalloc(1, sizeof(*w->published));
-            w->published->keys = xcalloc(1, sizeof(struct jwk));
-            w->published->keys[0] = w->signing_key;
-            if (!EVP_PKEY_up_ref(w->signing_key.pkey))
-                abort();
-            w->published->n = 1;
+            publish(c, k, w);
         }
     }
     free(file);

@@ -134,3 +134,28 @@ def test_database_records_every_mint_and_refusal(stack):
     assert any(r[:3] == ("intent", "refused", "policy_denied") and r[5] == "evil-shop"
                for r in rows)
     assert any(r[:3] == ("payment", "refused", "over_max_per_payment") and r[6] for r in rows)
+
+
+def test_key_rotation_publishes_old_keys(tmp_path, procs):
+    """A rotated wallet signs with the new key and still publishes the old one."""
+    from conftest import Stack, keygen, write_json
+    s = Stack(str(tmp_path), procs)
+    keygen(s.d, "wallet-new", kid="w2")
+    os.rename(os.path.join(s.d, "wallet-1.jwks.json"), os.path.join(s.d, "previous.jwks.json"))
+    s.wallet_conf["signing_key"] = {"kid": "w2", "alg": "ES256", "file": "wallet-new.pem",
+                                    "previous_jwks_file": "previous.jwks.json"}
+    write_json(s.wallet_path, s.wallet_conf)
+    # The gateway trusts both keys of wallet-1 while mandates signed by the old one live.
+    with open(os.path.join(s.d, "previous.jwks.json")) as f:
+        old = json.load(f)["keys"]
+    with open(os.path.join(s.d, "wallet-new.jwks.json")) as f:
+        new = json.load(f)["keys"]
+    write_json(os.path.join(s.d, "wallet-1.jwks.json"), {"keys": new + old})
+    s.start()
+    st, _, doc, _ = s.w("GET", "/.well-known/jwks.json", token=None)
+    assert [k["kid"] for k in doc["keys"]] == ["w2", "w1"]
+    tok = s.intent("search")
+    assert json.loads(__import__("base64").urlsafe_b64decode(tok.split(".")[0] + "=="))["kid"] \
+        == "w2"
+    assert s.request("GET", "/lux/search", tok)[0] == 200
+    assert s.request("GET", "/lux/search", s.mint())[0] == 200  # an old-key mandate still verifies
