@@ -187,14 +187,14 @@ static void check_checkpoints(sqlite3 *db, const struct verify_opts *o,
         return;
     }
     qsort(v, nv, sizeof(*v), cmp_cp);
-    struct merkle_frontier f = {0};
-    for (size_t i = 0; i < nv && rep->ok; i++) {
-        if (i && v[i].size == v[i - 1].size && memcmp(v[i].root, v[i - 1].root, 32) != 0) {
+    /* Two signed views of the same size that differ: the log forked, whatever the entries say. */
+    for (size_t i = 1; i < nv && rep->ok; i++)
+        if (v[i].size == v[i - 1].size && memcmp(v[i].root, v[i - 1].root, 32) != 0)
             violation(rep, (int64_t)v[i].size - 1, "conflicting checkpoints",
                       "two signed checkpoints of size %llu with different roots",
                       (unsigned long long)v[i].size);
-            break;
-        }
+    struct merkle_frontier f = {0};
+    for (size_t i = 0; i < nv && rep->ok; i++) {
         if (v[i].size > n) {
             violation(rep, (int64_t)n, "truncated below a held checkpoint",
                       "a %s covers %llu entries; the log has %llu", v[i].source,

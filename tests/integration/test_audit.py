@@ -189,3 +189,30 @@ def test_kill9_mid_load(gateway):
     c.close()
     got = [dict((k.lower(), v) for k, v in r["headers"])["x-request-id"] for r in g.received()]
     assert got and set(got) <= allowed
+
+
+def forge_checkpoint(g, size, root):
+    """A validly signed note for (size, root): what a compromised gateway could show someone."""
+    import base64
+    from jwcrypto import jwk as J
+    with open(os.path.join(g.d, "checkpoint.pem"), "rb") as f:
+        key = J.JWK.from_pem(f.read())
+    origin = g.conf["audit"]["origin"]
+    body = f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n".encode()
+    pub = base64.urlsafe_b64decode(key.export_public(as_dict=True)["x"] + "==")
+    key_id = hashlib.sha256(origin.encode() + b"\n\x01" + pub).digest()[:4]
+    sig = key._get_private_key().sign(body)
+    return body + b"\n\xe2\x80\x94 " + origin.encode() + b" " + \
+        base64.b64encode(key_id + sig) + b"\n"
+
+
+def test_conflicting_checkpoints(logged, tmp_path):
+    g, db, held, held_size = logged
+    forged = tmp_path / "forked.checkpoint"
+    forged.write_bytes(forge_checkpoint(g, held_size, b"\x07" * 32))
+    rc, rep = audit(g, db, "--checkpoint", held, "--checkpoint", str(forged))
+    assert rc == 1 and rep["violation"] == "conflicting checkpoints", rep
+    assert rep["bad_seq"] == held_size - 1
+    # Alone, the forged one does not match the entries.
+    rc, rep = audit(g, db, "--checkpoint", str(forged))
+    assert rc == 1 and rep["violation"] in ("root mismatch", "conflicting checkpoints"), rep
