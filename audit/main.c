@@ -11,6 +11,8 @@
 #include <openssl/pem.h>
 #include <sqlite3.h>
 
+#include "audit/merkle.h"
+#include "audit/store.h"
 #include "audit/verify.h"
 #include "core/log.h"
 #include "core/money.h"
@@ -23,12 +25,13 @@ static const char usage[] =
     "       mandate-audit replay --db DB [--jwks ID=FILE]... [--json]\n"
     "       mandate-audit export --db DB [--since SEQ]\n"
     "       mandate-audit show --db DB [--principal P] [--agent A] [--merchant M] [--since TIME]\n"
+    "       mandate-audit prove --db DB --seq SEQ [--size N]\n"
     "       mandate-audit --version | --help\n"
     "\n"
     "exit status: 0 intact, 1 violation (or bad input), 2 cannot verify\n";
 
 struct args {
-    const char *db, *pub, *since, *principal, *agent, *merchant;
+    const char *db, *pub, *since, *principal, *agent, *merchant, *seq, *size;
     char **held;
     size_t nheld;
     struct keyring keys;
@@ -54,6 +57,8 @@ static int parse(int argc, char **argv, struct args *a)
                                          {"principal", required_argument, 0, 'p'},
                                          {"agent", required_argument, 0, 'a'},
                                          {"merchant", required_argument, 0, 'm'},
+                                         {"seq", required_argument, 0, 'q'},
+                                         {"size", required_argument, 0, 'z'},
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -81,6 +86,12 @@ static int parse(int argc, char **argv, struct args *a)
             break;
         case 'm':
             a->merchant = optarg;
+            break;
+        case 'q':
+            a->seq = optarg;
+            break;
+        case 'z':
+            a->size = optarg;
             break;
         case 'c':
             a->held = xrealloc(a->held, (a->nheld + 1) * sizeof(char *));
@@ -278,6 +289,73 @@ static int cmd_show(struct args *a)
     return 0;
 }
 
+/* The size of the newest stored checkpoint and its note (caller frees), or 0. */
+static uint64_t newest_checkpoint(sqlite3 *db, char **note)
+{
+    sqlite3_stmt *s;
+    uint64_t size = 0;
+    *note = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", -1,
+                           &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        size = (uint64_t)sqlite3_column_int64(s, 0);
+        *note = xstrdup((const char *)sqlite3_column_text(s, 1));
+    }
+    sqlite3_finalize(s);
+    return size;
+}
+
+/*
+ * prove: the RFC 6962 inclusion proof of entry SEQ in the tree of the newest checkpoint (or of
+ * --size entries), from stored subtree roots in O(log n) reads. With the checkpoint's signed root
+ * and the leaf hash from a Mandate-Receipt, anyone can check that the entry is in the log.
+ */
+static int cmd_prove(struct args *a)
+{
+    char *err = NULL, *note = NULL;
+    if (!a->seq)
+        return fail(1, "%s", "prove needs --seq SEQ");
+    struct store *st = store_open(a->db, STORE_READONLY, &err);
+    if (!st) {
+        int rc = fail(2, "%s", err);
+        free(err);
+        return rc;
+    }
+    uint64_t seq = strtoull(a->seq, NULL, 10);
+    uint64_t size = a->size ? strtoull(a->size, NULL, 10) : newest_checkpoint(store_db(st), &note);
+    unsigned char leaf[32], root[32], proof[MERKLE_MAX_HEIGHT][32];
+    int len = seq < size ? store_inclusion_proof(st, seq, size, proof) : -1;
+    int rc = 1;
+    if (len < 0 || store_range_root(st, seq, 1, leaf) != 0 ||
+        store_range_root(st, 0, size, root) != 0) {
+        fprintf(stderr, "mandate-audit: no proof for seq %s in a tree of %llu entries\n", a->seq,
+                (unsigned long long)size);
+    } else {
+        char hex[65];
+        json_t *p = json_array();
+        for (int i = 0; i < len; i++) {
+            hex_encode(proof[i], 32, hex);
+            sjson_append(p, json_string(hex));
+        }
+        json_t *o =
+            json_pack("{sI sI so}", "seq", (json_int_t)seq, "size", (json_int_t)size, "proof", p);
+        hex_encode(leaf, 32, hex);
+        sjson_set(o, "leaf", json_string(hex));
+        hex_encode(root, 32, hex);
+        sjson_set(o, "root", json_string(hex));
+        if (note && !a->size)
+            sjson_set(o, "checkpoint", json_string(note));
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+        puts(s);
+        free(s);
+        json_decref(o);
+        rc = 0;
+    }
+    free(note);
+    store_close(st);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
@@ -304,6 +382,8 @@ int main(int argc, char **argv)
             rc = cmd_export(&a);
         else if (strcmp(cmd, "show") == 0)
             rc = cmd_show(&a);
+        else if (strcmp(cmd, "prove") == 0)
+            rc = cmd_prove(&a);
         else
             rc = fail(1, "unknown command %s", cmd);
     }

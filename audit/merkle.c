@@ -22,16 +22,21 @@ void merkle_node_hash(const unsigned char *left, const unsigned char *right, uns
     sha256(buf, sizeof(buf), out);
 }
 
-void merkle_append(struct merkle_frontier *f, const unsigned char leaf[32])
+int merkle_append(struct merkle_frontier *f, const unsigned char leaf[32],
+                  unsigned char (*done)[32])
 {
     unsigned char cur[32];
     memcpy(cur, leaf, 32);
     /* Carry like binary addition: each set low bit of size is a subtree to merge with. */
     int h = 0;
-    for (uint64_t s = f->size; s & 1; s >>= 1, h++)
+    for (uint64_t s = f->size; s & 1; s >>= 1, h++) {
         merkle_node_hash(f->node[h], cur, cur);
+        if (done)
+            memcpy(done[h], cur, 32);
+    }
     memcpy(f->node[h], cur, 32);
     f->size++;
+    return h;
 }
 
 void merkle_root(const struct merkle_frontier *f, unsigned char out[32])

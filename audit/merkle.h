@@ -21,8 +21,13 @@ struct merkle_frontier {
 void merkle_leaf_hash(const unsigned char *data, size_t len, unsigned char out[32]);
 /** SHA-256(0x01 || left || right). */
 void merkle_node_hash(const unsigned char *left, const unsigned char *right, unsigned char out[32]);
-/** Append one leaf hash. */
-void merkle_append(struct merkle_frontier *f, const unsigned char leaf[32]);
+/**
+ * Append one leaf hash. The roots of the perfect subtrees this completes are written to done
+ * (when not NULL; room for MERKLE_MAX_HEIGHT): done[j] is the node at level j + 1 with index
+ * (new size >> (j + 1)) - 1. Returns how many.
+ */
+int merkle_append(struct merkle_frontier *f, const unsigned char leaf[32],
+                  unsigned char (*done)[32]);
 /** The root of the tree so far (SHA-256 of the empty string for an empty tree). */
 void merkle_root(const struct merkle_frontier *f, unsigned char out[32]);
 /** Root of the first n leaves of leaves[] (RFC 6962 MTH), recursively. */

@@ -21,7 +21,9 @@ static const char schema[] =
     " ts_ms INTEGER NOT NULL, PRIMARY KEY(kind, value));"
     "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS spend(request_id TEXT PRIMARY KEY, key TEXT NOT NULL,"
-    " amount INTEGER NOT NULL, status INTEGER NOT NULL);";
+    " amount INTEGER NOT NULL, status INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL,"
+    " hash BLOB NOT NULL, PRIMARY KEY(level, idx));";
 
 static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
 {
@@ -30,17 +32,19 @@ static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
                : -1;
 }
 
-struct store *store_open(const char *path, bool create, char **err)
+struct store *store_open(const char *path, enum store_mode mode, char **err)
 {
     struct store *st = xcalloc(1, sizeof(*st));
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int flags =
+        SQLITE_OPEN_NOMUTEX | (mode == STORE_READONLY ? SQLITE_OPEN_READONLY
+                                                      : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
         *err = xasprintf("%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
         goto fail;
     }
     sqlite3_busy_timeout(st->db, 5000);
     char *msg = NULL;
-    if (sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+    if (mode == STORE_CREATE && sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
         *err = xasprintf("%s: %s", path, msg ? msg : "schema failed");
         sqlite3_free(msg);
         goto fail;
@@ -58,7 +62,11 @@ struct store *store_open(const char *path, bool create, char **err)
         prepare(st,
                 "INSERT INTO spend(request_id, key, amount, status) VALUES(?,?,?,?) "
                 "ON CONFLICT(request_id) DO UPDATE SET status = excluded.status",
-                &st->put_spend)) {
+                &st->put_spend) ||
+        prepare(st, "INSERT OR REPLACE INTO nodes(level, idx, hash) VALUES(?,?,?)",
+                &st->ins_node) ||
+        prepare(st, "SELECT hash FROM nodes WHERE level = ? AND idx = ?", &st->get_node) ||
+        prepare(st, "SELECT leaf FROM entries WHERE seq = ?", &st->get_leaf)) {
         *err = xasprintf("%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -66,6 +74,11 @@ struct store *store_open(const char *path, bool create, char **err)
 fail:
     store_close(st);
     return NULL;
+}
+
+sqlite3 *store_db(struct store *st)
+{
+    return st->db;
 }
 
 void store_close(struct store *st)
@@ -78,6 +91,9 @@ void store_close(struct store *st)
     sqlite3_finalize(st->ins_revocation);
     sqlite3_finalize(st->ins_checkpoint);
     sqlite3_finalize(st->put_spend);
+    sqlite3_finalize(st->ins_node);
+    sqlite3_finalize(st->get_node);
+    sqlite3_finalize(st->get_leaf);
     sqlite3_close(st->db);
     free(st);
 }
@@ -196,11 +212,72 @@ int store_put_checkpoint(struct store *st, uint64_t size, const char *note)
     return step(st, st->ins_checkpoint);
 }
 
-int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32], char **err)
+int store_put_node(struct store *st, int level, uint64_t index, const unsigned char hash[32])
+{
+    sqlite3_bind_int(st->ins_node, 1, level);
+    sqlite3_bind_int64(st->ins_node, 2, (sqlite3_int64)index);
+    sqlite3_bind_blob(st->ins_node, 3, hash, 32, SQLITE_STATIC);
+    return step(st, st->ins_node);
+}
+
+/* A perfect subtree's root: a leaf at level 0, a stored node above. */
+static int perfect(struct store *st, int level, uint64_t index, unsigned char out[32])
+{
+    sqlite3_stmt *s = level ? st->get_node : st->get_leaf;
+    if (level)
+        sqlite3_bind_int(s, 1, level);
+    sqlite3_bind_int64(s, level ? 2 : 1, (sqlite3_int64)index);
+    int rc = -1;
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_bytes(s, 0) == 32) {
+        memcpy(out, sqlite3_column_blob(s, 0), 32);
+        rc = 0;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+int store_range_root(struct store *st, uint64_t start, uint64_t size, unsigned char out[32])
+{
+    if (size == 0)
+        return -1;
+    int level = __builtin_ctzll(size);
+    if (size == (1ULL << level) && start % size == 0)
+        return perfect(st, level, start >> level, out);
+    uint64_t k = 1;
+    while (k << 1 < size)
+        k <<= 1;
+    unsigned char l[32], r[32];
+    if (store_range_root(st, start, k, l) || store_range_root(st, start + k, size - k, r))
+        return -1;
+    merkle_node_hash(l, r, out);
+    return 0;
+}
+
+static int path(struct store *st, uint64_t m, uint64_t start, uint64_t size,
+                unsigned char (*proof)[32])
+{
+    if (size <= 1)
+        return 0;
+    uint64_t k = 1;
+    while (k << 1 < size)
+        k <<= 1;
+    int len = m < k ? path(st, m, start, k, proof) : path(st, m - k, start + k, size - k, proof);
+    if (len < 0 || (m < k ? store_range_root(st, start + k, size - k, proof[len])
+                          : store_range_root(st, start, k, proof[len])) != 0)
+        return -1;
+    return len + 1;
+}
+
+int store_inclusion_proof(struct store *st, uint64_t m, uint64_t n, unsigned char (*proof)[32])
+{
+    return m < n ? path(st, m, 0, n, proof) : -1;
+}
+
+/* The slow way, for logs written before subtree roots were stored: every leaf in order. */
+static int tail_from_leaves(struct store *st, struct merkle_frontier *f,
+                            unsigned char last_leaf[32], char **err)
 {
     sqlite3_stmt *s;
-    memset(f, 0, sizeof(*f));
-    memset(last_leaf, 0, 32);
     if (sqlite3_prepare_v2(st->db, "SELECT seq, leaf FROM entries ORDER BY seq", -1, &s, NULL) !=
         SQLITE_OK) {
         *err = xstrdup(sqlite3_errmsg(st->db));
@@ -215,7 +292,7 @@ int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_l
             break;
         }
         memcpy(last_leaf, sqlite3_column_blob(s, 1), 32);
-        merkle_append(f, last_leaf);
+        merkle_append(f, last_leaf, NULL);
     }
     if (rc == 0 && r != SQLITE_DONE) {
         *err = xstrdup(sqlite3_errmsg(st->db));
@@ -223,6 +300,45 @@ int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_l
     }
     sqlite3_finalize(s);
     return rc;
+}
+
+int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32], char **err)
+{
+    memset(f, 0, sizeof(*f));
+    memset(last_leaf, 0, 32);
+    sqlite3_stmt *s;
+    uint64_t n = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*), MAX(seq) FROM entries", -1, &s, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW) {
+        *err = xstrdup(sqlite3_errmsg(st->db));
+        sqlite3_finalize(s);
+        return -1;
+    }
+    n = (uint64_t)sqlite3_column_int64(s, 0);
+    bool dense = n == 0 || (uint64_t)sqlite3_column_int64(s, 1) == n - 1;
+    sqlite3_finalize(s);
+    if (!dense) {
+        *err = xasprintf("the entries' seq numbers have gaps; run mandate-audit verify");
+        return -1;
+    }
+    /* The frontier is the perfect subtrees of n's set bits, largest (leftmost) first. */
+    uint64_t offset = 0;
+    for (int h = MERKLE_MAX_HEIGHT - 1; h >= 0 && n; h--) {
+        if (!((n >> h) & 1))
+            continue;
+        if (perfect(st, h, offset >> h, f->node[h]) != 0) {
+            memset(f, 0, sizeof(*f));
+            return tail_from_leaves(st, f, last_leaf, err);
+        }
+        offset += 1ULL << h;
+    }
+    f->size = n;
+    if (n && perfect(st, 0, n - 1, last_leaf) != 0) {
+        *err = xstrdup("cannot read the last leaf");
+        return -1;
+    }
+    return 0;
 }
 
 char *store_last_checkpoint(struct store *st)

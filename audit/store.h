@@ -19,10 +19,18 @@
 struct store {
     sqlite3 *db;
     sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint, *put_spend;
+    sqlite3_stmt *ins_node, *get_node, *get_leaf;
 };
 
-/** Open (creating when create) the database at path; NULL with *err (caller frees). */
-struct store *store_open(const char *path, bool create, char **err) MUST_CHECK;
+enum store_mode { STORE_CREATE, STORE_READONLY };
+
+/**
+ * Open the database at path: STORE_CREATE creates it and its tables if needed (the gateway);
+ * STORE_READONLY never writes (mandate-audit). NULL with *err (caller frees).
+ */
+struct store *store_open(const char *path, enum store_mode mode, char **err) MUST_CHECK;
+/** The underlying connection (for read-only queries of mandate-audit). */
+sqlite3 *store_db(struct store *st);
 /** Close; NULL is a no-op. */
 void store_close(struct store *st);
 
@@ -53,7 +61,19 @@ int store_each_spend(struct store *st, void (*fn)(void *arg, const char *key, in
 /** Store a signed checkpoint note for tree size. */
 int store_put_checkpoint(struct store *st, uint64_t size, const char *note) MUST_CHECK;
 
-/** Rebuild the Merkle frontier and last leaf from the stored leaves; 0 or -1 (gap in seq). */
+/** Store the root of the perfect subtree at (level >= 1, index): leaves [i·2^l, (i+1)·2^l). */
+int store_put_node(struct store *st, int level, uint64_t index,
+                   const unsigned char hash[32]) MUST_CHECK;
+/** The root of leaves [start, start + size): O(log size) stored nodes. 0, or -1 if missing. */
+int store_range_root(struct store *st, uint64_t start, uint64_t size,
+                     unsigned char out[32]) MUST_CHECK;
+/** RFC 6962 PATH of leaf m in the tree of the first n leaves; returns its length or -1. */
+int store_inclusion_proof(struct store *st, uint64_t m, uint64_t n,
+                          unsigned char (*proof)[32]) MUST_CHECK;
+/**
+ * The Merkle frontier and last leaf of the stored log, from O(log n) stored subtree roots (or,
+ * for a log without them, from every leaf). 0 or -1.
+ */
 int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32],
                char **err) MUST_CHECK;
 /** The newest checkpoint note (caller frees), or NULL. */

@@ -202,7 +202,7 @@ static void check_checkpoints(sqlite3 *db, const struct verify_opts *o,
             break;
         }
         while (f.size < v[i].size)
-            merkle_append(&f, leaves[f.size]);
+            merkle_append(&f, leaves[f.size], NULL);
         unsigned char root[32];
         merkle_root(&f, root);
         if (memcmp(root, v[i].root, 32) != 0)

@@ -146,7 +146,13 @@ static int append(struct writer *w, struct writer_item *it)
         return -1;
     it->seq = w->tree.size;
     memcpy(w->last_leaf, it->leaf, 32);
-    merkle_append(&w->tree, it->leaf);
+    unsigned char done[MERKLE_MAX_HEIGHT][32];
+    int k = merkle_append(&w->tree, it->leaf, done);
+    /* Subtree roots, so that roots and proofs later cost O(log n) reads (one row per entry on
+     * average). */
+    for (int j = 0; j < k; j++)
+        if (store_put_node(w->st, j + 1, (w->tree.size >> (j + 1)) - 1, done[j]) != 0)
+            return -1;
     return 0;
 }
 

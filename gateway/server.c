@@ -46,7 +46,7 @@ static void load_spend(void *arg, const char *key, int64_t amount)
 static int open_store(struct server *s, const struct config *conf)
 {
     char *err = NULL;
-    struct store *st = store_open(conf->database, true, &err);
+    struct store *st = store_open(conf->database, STORE_CREATE, &err);
     struct merkle_frontier tree;
     unsigned char last[32];
     if (!st || store_tail(st, &tree, last, &err) != 0 ||

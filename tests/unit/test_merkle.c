@@ -55,7 +55,7 @@ static void test_roots_every_size(void **state)
     (void)state;
     struct merkle_frontier f = {0};
     for (int n = 1; n <= 8; n++) {
-        merkle_append(&f, leaves[n - 1]);
+        merkle_append(&f, leaves[n - 1], NULL);
         unsigned char a[32], b[32];
         char hex[65];
         merkle_root(&f, a);
