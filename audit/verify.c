@@ -308,21 +308,24 @@ static void each_entry(sqlite3 *db, const struct row *v, size_t n, const struct 
     }
 }
 
-static void init_report(struct verify_report *rep)
+/* A fresh report and every row of the log; -1 if the log cannot be read. */
+static int begin(sqlite3 *db, struct verify_report *rep, struct row **v, size_t *n)
 {
     memset(rep, 0, sizeof(*rep));
     rep->ok = true;
     rep->bad_seq = -1;
+    if (load_rows(db, v, n) != 0)
+        return -1;
+    rep->entries = *n;
+    return 0;
 }
 
 int verify_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
 {
-    init_report(rep);
     struct row *v;
     size_t n;
-    if (load_rows(db, &v, &n) != 0)
+    if (begin(db, rep, &v, &n) != 0)
         return -1;
-    rep->entries = n;
     unsigned char(*leaves)[32] = xcalloc(n + 1, 32);
     check_order(v, n, rep);
     if (rep->ok)
@@ -456,12 +459,10 @@ static void replay_entry(void *arg, int64_t seq, const json_t *entry, json_t *cl
 
 int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
 {
-    init_report(rep);
     struct row *v;
     size_t n;
-    if (load_rows(db, &v, &n) != 0)
+    if (begin(db, rep, &v, &n) != 0)
         return -1;
-    rep->entries = n;
     struct replay rp = {{0}, {0}, {0}, o->skew_s};
     each_entry(db, v, n, o, rep, replay_entry, &rp);
     tally_clear(&rp.uses);

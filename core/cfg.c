@@ -44,6 +44,13 @@ void cfg_clear(struct cfg *c)
     memset(c, 0, sizeof(*c));
 }
 
+size_t cfg_print_errors(const struct cfg *c)
+{
+    for (size_t i = 0; i < c->nerrors; i++)
+        fprintf(stderr, "%s\n", c->errors[i]);
+    return c->nerrors;
+}
+
 void cfg_error(struct cfg *c, const char *path, const char *fmt, ...)
 {
     va_list ap;

@@ -29,6 +29,8 @@ struct cfg {
 int cfg_open(struct cfg *c, const char *path) MUST_CHECK;
 /** Free what c holds. */
 void cfg_clear(struct cfg *c);
+/** Print every recorded error on stderr, one a line; returns how many. */
+size_t cfg_print_errors(const struct cfg *c);
 /** Record an error at path. */
 void cfg_error(struct cfg *c, const char *path, const char *fmt, ...) PRINTF(3, 4);
 /** Write "path.key" (or "key" at the root) into buf. */

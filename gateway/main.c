@@ -51,8 +51,7 @@ int main(int argc, char **argv)
     }
     struct cfg cf;
     struct config *conf = config_load(path, &cf);
-    for (size_t i = 0; i < cf.nerrors; i++)
-        fprintf(stderr, "%s\n", cf.errors[i]);
+    cfg_print_errors(&cf);
     cfg_clear(&cf);
     if (!conf)
         return 1;

@@ -149,8 +149,7 @@ int cli_main(int argc, char **argv)
     }
     struct cfg cf;
     struct wallet_config *w = wallet_config_load(config, &cf);
-    for (size_t i = 0; i < cf.nerrors; i++)
-        fprintf(stderr, "%s\n", cf.errors[i]);
+    cfg_print_errors(&cf);
     cfg_clear(&cf);
     char *token = w ? read_token(token_file) : NULL;
     if (!w || !token) {

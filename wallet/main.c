@@ -58,8 +58,7 @@ int main(int argc, char **argv)
     }
     struct cfg cf;
     struct wallet_config *w = wallet_config_load(path, &cf);
-    for (size_t i = 0; i < cf.nerrors; i++)
-        fprintf(stderr, "%s\n", cf.errors[i]);
+    cfg_print_errors(&cf);
     cfg_clear(&cf);
     if (!w)
         return 1;
