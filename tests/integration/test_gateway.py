@@ -313,3 +313,25 @@ def test_streaming_slow_client_bounded_memory(g):
     s.close()
     assert got >= size
     assert peak - base < 8 * 1024, f"RSS grew by {peak - base} KiB"
+
+
+def test_commit_failure_is_503_and_forwards_nothing(g):
+    """If the audit commit fails, the allow is not forwarded: 503 unavailable, and the mandate's
+    use is given back. Another connection holding the write lock past SQLite's 5 s busy timeout
+    makes the writer's transaction fail."""
+    import sqlite3
+    tok = g.mint(uses=2)
+    assert g.request("GET", "/lux/search", tok)[0] == 200
+    lock = sqlite3.connect(os.path.join(g.d, "gateway.db"), timeout=1, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        before = len(g.received())
+        st, _, body, _ = g.request("GET", "/lux/search", tok, timeout=20)
+        assert (st, body["error"]) == (503, "unavailable")
+        assert len(g.received()) == before
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    # The use that failed to commit was given back: the second use still works.
+    assert g.request("GET", "/lux/search", tok)[0] == 200
+    assert g.request("GET", "/lux/search", tok)[0] == 403
