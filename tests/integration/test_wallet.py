@@ -106,8 +106,12 @@ def test_revoke_agent_reaches_gateway_fast(stack):
     st, _, body, _ = stack.w("POST", "/v1/mandates/intent",
                              {"merchant": "lux-hotels", "action": "search"})
     assert (st, body["error"]) == (403, "agent_revoked")
+    # The gateway acts on a revocation before its answer reaches the wallet: wait for the ack.
     c = sqlite3.connect(os.path.join(stack.d, "wallet.db"))
-    assert c.execute("SELECT status FROM pushes").fetchall() == [("acknowledged",)]
+    deadline = time.monotonic() + 3
+    while c.execute("SELECT status FROM pushes").fetchall() != [("acknowledged",)]:
+        assert time.monotonic() < deadline, "the wallet never recorded the gateway's ack"
+        time.sleep(0.02)
 
 
 def test_jwks_verifies_mandates_outside(stack):
