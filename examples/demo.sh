@@ -17,12 +17,12 @@ trap cleanup EXIT
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))   # below the ephemeral range: no client socket takes it
         (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }
     done
 }
 wait_port() {
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done
+    for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done
     echo "demo: nothing listening on port $1; see $D/*.log" >&2; exit 1
 }
 token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }

@@ -26,9 +26,17 @@ def run(*args, **kw):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below Linux's ephemeral range (32768+), so that no client connection's local port
+    can take it between now and the server's bind."""
+    import random
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
 
 
 def keygen(d, name, alg="ES256", kid=None):
