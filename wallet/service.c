@@ -299,7 +299,7 @@ static void get_approval(struct wallet *wl, struct evhttp_request *req, const st
         free(ap.mandate);
         return error(req, CODE_NOT_FOUND, 404, "no such approval for this agent");
     }
-    if (strcmp(ap.status, "pending") == 0 && now_s() > ap.expires_at)
+    if (strcmp(ap.status, "pending") == 0 && now_s() >= ap.expires_at)
         snprintf(ap.status, sizeof(ap.status), "expired");
     json_t *o = json_pack("{ss}", "status", ap.status);
     if (ap.mandate)
@@ -320,7 +320,7 @@ static void decide(struct wallet *wl, struct evhttp_request *req, const char *id
     const char *why;
     if (strcmp(ap.status, "pending") != 0) {
         error(req, CODE_BAD_REQUEST, 409, "already decided");
-    } else if (now_s() > ap.expires_at) {
+    } else if (now_s() >= ap.expires_at) {
         if (wdb_approval_set(wl->db, id, "expired", NULL) != 0)
             log_error("wallet db: cannot expire approval %s", id);
         error(req, CODE_BAD_REQUEST, 409, "the cart's price lock has expired");

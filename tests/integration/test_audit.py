@@ -255,3 +255,45 @@ def test_prove_inclusion_from_stored_subtrees(logged):
     import base64
     assert base64.b64decode(p["checkpoint"].split("\n")[2]) == bytes.fromhex(p["root"])
     assert run(binary("mandate-audit"), "prove", "--db", db, "--seq", "999999").returncode == 1
+
+
+def test_chain_break(logged, tmp_path):
+    db = copy(logged, tmp_path, "chain.db")
+    seq, entry, _ = rows(db)[6]
+    e = json.loads(entry)
+    e["prev"] = "00" * 32
+    b = json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
+    c = sqlite3.connect(db)
+    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, leaf(b), seq))
+    c.commit()
+    c.close()
+    rc, rep = audit(logged[0], db)
+    assert rc == 1 and rep["bad_seq"] == 6 and rep["violation"] == "chain break", rep
+
+
+def test_root_mismatch(logged, tmp_path):
+    """The last entry rewritten with a consistent leaf and prev: only the signed root shows it."""
+    db = copy(logged, tmp_path, "root.db")
+    seq, entry, _ = rows(db)[-1]
+    e = json.loads(entry)
+    e["ts_ms"] += 1
+    b = json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
+    c = sqlite3.connect(db)
+    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, leaf(b), seq))
+    c.commit()
+    c.close()
+    rc, rep = audit(logged[0], db)
+    assert rc == 1 and rep["violation"] == "root mismatch" and rep["bad_seq"] == seq, rep
+
+
+def test_bad_checkpoint_signature(logged, tmp_path):
+    db = copy(logged, tmp_path, "badsig.db")
+    c = sqlite3.connect(db)
+    size, note = c.execute("SELECT size, note FROM checkpoints ORDER BY size LIMIT 1").fetchone()
+    lines = note.split("\n")
+    lines[1] = str(size + 1)  # claim a bigger tree under the old signature
+    c.execute("UPDATE checkpoints SET note = ? WHERE size = ?", ("\n".join(lines), size))
+    c.commit()
+    c.close()
+    rc, rep = audit(logged[0], db)
+    assert rc == 1 and rep["violation"] == "bad checkpoint signature", rep

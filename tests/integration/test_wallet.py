@@ -163,3 +163,13 @@ def test_key_rotation_publishes_old_keys(tmp_path, procs):
         == "w2"
     assert s.request("GET", "/lux/search", tok)[0] == 200
     assert s.request("GET", "/lux/search", s.mint())[0] == 200  # an old-key mandate still verifies
+
+
+def test_pending_approval_expires_with_the_price_lock(stack):
+    cart = stack.cart(total=18000, exp=int(time.time()) + 2)  # a 2-second price lock
+    aid = stack.w("POST", "/v1/mandates/payment", {"cart": cart})[2]["approval_id"]
+    assert stack.w("GET", f"/v1/approvals/{aid}")[2] == {"status": "pending"}
+    time.sleep(3.1)  # whole seconds: the lock ends at the start of second exp
+    assert stack.w("GET", f"/v1/approvals/{aid}")[2] == {"status": "expired"}
+    st, _, body, _ = stack.w("POST", f"/v1/approvals/{aid}/approve", token=WALLET_ADMIN)
+    assert st == 409 and "mandate" not in stack.w("GET", f"/v1/approvals/{aid}")[2]
