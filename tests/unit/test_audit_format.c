@@ -17,9 +17,23 @@ static void test_entry_canonical(void **state)
     const char *why;
     char *s = entry_encode(e, &len, &why);
     assert_non_null(s);
-    assert_string_equal(s, "{\"a\":1,\"amount\":{\"currency\":\"EUR\"},\"kind\":\"d\\u00E9cision\","
+    assert_string_equal(s, "{\"a\":1,\"amount\":{\"currency\":\"EUR\"},\"kind\":\"d\\u00e9cision\","
                            "\"seq\":3}");
     assert_int_equal(len, strlen(s));
+    free(s);
+    json_decref(e);
+}
+
+static void test_entry_escapes_all_non_ascii(void **state)
+{
+    (void)state;
+    /* U+20AC (3 bytes), U+1F600 (4 bytes: a surrogate pair), a newline, a quote, a backslash */
+    json_t *e = json_pack("{ss}", "s", "\xe2\x82\xac\xf0\x9f\x98\x80\n\"\\");
+    size_t len;
+    const char *why;
+    char *s = entry_encode(e, &len, &why);
+    assert_non_null(s);
+    assert_string_equal(s, "{\"s\":\"\\u20ac\\ud83d\\ude00\\u000a\\\"\\\\\"}");
     free(s);
     json_decref(e);
 }
@@ -128,6 +142,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_entry_canonical),
+        cmocka_unit_test(test_entry_escapes_all_non_ascii),
         cmocka_unit_test(test_entry_rejects_float),
         cmocka_unit_test(test_entry_rejects_non_ascii_key),
         cmocka_unit_test(test_checkpoint_round_trip_and_tamper),
