@@ -13,7 +13,7 @@ TESTPKGS := cmocka libjwt
 OPT     ?= -O2
 SAN     ?=
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FORTIFY_SOURCE=2 \
+CFLAGS  += -std=c11 -Wall -Wextra -Wpedantic -Werror -D_GNU_SOURCE -D_FORTIFY_SOURCE=2 \
            -fstack-protector-strong -fno-strict-aliasing -I. $(SAN)
 LDFLAGS += $(SAN)
 

@@ -107,11 +107,15 @@ static void handle(struct evhttp_request *req, void *arg)
     size_t plen = strcspn(uri, "?");
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 #define IS(p) (plen == strlen(p) && strncmp(uri, p, plen) == 0)
-    if (IS("/livez") && cmd == EVHTTP_REQ_GET)
-        return reply(req, 200, "text/plain", "ok\n");
-    if (IS("/readyz") && cmd == EVHTTP_REQ_GET)
-        return atomic_load(&a->srv->draining) ? reply(req, 503, "text/plain", "draining\n")
-                                              : reply(req, 200, "text/plain", "ready\n");
+    if (IS("/livez") && cmd == EVHTTP_REQ_GET) {
+        reply(req, 200, "text/plain", "ok\n");
+        return;
+    }
+    if (IS("/readyz") && cmd == EVHTTP_REQ_GET) {
+        atomic_load(&a->srv->draining) ? reply(req, 503, "text/plain", "draining\n")
+                                       : reply(req, 200, "text/plain", "ready\n");
+        return;
+    }
     if (IS("/metrics") && cmd == EVHTTP_REQ_GET) {
         struct sb b = {0};
         metrics_render(&a->srv->metrics, writer_stats(a->srv->writer), &b);
@@ -119,13 +123,18 @@ static void handle(struct evhttp_request *req, void *arg)
         sb_clear(&b);
         return;
     }
-    if (!authorized(a, req))
-        return reply_error(req, 401, "unauthorized", "admin bearer token required");
-    if (IS("/admin/revocations") && cmd == EVHTTP_REQ_POST)
-        return post_revocation(a, req);
-    if (IS("/admin/revocations") && cmd == EVHTTP_REQ_GET)
-        return reply_json(req, 200,
-                          json_pack("{so}", "revocations", state_revocations(a->srv->state)));
+    if (!authorized(a, req)) {
+        reply_error(req, 401, "unauthorized", "admin bearer token required");
+        return;
+    }
+    if (IS("/admin/revocations") && cmd == EVHTTP_REQ_POST) {
+        post_revocation(a, req);
+        return;
+    }
+    if (IS("/admin/revocations") && cmd == EVHTTP_REQ_GET) {
+        reply_json(req, 200, json_pack("{so}", "revocations", state_revocations(a->srv->state)));
+        return;
+    }
     if (IS("/admin/checkpoint") && cmd == EVHTTP_REQ_GET) {
         char *note = writer_checkpoint(a->srv->writer);
         if (note)

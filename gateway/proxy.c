@@ -576,19 +576,27 @@ static void handle(struct evhttp_request *req, void *arg)
     r->path = xstrndup(uri, strcspn(uri, "?#"));
     evhttp_connection_set_closecb(r->client, on_client_close, r);
 
-    if (atomic_load(&w->srv->draining))
-        return deny(r, CODE_UNAVAILABLE, 0);
+    if (atomic_load(&w->srv->draining)) {
+        deny(r, CODE_UNAVAILABLE, 0);
+        return;
+    }
     enum code code = check_http(r);
-    if (code != CODE_OK)
-        return deny(r, code, 0);
+    if (code != CODE_OK) {
+        deny(r, code, 0);
+        return;
+    }
     r->route = route_match(&r->conf->routes, r->method, r->path, strlen(r->path));
-    if (!r->route)
-        return deny(r, CODE_ROUTE_NOT_FOUND, 0);
+    if (!r->route) {
+        deny(r, CODE_ROUTE_NOT_FOUND, 0);
+        return;
+    }
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     code = enforce(r->conf, r->route, evhttp_find_header(in, "Authorization"),
                    evhttp_find_header(in, "Mandate-Cart"), now_s(), w->vcache, &r->v);
-    if (code != CODE_OK)
-        return deny(r, code, 0);
+    if (code != CODE_OK) {
+        deny(r, code, 0);
+        return;
+    }
     struct admit *a = &r->admit;
     a->m = &r->v.m;
     if (r->v.has_cart) {
@@ -599,8 +607,10 @@ static void handle(struct evhttp_request *req, void *arg)
         cap_key(p->iss, p->sub, &p->cap, p->cap_period, now_s(), a->spend_key);
     }
     code = state_admit(w->srv->state, a, r->start_us);
-    if (code != CODE_OK)
-        return deny(r, code, a->retry_after_s);
+    if (code != CODE_OK) {
+        deny(r, code, a->retry_after_s);
+        return;
+    }
 
     /* Allow: the entry and the consumed jti commit before a byte goes upstream. */
     r->code = CODE_OK;

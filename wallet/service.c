@@ -181,12 +181,18 @@ static void post_intent(struct wallet *wl, struct evhttp_request *req, const str
         (json_object_get(b, "ttl_s") && sjson_int(b, "ttl_s", &ttl) != 0) ||
         (json_object_get(b, "uses") && sjson_int(b, "uses", &uses) != 0)) {
         json_decref(b);
-        return error(req, CODE_BAD_REQUEST, 400, why);
+        {
+            error(req, CODE_BAD_REQUEST, 400, why);
+            return;
+        }
     }
     if (json_object_get(b, "max_amount")) {
         if (money_from_json(json_object_get(b, "max_amount"), false, &max, &why) != 0) {
             json_decref(b);
-            return error(req, CODE_BAD_REQUEST, 400, why);
+            {
+                error(req, CODE_BAD_REQUEST, 400, why);
+                return;
+            }
         }
         maxp = &max;
     }
@@ -246,7 +252,10 @@ static void post_payment(struct wallet *wl, struct evhttp_request *req, const st
     const char *cart = b ? sjson_str(b, "cart") : NULL;
     if (!cart) {
         json_decref(b);
-        return error(req, CODE_BAD_REQUEST, 400, "expected {\"cart\": \"<cart mandate>\"}");
+        {
+            error(req, CODE_BAD_REQUEST, 400, "expected {\"cart\": \"<cart mandate>\"}");
+            return;
+        }
     }
     struct mandate c;
     const char *why = NULL;
@@ -297,7 +306,10 @@ static void get_approval(struct wallet *wl, struct evhttp_request *req, const st
     if (!wdb_approval_get(wl->db, id, &ap) || strcmp(ap.agent, a->id) != 0) {
         free(ap.cart);
         free(ap.mandate);
-        return error(req, CODE_NOT_FOUND, 404, "no such approval for this agent");
+        {
+            error(req, CODE_NOT_FOUND, 404, "no such approval for this agent");
+            return;
+        }
     }
     if (strcmp(ap.status, "pending") == 0 && now_s() >= ap.expires_at)
         snprintf(ap.status, sizeof(ap.status), "expired");
@@ -313,8 +325,10 @@ static void get_approval(struct wallet *wl, struct evhttp_request *req, const st
 static void decide(struct wallet *wl, struct evhttp_request *req, const char *id, bool approve)
 {
     struct wdb_approval ap;
-    if (!wdb_approval_get(wl->db, id, &ap))
-        return error(req, CODE_NOT_FOUND, 404, "no such approval");
+    if (!wdb_approval_get(wl->db, id, &ap)) {
+        error(req, CODE_NOT_FOUND, 404, "no such approval");
+        return;
+    }
     const struct agent *a = agent_by_id(wl, ap.agent);
     struct mandate c;
     const char *why;
@@ -446,11 +460,17 @@ static void post_revocation(struct wallet *wl, struct evhttp_request *req)
     const char *value = b ? sjson_str(b, kind) : NULL;
     if (!value || json_object_size(b) != 1 || !*value || strlen(value) > MANDATE_ID_MAX) {
         json_decref(b);
-        return error(req, CODE_BAD_REQUEST, 400, "expected {\"agent\": id} or {\"jti\": id}");
+        {
+            error(req, CODE_BAD_REQUEST, 400, "expected {\"agent\": id} or {\"jti\": id}");
+            return;
+        }
     }
     if (wdb_revoke(wl->db, kind, value) != 0) {
         json_decref(b);
-        return error(req, CODE_UNAVAILABLE, 503, "cannot record the revocation");
+        {
+            error(req, CODE_UNAVAILABLE, 503, "cannot record the revocation");
+            return;
+        }
     }
     record(wl, strcmp(kind, "agent") == 0 ? agent_by_id(wl, value) : NULL, "revocation", NULL, NULL,
            strcmp(kind, "jti") == 0 ? value : NULL, "revoked", CODE_OK, value, NULL);
@@ -469,40 +489,66 @@ static void handle(struct evhttp_request *req, void *arg)
     snprintf(path, sizeof(path), "%.*s", (int)(n < 255 ? n : 255), uri);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool get = cmd == EVHTTP_REQ_GET, post = cmd == EVHTTP_REQ_POST;
-    if (get && (strcmp(path, "/livez") == 0 || strcmp(path, "/readyz") == 0))
-        return reply(req, 200, json_pack("{ss}", "status", "ok"));
-    if (get && strcmp(path, "/.well-known/jwks.json") == 0)
-        return reply(req, 200, jwks_to_json(wl->w->published));
+    if (get && (strcmp(path, "/livez") == 0 || strcmp(path, "/readyz") == 0)) {
+        reply(req, 200, json_pack("{ss}", "status", "ok"));
+        return;
+    }
+    if (get && strcmp(path, "/.well-known/jwks.json") == 0) {
+        reply(req, 200, jwks_to_json(wl->w->published));
+        return;
+    }
     const char *ap = "/v1/approvals/";
     size_t apl = strlen(ap);
     if (strncmp(path, ap, apl) == 0 && post &&
         (strstr(path + apl, "/approve") || strstr(path + apl, "/deny"))) {
-        if (!admin_auth(wl, req))
-            return error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
+        if (!admin_auth(wl, req)) {
+            error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
+            return;
+        }
         char id[64];
         snprintf(id, sizeof(id), "%.*s", (int)strcspn(path + apl, "/"), path + apl);
-        return decide(wl, req, id, strstr(path + apl, "/approve") != NULL);
+        {
+            decide(wl, req, id, strstr(path + apl, "/approve") != NULL);
+            return;
+        }
     }
     if (post && strcmp(path, "/v1/revocations") == 0) {
-        if (!admin_auth(wl, req))
-            return error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
-        return post_revocation(wl, req);
+        if (!admin_auth(wl, req)) {
+            error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
+            return;
+        }
+        {
+            post_revocation(wl, req);
+            return;
+        }
     }
     if (get && strcmp(path, "/v1/approvals") == 0) {
-        if (!admin_auth(wl, req))
-            return error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
-        return reply(req, 200,
-                     json_pack("{so}", "approvals", wdb_approvals_pending(wl->db, now_s())));
+        if (!admin_auth(wl, req)) {
+            error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
+            return;
+        }
+        {
+            reply(req, 200, json_pack("{so}", "approvals", wdb_approvals_pending(wl->db, now_s())));
+            return;
+        }
     }
     const struct agent *a = agent_auth(wl, req);
-    if (!a)
-        return error(req, CODE_UNAUTHORIZED, 401, "a valid agent bearer token is required");
-    if (post && strcmp(path, "/v1/mandates/intent") == 0)
-        return post_intent(wl, req, a);
-    if (post && strcmp(path, "/v1/mandates/payment") == 0)
-        return post_payment(wl, req, a);
-    if (get && strncmp(path, ap, apl) == 0 && !strchr(path + apl, '/'))
-        return get_approval(wl, req, a, path + apl);
+    if (!a) {
+        error(req, CODE_UNAUTHORIZED, 401, "a valid agent bearer token is required");
+        return;
+    }
+    if (post && strcmp(path, "/v1/mandates/intent") == 0) {
+        post_intent(wl, req, a);
+        return;
+    }
+    if (post && strcmp(path, "/v1/mandates/payment") == 0) {
+        post_payment(wl, req, a);
+        return;
+    }
+    if (get && strncmp(path, ap, apl) == 0 && !strchr(path + apl, '/')) {
+        get_approval(wl, req, a, path + apl);
+        return;
+    }
     error(req, CODE_NOT_FOUND, 404, "no such endpoint");
 }
 

@@ -119,7 +119,10 @@ static void quote(struct evhttp_request *req)
             room = &rooms[i];
     if (!principal || !room || sjson_int(b, "nights", &nights) != 0 || nights < 1 || nights > 30) {
         json_decref(b);
-        return error(req, 400, "expected {\"sku\": a room, \"nights\": 1..30} via the gateway");
+        {
+            error(req, 400, "expected {\"sku\": a room, \"nights\": 1..30} via the gateway");
+            return;
+        }
     }
     char jti[33];
     random_id(jti, 16);
@@ -136,8 +139,10 @@ static void quote(struct evhttp_request *req)
     char *cart = mandate_sign(&key, MANDATE_CART, c);
     json_decref(c);
     json_decref(b);
-    if (!cart)
-        return error(req, 500, "cannot sign");
+    if (!cart) {
+        error(req, 500, "cannot sign");
+        return;
+    }
     reply(req, 201, json_pack("{ss sI}", "cart", cart, "expires_at", (json_int_t)(now + LOCK_S)));
     free(cart);
 }
@@ -145,17 +150,23 @@ static void quote(struct evhttp_request *req)
 static void book(struct evhttp_request *req)
 {
     const char *uri = evhttp_request_get_uri(req);
-    if (strstr(uri, "simulate=500"))
-        return error(req, 500, "simulated failure");
+    if (strstr(uri, "simulate=500")) {
+        error(req, 500, "simulated failure");
+        return;
+    }
     if (strstr(uri, "simulate=hang"))
         return; /* never answered: the gateway's upstream timeout fires */
     const char *p = header(req, "Mandate-Principal"), *a = header(req, "Mandate-Agent"),
                *act = header(req, "Mandate-Action"), *amount = header(req, "Mandate-Amount"),
                *receipt = header(req, "Mandate-Receipt");
-    if (!p || !a || !act || strcmp(act, "book_room") != 0 || !amount || !receipt)
-        return error(req, 403, "not authorised by the gateway");
-    if (nbookings == MAX_BOOKINGS)
-        return error(req, 503, "fully booked");
+    if (!p || !a || !act || strcmp(act, "book_room") != 0 || !amount || !receipt) {
+        error(req, 403, "not authorised by the gateway");
+        return;
+    }
+    if (nbookings == MAX_BOOKINGS) {
+        error(req, 503, "fully booked");
+        return;
+    }
     struct booking *bk = &bookings[nbookings++];
     random_id(bk->id, 8);
     snprintf(bk->principal, sizeof(bk->principal), "%s", p);
@@ -171,11 +182,13 @@ static void book(struct evhttp_request *req)
 static void get_booking(struct evhttp_request *req, const char *id)
 {
     for (size_t i = 0; i < nbookings; i++)
-        if (strcmp(bookings[i].id, id) == 0)
-            return reply(req, 200,
-                         json_pack("{ss ss ss ss}", "booking_id", bookings[i].id, "principal",
-                                   bookings[i].principal, "amount", bookings[i].amount, "receipt",
-                                   bookings[i].receipt));
+        if (strcmp(bookings[i].id, id) == 0) {
+            reply(req, 200,
+                  json_pack("{ss ss ss ss}", "booking_id", bookings[i].id, "principal",
+                            bookings[i].principal, "amount", bookings[i].amount, "receipt",
+                            bookings[i].receipt));
+            return;
+        }
     error(req, 404, "no such booking");
 }
 
@@ -186,18 +199,29 @@ static void handle(struct evhttp_request *req, void *arg)
     size_t n = strcspn(uri, "?");
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 #define IS(p) (n == strlen(p) && strncmp(uri, p, n) == 0)
-    if (cmd == EVHTTP_REQ_GET && IS("/lux/search"))
-        return search(req);
-    if (cmd == EVHTTP_REQ_POST && IS("/lux/quote"))
-        return quote(req);
-    if (cmd == EVHTTP_REQ_POST && IS("/lux/book"))
-        return book(req);
-    if (cmd == EVHTTP_REQ_GET && IS("/lux/_stats"))
-        return reply(req, 200, json_pack("{sI}", "bookings", (json_int_t)nbookings));
+    if (cmd == EVHTTP_REQ_GET && IS("/lux/search")) {
+        search(req);
+        return;
+    }
+    if (cmd == EVHTTP_REQ_POST && IS("/lux/quote")) {
+        quote(req);
+        return;
+    }
+    if (cmd == EVHTTP_REQ_POST && IS("/lux/book")) {
+        book(req);
+        return;
+    }
+    if (cmd == EVHTTP_REQ_GET && IS("/lux/_stats")) {
+        reply(req, 200, json_pack("{sI}", "bookings", (json_int_t)nbookings));
+        return;
+    }
     if (cmd == EVHTTP_REQ_GET && n > 14 && strncmp(uri, "/lux/bookings/", 14) == 0) {
         char id[32];
         snprintf(id, sizeof(id), "%.*s", (int)(n - 14), uri + 14);
-        return get_booking(req, id);
+        {
+            get_booking(req, id);
+            return;
+        }
     }
 #undef IS
     error(req, 404, "no such endpoint");
