@@ -265,12 +265,21 @@ enum code mandate_verify(const char *tok, size_t len, unsigned accept, const str
         rc = CODE_MANDATE_BAD_SIGNATURE;
         goto out;
     }
+    /* From here on the claims are the issuer's: keep them even when the times are wrong. */
+    sha256(tok, len, out->sha256);
     rc = mandate_check_time(out, lim, now);
     if (rc == CODE_OK && out->typ == MANDATE_CART && !cart_sum_ok(claims, &out->total))
         rc = CODE_CART_INVALID;
-    if (rc == CODE_OK)
-        sha256(tok, len, out->sha256);
+    json_decref(claims);
+    jws_clear(&j);
+    return rc;
 out:
+    /* Nothing unsigned may pass for a claim (in an audit entry, a log line): keep only typ. */
+    {
+        enum mandate_typ typ = out->typ;
+        memset(out, 0, sizeof(*out));
+        out->typ = typ;
+    }
     json_decref(claims);
     jws_clear(&j);
     return rc;

@@ -74,7 +74,9 @@ void cap_key(const char *iss, const char *principal, const struct money *cap, en
 /**
  * Verify tok (len bytes) as one of the types in accept, with keys from kr found by (iss, kid),
  * at time now. Returns CODE_OK and fills out, or the first applicable code of SPEC §1.
- * out->typ is valid whenever the return is not CODE_MANDATE_MALFORMED.
+ * out->typ is valid whenever the return is not CODE_MANDATE_MALFORMED; the other fields only
+ * once the signature has verified (the time checks may still fail), and are zeroed otherwise, so
+ * that nothing unsigned is ever taken for a claim.
  */
 enum code mandate_verify(const char *tok, size_t len, unsigned accept, const struct keyring *kr,
                          const struct mandate_limits *lim, int64_t now, struct mandate *out);

@@ -476,6 +476,24 @@ static void test_missing_claim(void **state)
     assert_int_equal(run(&es, MANDATE_INTENT, c, MANDATE_INTENT, NULL), CODE_MANDATE_MALFORMED);
 }
 
+static void test_unsigned_claims_are_not_exposed(void **state)
+{
+    (void)state;
+    /* A forgery's claims must not reach an audit entry as if they were the issuer's. */
+    struct mandate m;
+    assert_int_equal(run(&other_es, MANDATE_INTENT, intent("wallet-1"), MANDATE_INTENT, &m),
+                     CODE_MANDATE_BAD_SIGNATURE);
+    assert_string_equal(m.sub, "");
+    assert_string_equal(m.jti, "");
+    assert_int_equal(m.typ, MANDATE_INTENT);
+    /* A genuine but expired mandate keeps them: they are signed. */
+    json_t *c = intent("wallet-1");
+    json_object_set_new(c, "iat", json_integer(NOW - 100));
+    json_object_set_new(c, "exp", json_integer(NOW - 60));
+    assert_int_equal(run(&es, MANDATE_INTENT, c, MANDATE_INTENT, &m), CODE_MANDATE_EXPIRED);
+    assert_string_equal(m.sub, "alice");
+}
+
 static void test_payload_not_object(void **state)
 {
     (void)state;
@@ -517,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_float_amount),
         cmocka_unit_test(test_claim_of_wrong_type),
         cmocka_unit_test(test_missing_claim),
+        cmocka_unit_test(test_unsigned_claims_are_not_exposed),
         cmocka_unit_test(test_payload_not_object),
     };
     return cmocka_run_group_tests_name("mandate", tests, setup, teardown);
