@@ -8,8 +8,8 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/sha.h>
 
+#include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
 
@@ -21,35 +21,16 @@ struct admin {
     struct writer_mailbox mb;
 };
 
-static void reply(struct evhttp_request *req, int status, const char *type, const char *body)
-{
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, body, strlen(body));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
-    evhttp_send_reply(req, status, NULL, b);
-    evbuffer_free(b);
-}
-
-static void reply_json(struct evhttp_request *req, int status, json_t *v)
-{
-    char *s = sjson_dump(v);
-    json_decref(v);
-    reply(req, status, "application/json", s);
-    free(s);
-}
-
 static void reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
 {
-    reply_json(req, status, json_pack("{ss ss}", "error", code, "message", msg));
+    http_reply_json(req, status, json_pack("{ss ss}", "error", code, "message", msg));
 }
 
 static bool authorized(struct admin *a, struct evhttp_request *req)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
-        return false;
     unsigned char got[32];
-    SHA256((const unsigned char *)h + 7, strlen(h + 7), got);
+    if (http_bearer_sha256(req, got) != 0)
+        return false;
     struct config *conf = server_config(a->srv);
     bool ok = ct_equal(got, conf->admin_token_sha256, 32);
     config_unref(conf);
@@ -60,7 +41,7 @@ static void on_revocation_durable(struct writer_item *it)
 {
     struct evhttp_request *req = it->arg;
     if (it->ok)
-        reply_json(req, 201, json_pack("{ss}", "status", "revoked"));
+        http_reply_json(req, 201, json_pack("{ss}", "status", "revoked"));
     else
         reply_error(req, 503, "unavailable", "the revocation is in effect but not yet durable");
     writer_item_free(it);
@@ -68,12 +49,7 @@ static void on_revocation_durable(struct writer_item *it)
 
 static void post_revocation(struct admin *a, struct evhttp_request *req)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    char *err = NULL;
-    json_t *body =
-        len <= ADMIN_MAX_BODY ? sjson_parse((char *)evbuffer_pullup(in, -1), len, &err) : NULL;
-    free(err);
+    json_t *body = http_body_json(req, ADMIN_MAX_BODY);
     enum revoke_kind kind;
     const char *key =
         body && json_object_size(body) == 1 ? json_object_iter_key(json_object_iter(body)) : NULL;
@@ -108,18 +84,18 @@ static void handle(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 #define IS(p) (plen == strlen(p) && strncmp(uri, p, plen) == 0)
     if (IS("/livez") && cmd == EVHTTP_REQ_GET) {
-        reply(req, 200, "text/plain", "ok\n");
+        http_reply(req, 200, "text/plain", "ok\n");
         return;
     }
     if (IS("/readyz") && cmd == EVHTTP_REQ_GET) {
-        atomic_load(&a->srv->draining) ? reply(req, 503, "text/plain", "draining\n")
-                                       : reply(req, 200, "text/plain", "ready\n");
+        atomic_load(&a->srv->draining) ? http_reply(req, 503, "text/plain", "draining\n")
+                                       : http_reply(req, 200, "text/plain", "ready\n");
         return;
     }
     if (IS("/metrics") && cmd == EVHTTP_REQ_GET) {
         struct sb b = {0};
         metrics_render(&a->srv->metrics, writer_stats(a->srv->writer), &b);
-        reply(req, 200, "text/plain; version=0.0.4", b.buf);
+        http_reply(req, 200, "text/plain; version=0.0.4", b.buf);
         sb_clear(&b);
         return;
     }
@@ -132,13 +108,14 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (IS("/admin/revocations") && cmd == EVHTTP_REQ_GET) {
-        reply_json(req, 200, json_pack("{so}", "revocations", state_revocations(a->srv->state)));
+        http_reply_json(req, 200,
+                        json_pack("{so}", "revocations", state_revocations(a->srv->state)));
         return;
     }
     if (IS("/admin/checkpoint") && cmd == EVHTTP_REQ_GET) {
         char *note = writer_checkpoint(a->srv->writer);
         if (note)
-            reply(req, 200, "text/plain; charset=utf-8", note);
+            http_reply(req, 200, "text/plain; charset=utf-8", note);
         else
             reply_error(req, 404, "not_found", "no checkpoint yet");
         free(note);

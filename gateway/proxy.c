@@ -14,6 +14,7 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/rand.h>
 
+#include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
 #include "gateway/accesslog.h"
@@ -225,9 +226,7 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     if (!r->req)
         return;
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
-    evhttp_add_header(out, "Content-Type", "application/json");
     evhttp_add_header(out, "X-Request-Id", r->id);
-    evhttp_add_header(out, "Cache-Control", "no-store");
     char buf[64];
     if (code_status(code) == 401) {
         snprintf(buf, sizeof(buf), "Mandate error=\"%s\"", code_name(code));
@@ -239,16 +238,9 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     }
     json_t *body = json_pack("{ss ss ss}", "error", code_name(code), "message", code_message(code),
                              "request_id", r->id);
-    char *s = sjson_dump(body);
-    json_decref(body);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, s, strlen(s));
-    evbuffer_add(b, "\n", 1);
-    free(s);
     last_reply(r);
-    evhttp_send_reply(r->req, r->status, NULL, b);
+    http_reply_json(r->req, r->status, body);
     r->req = NULL;
-    evbuffer_free(b);
 }
 
 /* A denial: answered at once (denials need not wait for the disk), audited, counted, logged. */

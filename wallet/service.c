@@ -15,6 +15,7 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/rand.h>
 
+#include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
 #include "core/sha256.h"
@@ -67,40 +68,17 @@ static void push_free_later(evutil_socket_t fd, short what, void *arg)
     push_free(arg);
 }
 
-static void reply(struct evhttp_request *req, int status, json_t *body)
-{
-    char *s = sjson_dump(body);
-    json_decref(body);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "%s\n", s);
-    free(s);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-    evhttp_send_reply(req, status, NULL, b);
-    evbuffer_free(b);
-}
-
 static void error(struct evhttp_request *req, enum code code, int status, const char *msg)
 {
-    reply(req, status ? status : code_status(code),
-          json_pack("{ss ss}", "error", code_name(code), "message", msg));
-}
-
-/* The SHA-256 of the bearer token, or -1 without one. */
-static int bearer_hash(struct evhttp_request *req, unsigned char out[32])
-{
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0 || !h[7])
-        return -1;
-    sha256(h + 7, strlen(h + 7), out);
-    return 0;
+    http_reply_json(req, status ? status : code_status(code),
+                    json_pack("{ss ss}", "error", code_name(code), "message", msg));
 }
 
 /* The agent whose token this is; every agent is compared, in constant time. */
 static const struct agent *agent_auth(struct wallet *wl, struct evhttp_request *req)
 {
     unsigned char h[32];
-    if (bearer_hash(req, h) != 0)
+    if (http_bearer_sha256(req, h) != 0)
         return NULL;
     const struct agent *found = NULL;
     for (size_t i = 0; i < wl->w->nagents; i++)
@@ -112,22 +90,7 @@ static const struct agent *agent_auth(struct wallet *wl, struct evhttp_request *
 static bool admin_auth(struct wallet *wl, struct evhttp_request *req)
 {
     unsigned char h[32];
-    return bearer_hash(req, h) == 0 && ct_equal(h, wl->w->admin_token_sha256, 32);
-}
-
-static json_t *body_json(struct evhttp_request *req)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    char *err = NULL;
-    json_t *v =
-        len && len <= MAX_BODY ? sjson_parse((char *)evbuffer_pullup(in, -1), len, &err) : NULL;
-    free(err);
-    if (v && !json_is_object(v)) {
-        json_decref(v);
-        v = NULL;
-    }
-    return v;
+    return http_bearer_sha256(req, h) == 0 && ct_equal(h, wl->w->admin_token_sha256, 32);
 }
 
 static void record(struct wallet *wl, const struct agent *a, const char *kind, const char *merchant,
@@ -161,15 +124,15 @@ static void refuse(struct wallet *wl, struct evhttp_request *req, const struct a
 
 static void minted_reply(struct evhttp_request *req, int status, struct minted *m)
 {
-    reply(req, status,
-          json_pack("{ss ss sI}", "mandate", m->mandate, "jti", m->jti, "expires_at",
-                    (json_int_t)m->expires_at));
+    http_reply_json(req, status,
+                    json_pack("{ss ss sI}", "mandate", m->mandate, "jti", m->jti, "expires_at",
+                              (json_int_t)m->expires_at));
     free(m->mandate);
 }
 
 static void post_intent(struct wallet *wl, struct evhttp_request *req, const struct agent *a)
 {
-    json_t *b = body_json(req);
+    json_t *b = http_body_json(req, MAX_BODY);
     const char *merchant = b ? sjson_str(b, "merchant") : NULL;
     const char *action = b ? sjson_str(b, "action") : NULL;
     int64_t ttl = wl->w->default_ttl_s, uses = 1;
@@ -248,7 +211,7 @@ static enum code check_cart(struct wallet *wl, const struct agent *a, const char
 
 static void post_payment(struct wallet *wl, struct evhttp_request *req, const struct agent *a)
 {
-    json_t *b = body_json(req);
+    json_t *b = http_body_json(req, MAX_BODY);
     const char *cart = b ? sjson_str(b, "cart") : NULL;
     if (!cart) {
         json_decref(b);
@@ -276,7 +239,7 @@ static void post_payment(struct wallet *wl, struct evhttp_request *req, const st
             error(req, CODE_UNAVAILABLE, 503, "cannot record the approval");
         } else {
             record(wl, a, "payment", c.iss, c.action, c.jti, "pending", CODE_OK, id, &c.total);
-            reply(req, 202, json_pack("{ss ss}", "approval_id", id, "status", "pending"));
+            http_reply_json(req, 202, json_pack("{ss ss}", "approval_id", id, "status", "pending"));
         }
     } else {
         struct minted m;
@@ -316,7 +279,7 @@ static void get_approval(struct wallet *wl, struct evhttp_request *req, const st
     json_t *o = json_pack("{ss}", "status", ap.status);
     if (ap.mandate)
         sjson_set(o, "mandate", json_string(ap.mandate));
-    reply(req, 200, o);
+    http_reply_json(req, 200, o);
     free(ap.cart);
     free(ap.mandate);
 }
@@ -343,7 +306,7 @@ static void decide(struct wallet *wl, struct evhttp_request *req, const char *id
             error(req, CODE_UNAVAILABLE, 503, "cannot record the decision");
         else {
             record(wl, a, "approval", NULL, NULL, NULL, "denied", CODE_OK, id, NULL);
-            reply(req, 200, json_pack("{ss}", "status", "denied"));
+            http_reply_json(req, 200, json_pack("{ss}", "status", "denied"));
         }
     } else if (!a || wdb_revoked(wl->db, "agent", a->id) ||
                check_cart(wl, a, ap.cart, &c, &why) != CODE_OK) {
@@ -357,7 +320,7 @@ static void decide(struct wallet *wl, struct evhttp_request *req, const char *id
         } else {
             record(wl, a, "payment", c.iss, c.action, m.jti, "minted", CODE_OK, id, &c.total);
             free(m.mandate);
-            reply(req, 200, json_pack("{ss}", "status", "approved"));
+            http_reply_json(req, 200, json_pack("{ss}", "status", "approved"));
         }
     }
     free(ap.cart);
@@ -455,7 +418,7 @@ static void resume_push(void *arg, const char *gateway, const char *kind, const 
 
 static void post_revocation(struct wallet *wl, struct evhttp_request *req)
 {
-    json_t *b = body_json(req);
+    json_t *b = http_body_json(req, MAX_BODY);
     const char *kind = b && json_object_get(b, "agent") ? "agent" : "jti";
     const char *value = b ? sjson_str(b, kind) : NULL;
     if (!value || json_object_size(b) != 1 || !*value || strlen(value) > MANDATE_ID_MAX) {
@@ -476,7 +439,7 @@ static void post_revocation(struct wallet *wl, struct evhttp_request *req)
            strcmp(kind, "jti") == 0 ? value : NULL, "revoked", CODE_OK, value, NULL);
     for (size_t i = 0; i < wl->w->ngateways; i++)
         push_start(wl, &wl->w->gateways[i], kind, value, 0);
-    reply(req, 201, json_pack("{ss ss}", "status", "revoked", kind, value));
+    http_reply_json(req, 201, json_pack("{ss ss}", "status", "revoked", kind, value));
     json_decref(b);
 }
 
@@ -490,11 +453,11 @@ static void handle(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool get = cmd == EVHTTP_REQ_GET, post = cmd == EVHTTP_REQ_POST;
     if (get && (strcmp(path, "/livez") == 0 || strcmp(path, "/readyz") == 0)) {
-        reply(req, 200, json_pack("{ss}", "status", "ok"));
+        http_reply_json(req, 200, json_pack("{ss}", "status", "ok"));
         return;
     }
     if (get && strcmp(path, "/.well-known/jwks.json") == 0) {
-        reply(req, 200, jwks_to_json(wl->w->published));
+        http_reply_json(req, 200, jwks_to_json(wl->w->published));
         return;
     }
     const char *ap = "/v1/approvals/";
@@ -528,7 +491,8 @@ static void handle(struct evhttp_request *req, void *arg)
             return;
         }
         {
-            reply(req, 200, json_pack("{so}", "approvals", wdb_approvals_pending(wl->db, now_s())));
+            http_reply_json(req, 200,
+                            json_pack("{so}", "approvals", wdb_approvals_pending(wl->db, now_s())));
             return;
         }
     }

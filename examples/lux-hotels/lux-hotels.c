@@ -29,6 +29,7 @@
 #include <openssl/rand.h>
 
 #include "core/cfg.h"
+#include "core/http.h"
 #include "core/jwk.h"
 #include "core/log.h"
 #include "core/mandate.h"
@@ -57,36 +58,14 @@ static const char *merchant_id = "lux-hotels";
 static struct booking *bookings;
 static size_t nbookings;
 
-static void reply(struct evhttp_request *req, int status, json_t *body)
-{
-    char *s = sjson_dump(body);
-    json_decref(body);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "%s\n", s);
-    free(s);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, status, NULL, b);
-    evbuffer_free(b);
-}
-
 static void error(struct evhttp_request *req, int status, const char *msg)
 {
-    reply(req, status, json_pack("{ss}", "error", msg));
+    http_reply_json(req, status, json_pack("{ss}", "error", msg));
 }
 
 static const char *header(struct evhttp_request *req, const char *name)
 {
     return evhttp_find_header(evhttp_request_get_input_headers(req), name);
-}
-
-static json_t *body_json(struct evhttp_request *req)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    char *err = NULL;
-    json_t *v = len && len < 65536 ? sjson_parse((char *)evbuffer_pullup(in, -1), len, &err) : NULL;
-    free(err);
-    return v;
 }
 
 static void search(struct evhttp_request *req)
@@ -96,7 +75,7 @@ static void search(struct evhttp_request *req)
         sjson_append(arr, json_pack("{ss ss s{sI ss}}", "sku", rooms[i].sku, "name", rooms[i].name,
                                     "nightly", "value", (json_int_t)rooms[i].nightly, "currency",
                                     "EUR"));
-    reply(req, 200, json_pack("{so}", "rooms", arr));
+    http_reply_json(req, 200, json_pack("{so}", "rooms", arr));
 }
 
 static void random_id(char *out, size_t bytes)
@@ -110,7 +89,7 @@ static void random_id(char *out, size_t bytes)
 static void quote(struct evhttp_request *req)
 {
     const char *principal = header(req, "Mandate-Principal");
-    json_t *b = body_json(req);
+    json_t *b = http_body_json(req, 65536);
     const char *sku = b ? sjson_str(b, "sku") : NULL;
     int64_t nights = 0;
     const struct room *room = NULL;
@@ -143,7 +122,8 @@ static void quote(struct evhttp_request *req)
         error(req, 500, "cannot sign");
         return;
     }
-    reply(req, 201, json_pack("{ss sI}", "cart", cart, "expires_at", (json_int_t)(now + LOCK_S)));
+    http_reply_json(req, 201,
+                    json_pack("{ss sI}", "cart", cart, "expires_at", (json_int_t)(now + LOCK_S)));
     free(cart);
 }
 
@@ -174,19 +154,19 @@ static void book(struct evhttp_request *req)
     snprintf(bk->amount, sizeof(bk->amount), "%s", amount);
     snprintf(bk->receipt, sizeof(bk->receipt), "%s", receipt);
     log_info("booked %s for %s by %s: %s (receipt %s)", bk->id, p, a, amount, receipt);
-    reply(req, 201,
-          json_pack("{ss ss ss ss}", "booking_id", bk->id, "principal", p, "agent", a, "amount",
-                    amount));
+    http_reply_json(req, 201,
+                    json_pack("{ss ss ss ss}", "booking_id", bk->id, "principal", p, "agent", a,
+                              "amount", amount));
 }
 
 static void get_booking(struct evhttp_request *req, const char *id)
 {
     for (size_t i = 0; i < nbookings; i++)
         if (strcmp(bookings[i].id, id) == 0) {
-            reply(req, 200,
-                  json_pack("{ss ss ss ss}", "booking_id", bookings[i].id, "principal",
-                            bookings[i].principal, "amount", bookings[i].amount, "receipt",
-                            bookings[i].receipt));
+            http_reply_json(req, 200,
+                            json_pack("{ss ss ss ss}", "booking_id", bookings[i].id, "principal",
+                                      bookings[i].principal, "amount", bookings[i].amount,
+                                      "receipt", bookings[i].receipt));
             return;
         }
     error(req, 404, "no such booking");
@@ -212,7 +192,7 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (cmd == EVHTTP_REQ_GET && IS("/lux/_stats")) {
-        reply(req, 200, json_pack("{sI}", "bookings", (json_int_t)nbookings));
+        http_reply_json(req, 200, json_pack("{sI}", "bookings", (json_int_t)nbookings));
         return;
     }
     if (cmd == EVHTTP_REQ_GET && n > 14 && strncmp(uri, "/lux/bookings/", 14) == 0) {
