@@ -107,7 +107,7 @@ quote() {
     CART=$(jq -r .cart <<<"$BODY")
     AMOUNT=$(b64d "$(cut -d. -f2 <<<"$CART")" | jq -r '"\(.total.value) \(.total.currency)"' | human)
 }
-approve() {
+approve() {   # as alice, from her terminal; prints the mandate the agent then collects
     "$B/mandate-wallet" approve "$1" --config wallet.json --admin-token-file wallet-admin.token >/dev/null
     curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$WAL/v1/approvals/$1" | jq -r .mandate
 }
@@ -131,20 +131,19 @@ CHEAPER=$(b64d "$P" | jq -c '.total.value = 100' | base64 -w0 | tr '+/' '-_' | t
 via POST /lux/book "$H.$CHEAPER.$S" "$CART" '{}'; expect 401
 say "agent-planner edits a payment mandate down to 1.00 EUR: $(verdict)"
 
-quote suite 1
-wallet /v1/mandates/payment "{\"cart\":\"$CART\"}"; expect 202
-ID=$(jq -r .approval_id <<<"$BODY")
-say "agent-planner asks to pay $AMOUNT for the suite: above alice's approval threshold (200.00 EUR), approval $ID pending"
-PAY=$(approve "$ID")
-via POST /lux/book "$PAY" "$CART" '{}'; expect 403
+# pay_after_approval SKU NIGHTS WHY STATUS: quote, the wallet holds it for alice, she approves, book
+pay_after_approval() {
+    quote "$1" "$2"
+    wallet /v1/mandates/payment "{\"cart\":\"$CART\"}"; expect 202
+    local id; id=$(jq -r .approval_id <<<"$BODY")
+    say "agent-planner asks to pay $AMOUNT for $1 x$2$3: approval $id pending"
+    via POST /lux/book "$(approve "$id")" "$CART" '{}'; expect "$4"
+}
+
+pay_after_approval suite 1 ", above alice's approval threshold (200.00 EUR)" 403
 say "alice approves, but 180.00 EUR spent + $AMOUNT is over her 500.00 EUR daily cap at the gateway: $(verdict)"
 
-quote standard 3
-wallet /v1/mandates/payment "{\"cart\":\"$CART\"}"; expect 202
-ID=$(jq -r .approval_id <<<"$BODY")
-say "agent-planner asks to pay $AMOUNT for standard x3: approval $ID pending"
-PAY=$(approve "$ID")
-via POST /lux/book "$PAY" "$CART" '{}'; expect 201
+pay_after_approval standard 3 "" 201
 say "alice approves with 'mandate-wallet approve'; booked: $(verdict), $(jq -r .amount <<<"$BODY" | human) seen by the merchant"
 
 SEARCH=$(intent search '"uses":5')

@@ -103,6 +103,17 @@ def leaf(b):
     return hashlib.sha256(b"\x00" + b).digest()
 
 
+def rewrite(db, seq, change):
+    """Re-encode entry seq after change(entry dict), with a leaf that matches its new bytes."""
+    e = json.loads(dict((s, b) for s, b, _ in rows(db))[seq])
+    change(e)
+    b = json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
+    c = sqlite3.connect(db)
+    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, leaf(b), seq))
+    c.commit()
+    c.close()
+
+
 def test_insert_forged(logged, tmp_path):
     db = copy(logged, tmp_path, "insert.db")
     rs = rows(db)
@@ -259,14 +270,7 @@ def test_prove_inclusion_from_stored_subtrees(logged):
 
 def test_chain_break(logged, tmp_path):
     db = copy(logged, tmp_path, "chain.db")
-    seq, entry, _ = rows(db)[6]
-    e = json.loads(entry)
-    e["prev"] = "00" * 32
-    b = json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
-    c = sqlite3.connect(db)
-    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, leaf(b), seq))
-    c.commit()
-    c.close()
+    rewrite(db, 6, lambda e: e.update(prev="00" * 32))
     rc, rep = audit(logged[0], db)
     assert rc == 1 and rep["bad_seq"] == 6 and rep["violation"] == "chain break", rep
 
@@ -274,14 +278,8 @@ def test_chain_break(logged, tmp_path):
 def test_root_mismatch(logged, tmp_path):
     """The last entry rewritten with a consistent leaf and prev: only the signed root shows it."""
     db = copy(logged, tmp_path, "root.db")
-    seq, entry, _ = rows(db)[-1]
-    e = json.loads(entry)
-    e["ts_ms"] += 1
-    b = json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
-    c = sqlite3.connect(db)
-    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, leaf(b), seq))
-    c.commit()
-    c.close()
+    seq = rows(db)[-1][0]
+    rewrite(db, seq, lambda e: e.update(ts_ms=e["ts_ms"] + 1))
     rc, rep = audit(logged[0], db)
     assert rc == 1 and rep["violation"] == "root mismatch" and rep["bad_seq"] == seq, rep
 
