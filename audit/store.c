@@ -223,6 +223,13 @@ int store_put_node(struct store *st, int level, uint64_t index, const unsigned c
 /* A perfect subtree's root: a leaf at level 0, a stored node above. */
 static int perfect(struct store *st, int level, uint64_t index, unsigned char out[32])
 {
+    if (level > 0 && level < STORE_NODE_MIN_LEVEL) {
+        unsigned char l[32], r[32];
+        if (perfect(st, level - 1, 2 * index, l) || perfect(st, level - 1, 2 * index + 1, r))
+            return -1;
+        merkle_node_hash(l, r, out);
+        return 0;
+    }
     sqlite3_stmt *s = level ? st->get_node : st->get_leaf;
     if (level)
         sqlite3_bind_int(s, 1, level);

@@ -61,7 +61,14 @@ int store_each_spend(struct store *st, void (*fn)(void *arg, const char *key, in
 /** Store a signed checkpoint note for tree size. */
 int store_put_checkpoint(struct store *st, uint64_t size, const char *note) MUST_CHECK;
 
-/** Store the root of the perfect subtree at (level >= 1, index): leaves [i·2^l, (i+1)·2^l). */
+/* Subtree roots are stored from this level up (8 leaves); the few below are recomputed from at
+ * most 8 leaves, which saves most of a row per entry on the writer. */
+#define STORE_NODE_MIN_LEVEL 3
+
+/**
+ * Store the root of the perfect subtree at (level >= STORE_NODE_MIN_LEVEL, index): the leaves
+ * [i·2^level, (i+1)·2^level).
+ */
 int store_put_node(struct store *st, int level, uint64_t index,
                    const unsigned char hash[32]) MUST_CHECK;
 /** The root of leaves [start, start + size): O(log size) stored nodes. 0, or -1 if missing. */

@@ -15,6 +15,7 @@
 
 #define CHECKPOINT_INTERVAL_MS 2000
 #define PRUNE_INTERVAL_MS      60000
+#define STORED_SLOTS           1024
 
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 
@@ -33,6 +34,9 @@ struct writer {
     uint64_t checkpoint_size;
     int64_t checkpoint_ms, prune_ms;
     char *checkpoint; /* newest note; guarded by mu */
+    /* Mandate texts already committed, by the first 16 hex digits of their SHA-256, direct-mapped:
+     * a multi-use mandate's text is stored once, not offered again on every call. */
+    uint64_t stored[STORED_SLOTS];
     struct writer_stats stats;
 };
 
@@ -113,6 +117,24 @@ void writer_submit(struct writer *w, struct writer_item *it)
     pthread_mutex_unlock(&w->mu);
 }
 
+static uint64_t text_id(const char sha_hex[65])
+{
+    char head[17];
+    memcpy(head, sha_hex, 16);
+    head[16] = '\0';
+    return strtoull(head, NULL, 16);
+}
+
+/* After COMMIT only: a rolled-back text must be offered again. */
+static void remember_texts(struct writer *w, const struct writer_item *batch)
+{
+    for (const struct writer_item *it = batch; it; it = it->next)
+        for (int i = 0; i < 2 && it->jws[i]; i++) {
+            uint64_t id = text_id(it->jws_sha[i]);
+            w->stored[id % STORED_SLOTS] = id;
+        }
+}
+
 /* Append one item's entry and state change inside the open transaction. */
 static int append(struct writer *w, struct writer_item *it)
 {
@@ -132,7 +154,8 @@ static int append(struct writer *w, struct writer_item *it)
     int rc = store_append(w->st, w->tree.size, bytes, len, it->leaf);
     free(bytes);
     for (int i = 0; rc == 0 && i < 2 && it->jws[i]; i++)
-        rc = store_put_mandate(w->st, it->jws_sha[i], it->jws[i]);
+        if (w->stored[text_id(it->jws_sha[i]) % STORED_SLOTS] != text_id(it->jws_sha[i]))
+            rc = store_put_mandate(w->st, it->jws_sha[i], it->jws[i]);
     for (int i = 0; rc == 0 && i < it->nops; i++) {
         const struct writer_op *op = &it->ops[i];
         if (op->kind == WOP_JTI)
@@ -148,9 +171,9 @@ static int append(struct writer *w, struct writer_item *it)
     memcpy(w->last_leaf, it->leaf, 32);
     unsigned char done[MERKLE_MAX_HEIGHT][32];
     int k = merkle_append(&w->tree, it->leaf, done);
-    /* Subtree roots, so that roots and proofs later cost O(log n) reads (one row per entry on
-     * average). */
-    for (int j = 0; j < k; j++)
+    /* Subtree roots, so that roots and proofs later cost O(log n) reads (one row per eight
+     * entries on average). */
+    for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
         if (store_put_node(w->st, j + 1, (w->tree.size >> (j + 1)) - 1, done[j]) != 0)
             return -1;
     return 0;
@@ -248,6 +271,7 @@ static void commit_batch(struct writer *w, struct writer_item *batch, bool final
         atomic_fetch_add(&w->stats.failures, 1);
         log_error("audit commit failed: %zu entries refused", n);
     } else {
+        remember_texts(w, batch);
         publish_checkpoint(w, note);
         atomic_fetch_add(&w->stats.entries, n);
         atomic_fetch_add(&w->stats.batches, 1);
