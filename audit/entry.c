@@ -124,7 +124,7 @@ static const char *put_value(struct sb *b, const json_t *v, int depth)
         put_string(b, json_string_value(v), json_string_length(v));
         return NULL;
     case JSON_INTEGER:
-        sb_printf(b, "%lld", (long long)json_integer_value(v));
+        sb_int(b, (long long)json_integer_value(v));
         return NULL;
     case JSON_TRUE:
         sb_puts(b, "true");

@@ -79,6 +79,19 @@ void sb_json_str(struct sb *b, const char *s)
     sb_putn(b, "\"", 1);
 }
 
+void sb_int(struct sb *b, long long v)
+{
+    char buf[24], *p = buf + sizeof(buf);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    sb_putn(b, p, (size_t)(buf + sizeof(buf) - p));
+}
+
 void sb_clear(struct sb *b)
 {
     free(b->buf);

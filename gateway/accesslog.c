@@ -7,10 +7,23 @@
 
 #include "core/log.h"
 
-static void field(struct sb *b, const char *name, const char *value)
+static void name(struct sb *b, const char *n)
 {
-    sb_printf(b, ",\"%s\":", name);
+    sb_puts(b, ",\"");
+    sb_puts(b, n);
+    sb_puts(b, "\":");
+}
+
+static void field(struct sb *b, const char *n, const char *value)
+{
+    name(b, n);
     sb_json_str(b, value ? value : "");
+}
+
+static void number(struct sb *b, const char *n, long long value)
+{
+    name(b, n);
+    sb_int(b, value);
 }
 
 void accesslog_write(const struct access *a)
@@ -18,7 +31,9 @@ void accesslog_write(const struct access *a)
     char ts[40];
     log_timestamp(ts, sizeof(ts));
     struct sb b = {0};
-    sb_printf(&b, "{\"ts\":\"%s\",\"type\":\"access\"", ts);
+    sb_puts(&b, "{\"ts\":\"");
+    sb_puts(&b, ts);
+    sb_puts(&b, "\",\"type\":\"access\"");
     field(&b, "request_id", a->request_id);
     field(&b, "method", a->method);
     field(&b, "path", a->path);
@@ -29,9 +44,11 @@ void accesslog_write(const struct access *a)
     field(&b, "agent", a->agent);
     field(&b, "decision", a->decision);
     field(&b, "code", a->code);
-    sb_printf(&b, ",\"status\":%d,\"bytes\":%llu,\"check_us\":%lld,\"upstream_us\":%lld}\n",
-              a->status, (unsigned long long)a->bytes, (long long)a->check_us,
-              (long long)a->upstream_us);
+    number(&b, "status", a->status);
+    number(&b, "bytes", (long long)a->bytes);
+    number(&b, "check_us", a->check_us);
+    number(&b, "upstream_us", a->upstream_us);
+    sb_puts(&b, "}\n");
     ssize_t w = write(STDERR_FILENO, b.buf, b.len);
     (void)w;
     sb_clear(&b);

@@ -392,8 +392,9 @@ static int on_up_headers(struct evhttp_request *up, void *arg)
         return 0; /* client gone: read and discard the answer, then reuse the connection */
     struct evkeyvalq *in = evhttp_request_get_input_headers(up);
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+    bool conn = evhttp_find_header(in, "Connection") != NULL; /* no Connection: no scan */
     for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        if (hop_by_hop(h->key) || connection_named(in, h->key) ||
+        if (hop_by_hop(h->key) || (conn && connection_named(in, h->key)) ||
             strcasecmp(h->key, "Mandate-Receipt") == 0 || strcasecmp(h->key, "X-Request-Id") == 0)
             continue;
         evhttp_add_header(out, h->key, h->value);
@@ -514,8 +515,9 @@ static void forward(struct request *r)
     evhttp_request_set_error_cb(r->up, on_up_error);
     struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->up);
+    bool conn = evhttp_find_header(in, "Connection") != NULL; /* no Connection: no scan */
     for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        if (hop_by_hop(h->key) || connection_named(in, h->key) ||
+        if (hop_by_hop(h->key) || (conn && connection_named(in, h->key)) ||
             strcasecmp(h->key, "Authorization") == 0 || strncasecmp(h->key, "Mandate-", 8) == 0 ||
             strcasecmp(h->key, "X-Request-Id") == 0 || strcasecmp(h->key, "Forwarded") == 0 ||
             strcasecmp(h->key, "Host") == 0 || strcasecmp(h->key, "Content-Length") == 0)
