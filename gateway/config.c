@@ -212,7 +212,15 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
         }
         if (json_object_get(it, "jwks_file"))
             load_jwks(c, p, it, m->id, &conf->merchant_keys);
+        size_t first = conf->routes.n;
         load_routes(c, p, it, m, conf);
+        for (size_t r = first; r < conf->routes.n; r++)
+            if (conf->routes.v[r].priced && !json_object_get(it, "jwks_file")) {
+                char pp[CFG_PATH_MAX];
+                cfg_join(pp, p, "jwks_file");
+                cfg_error(c, pp, "required: priced routes need the merchant's keys to check carts");
+                break;
+            }
     }
 }
 

@@ -167,11 +167,11 @@ class Gateway:
                                {"method": "GET", "path": "/status/*", "action": "search"},
                            ]}],
         }
-        if merchant == "lux":
-            keygen(d, "lux-hotels", kid="lux1")
-            with open(os.path.join(d, "lux-hotels.pem"), "rb") as f:
-                self.merchant_key = _jwk.JWK.from_pem(f.read())
-            self.conf["merchants"][0]["jwks_file"] = "lux-hotels.jwks.json"
+        # The merchant's key: the gateway checks carts with it (priced routes need it).
+        keygen(d, "lux-hotels", kid="lux1")
+        with open(os.path.join(d, "lux-hotels.pem"), "rb") as f:
+            self.merchant_key = _jwk.JWK.from_pem(f.read())
+        self.conf["merchants"][0]["jwks_file"] = "lux-hotels.jwks.json"
         self.config_path = os.path.join(d, "gateway.json")
         write_json(self.config_path, self.conf)
         self.upstream = None

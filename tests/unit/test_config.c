@@ -154,6 +154,15 @@ static void test_unreachable_route(void **state)
            "route GET /lux/b/* can never match: GET /lux/* comes first");
 }
 
+static void test_priced_route_needs_merchant_keys(void **state)
+{
+    (void)state;
+    expect(GW_PREFIX "\"merchants\":[{\"id\":\"lux\",\"upstream\":\"http://127.0.0.1:9000\","
+                     "\"routes\":[{\"method\":\"POST\",\"path\":\"/book\",\"action\":\"b\","
+                     "\"priced\":true}]}]}",
+           "gateway.json: merchants[0].jwks_file: required: priced routes need");
+}
+
 static void test_not_json(void **state)
 {
     (void)state;
@@ -207,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_bad_key_file),
         cmocka_unit_test(test_checkpoint_key_must_be_ed25519),
         cmocka_unit_test(test_unreachable_route),
+        cmocka_unit_test(test_priced_route_needs_merchant_keys),
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_wallet_errors),
