@@ -1,10 +1,11 @@
 /*
  * entry: canonical entry encoding. A small encoder of its own rather than json_dumps(): it
- * refuses floats and non-ASCII keys outright, escapes every non-ASCII character, and costs a
- * fraction of jansson's sorted dump on the writer thread, which encodes every entry.
+ * refuses floats and non-ASCII keys outright, escapes every non-ASCII character, and lets the
+ * fields be encoded on the submitting thread and sealed (prev, seq, v) by the writer.
  */
 #include "audit/entry.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,17 +142,85 @@ static const char *put_value(struct sb *b, const json_t *v, int depth)
     return "unknown JSON type";
 }
 
-char *entry_encode(const json_t *obj, size_t *len, const char **why)
+static const char *check_key(const char *k)
 {
+    for (const char *p = k; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            return "entry keys must be printable ASCII";
+    if (strcmp(k, "v") >= 0 || strcmp(k, "prev") == 0 || strcmp(k, "seq") == 0)
+        return "v, seq and prev are the writer's, and every key must sort before v";
+    return NULL;
+}
+
+int entry_body_encode(const json_t *obj, struct entry_body *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
     if (!json_is_object(obj)) {
         *why = "an entry is a JSON object";
-        return NULL;
+        return -1;
     }
+    size_t n = json_object_size(obj), i = 0;
+    const char **keys = xmalloc((n ? n : 1) * sizeof(char *));
+    const char *k;
+    json_t *m;
+    *why = NULL;
+    json_object_foreach((json_t *)obj, k, m)
+    {
+        keys[i++] = k;
+        if (!*why)
+            *why = check_key(k);
+    }
+    qsort(keys, n, sizeof(char *), cmp_key);
     struct sb b = {0};
-    if ((*why = put_value(&b, obj, 0))) {
-        sb_clear(&b);
-        return NULL;
+    bool prev_set = false, seq_set = false;
+    for (i = 0; i < n && !*why; i++) {
+        if (!prev_set && strcmp(keys[i], "prev") > 0) {
+            out->at_prev = b.len;
+            prev_set = true;
+        }
+        if (!seq_set && strcmp(keys[i], "seq") > 0) {
+            out->at_seq = b.len;
+            seq_set = true;
+        }
+        put_string(&b, keys[i], strlen(keys[i]));
+        sb_putn(&b, ":", 1);
+        *why = put_value(&b, json_object_get(obj, keys[i]), 1);
+        sb_putn(&b, ",", 1);
     }
+    free(keys);
+    if (*why) {
+        sb_clear(&b);
+        return -1;
+    }
+    if (!prev_set)
+        out->at_prev = b.len;
+    if (!seq_set)
+        out->at_seq = b.len;
+    out->text = b.buf ? b.buf : xstrdup("");
+    out->len = b.len;
+    return 0;
+}
+
+char *entry_seal(const struct entry_body *e, uint64_t seq, const char prev_hex[65], size_t *len)
+{
+    struct sb b = {0};
+    sb_putn(&b, "{", 1);
+    sb_putn(&b, e->text, e->at_prev);
+    sb_puts(&b, "\"prev\":\"");
+    sb_puts(&b, prev_hex);
+    sb_puts(&b, "\",");
+    sb_putn(&b, e->text + e->at_prev, e->at_seq - e->at_prev);
+    sb_puts(&b, "\"seq\":");
+    sb_int(&b, (long long)seq);
+    sb_putn(&b, ",", 1);
+    sb_putn(&b, e->text + e->at_seq, e->len - e->at_seq);
+    sb_puts(&b, "\"v\":1}");
     *len = b.len;
     return b.buf;
+}
+
+void entry_body_clear(struct entry_body *b)
+{
+    free(b->text);
+    memset(b, 0, sizeof(*b));
 }

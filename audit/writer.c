@@ -43,7 +43,12 @@ struct writer {
 struct writer_item *writer_item_new(json_t *entry)
 {
     struct writer_item *it = xcalloc(1, sizeof(*it));
-    it->entry = entry;
+    const char *why;
+    if (entry_body_encode(entry, &it->body, &why) != 0) {
+        log_error("audit entry refused: %s", why);
+        it->bad = true;
+    }
+    json_decref(entry);
     return it;
 }
 
@@ -71,7 +76,7 @@ void writer_item_free(struct writer_item *it)
 {
     if (!it)
         return;
-    json_decref(it->entry);
+    entry_body_clear(&it->body);
     free(it->jws[0]);
     free(it->jws[1]);
     free(it);
@@ -140,16 +145,10 @@ static int append(struct writer *w, struct writer_item *it)
 {
     char prev[65];
     hex_encode(w->last_leaf, 32, prev);
-    sjson_set(it->entry, "v", json_integer(1));
-    sjson_set(it->entry, "seq", json_integer((json_int_t)w->tree.size));
-    sjson_set(it->entry, "prev", json_string(prev));
-    size_t len;
-    const char *why;
-    char *bytes = entry_encode(it->entry, &len, &why);
-    if (!bytes) {
-        log_error("audit entry refused: %s", why);
+    if (it->bad)
         return -1;
-    }
+    size_t len;
+    char *bytes = entry_seal(&it->body, w->tree.size, prev, &len);
     merkle_leaf_hash((unsigned char *)bytes, len, it->leaf);
     int rc = store_append(w->st, w->tree.size, bytes, len, it->leaf);
     free(bytes);

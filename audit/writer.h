@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "audit/entry.h"
 #include "audit/store.h"
 #include "core/hist.h"
 #include "core/jwk.h"
@@ -43,9 +44,10 @@ struct writer_mailbox {
 
 struct writer_item {
     struct writer_item *next;
-    json_t *entry;       /* owned: the entry without v, seq and prev, which the writer adds */
-    char *jws[2];        /* owned: mandate texts to store beside the entry (or NULL) */
-    char jws_sha[2][65]; /* their hex SHA-256 */
+    struct entry_body body; /* the entry's fields, encoded by writer_item_new() */
+    bool bad;               /* they could not be encoded: the writer fails the item */
+    char *jws[2];           /* owned: mandate texts to store beside the entry (or NULL) */
+    char jws_sha[2][65];    /* their hex SHA-256 */
     struct writer_op ops[WRITER_MAX_OPS];
     int nops;
     struct writer_mailbox *mb; /* NULL: nobody waits; the writer frees the item */
@@ -82,7 +84,7 @@ char *writer_checkpoint(struct writer *w);
 /** The writer's counters and histograms. */
 struct writer_stats *writer_stats(struct writer *w);
 
-/** A new item for entry (takes ownership). */
+/** A new item for entry, encoded now on the calling thread (takes ownership of entry). */
 struct writer_item *writer_item_new(json_t *entry);
 /** Attach a mandate text to store beside the entry. */
 void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned char sha[32]);

@@ -349,10 +349,11 @@ static void settle(struct request *r, const char *result, enum spend_status spen
     json_t *e = json_pack("{sI ss ss ss si sI sI}", "ts_ms", (json_int_t)now_ms(), "kind",
                           "outcome", "request_id", r->id, "result", result, "status", r->status,
                           "bytes", (json_int_t)r->bytes, "upstream_us", (json_int_t)r->up_us);
+    static const char *const names[] = {"reserved", "committed", "released", "unknown"};
+    if (r->admit.cart)
+        sjson_set(e, "spend", json_string(names[spend]));
     struct writer_item *it = writer_item_new(e);
     if (r->admit.cart) {
-        static const char *const names[] = {"reserved", "committed", "released", "unknown"};
-        sjson_set(e, "spend", json_string(names[spend]));
         if (spend == SPEND_RELEASED)
             state_release(r->w->srv->state, r->admit.spend_key, r->admit.amount);
         writer_item_op(it, WOP_SPEND, r->id, r->admit.spend_key, r->admit.amount, spend);

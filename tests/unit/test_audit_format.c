@@ -8,56 +8,75 @@
 #include "audit/checkpoint.h"
 #include "audit/entry.h"
 
+#define PREV "00000000000000000000000000000000000000000000000000000000000000ff"
+
+/* Encode obj's fields and seal them as entry seq 3 after PREV; NULL with *why if refused. */
+static char *encode(json_t *obj, const char **why)
+{
+    struct entry_body body;
+    char *s = NULL;
+    size_t len;
+    if (entry_body_encode(obj, &body, why) == 0) {
+        s = entry_seal(&body, 3, PREV, &len);
+        assert_int_equal(len, strlen(s));
+        entry_body_clear(&body);
+    }
+    json_decref(obj);
+    return s;
+}
+
 static void test_entry_canonical(void **state)
 {
     (void)state;
-    json_t *e = json_pack("{sI ss s{ss} si}", "seq", (json_int_t)3, "kind", "décision", "amount",
-                          "currency", "EUR", "a", 1);
-    size_t len;
     const char *why;
-    char *s = entry_encode(e, &len, &why);
+    char *s = encode(json_pack("{ss s{ss} si ss}", "kind", "décision", "amount", "currency", "EUR",
+                               "a", 1, "ts_ms", "x"),
+                     &why);
     assert_non_null(s);
+    /* prev, seq and v land where they sort; nothing else moves. */
     assert_string_equal(s, "{\"a\":1,\"amount\":{\"currency\":\"EUR\"},\"kind\":\"d\\u00e9cision\","
-                           "\"seq\":3}");
-    assert_int_equal(len, strlen(s));
+                           "\"prev\":\"" PREV "\",\"seq\":3,\"ts_ms\":\"x\",\"v\":1}");
     free(s);
-    json_decref(e);
+    s = encode(json_object(), &why);
+    assert_string_equal(s, "{\"prev\":\"" PREV "\",\"seq\":3,\"v\":1}");
+    free(s);
 }
 
 static void test_entry_escapes_all_non_ascii(void **state)
 {
     (void)state;
     /* U+20AC (3 bytes), U+1F600 (4 bytes: a surrogate pair), a newline, a quote, a backslash */
-    json_t *e = json_pack("{ss}", "s", "\xe2\x82\xac\xf0\x9f\x98\x80\n\"\\");
-    size_t len;
     const char *why;
-    char *s = entry_encode(e, &len, &why);
+    char *s = encode(json_pack("{ss}", "s", "\xe2\x82\xac\xf0\x9f\x98\x80\n\"\\"), &why);
     assert_non_null(s);
-    assert_string_equal(s, "{\"s\":\"\\u20ac\\ud83d\\ude00\\u000a\\\"\\\\\"}");
+    assert_string_equal(s, "{\"prev\":\"" PREV "\",\"s\":\"\\u20ac\\ud83d\\ude00\\u000a\\\"\\\\\","
+                           "\"seq\":3,\"v\":1}");
     free(s);
-    json_decref(e);
 }
 
 static void test_entry_rejects_float(void **state)
 {
     (void)state;
-    json_t *e = json_pack("{s{sf}}", "amount", "value", 1.5);
-    size_t len;
     const char *why = NULL;
-    assert_null(entry_encode(e, &len, &why));
+    assert_null(encode(json_pack("{s{sf}}", "amount", "value", 1.5), &why));
     assert_non_null(strstr(why, "float"));
-    json_decref(e);
 }
 
 static void test_entry_rejects_non_ascii_key(void **state)
 {
     (void)state;
-    json_t *e = json_pack("{si}", "cl\xc3\xa9", 1);
-    size_t len;
     const char *why = NULL;
-    assert_null(entry_encode(e, &len, &why));
+    assert_null(encode(json_pack("{si}", "cl\xc3\xa9", 1), &why));
     assert_non_null(strstr(why, "ASCII"));
-    json_decref(e);
+}
+
+static void test_entry_rejects_the_writers_keys(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    assert_null(encode(json_pack("{si}", "seq", 1), &why));
+    assert_null(encode(json_pack("{si}", "prev", 1), &why));
+    assert_null(encode(json_pack("{si}", "zzz", 1), &why)); /* would sort after v */
 }
 
 static void test_checkpoint_round_trip_and_tamper(void **state)
@@ -145,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_entry_escapes_all_non_ascii),
         cmocka_unit_test(test_entry_rejects_float),
         cmocka_unit_test(test_entry_rejects_non_ascii_key),
+        cmocka_unit_test(test_entry_rejects_the_writers_keys),
         cmocka_unit_test(test_checkpoint_round_trip_and_tamper),
         cmocka_unit_test(test_checkpoint_verified_by_openssl),
     };
