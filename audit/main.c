@@ -326,8 +326,11 @@ static int cmd_prove(struct args *a)
     unsigned char leaf[32], root[32], proof[MERKLE_MAX_HEIGHT][32];
     int len = seq < size ? store_inclusion_proof(st, seq, size, proof) : -1;
     int rc = 1;
+    /* The proof is checked here before it is printed, as its reader will check it. */
     if (len < 0 || store_range_root(st, seq, 1, leaf) != 0 ||
-        store_range_root(st, 0, size, root) != 0) {
+        store_range_root(st, 0, size, root) != 0 ||
+        !merkle_verify_inclusion(leaf, seq, size, (const unsigned char(*)[32])proof, (size_t)len,
+                                 root)) {
         fprintf(stderr, "mandate-audit: no proof for seq %s in a tree of %llu entries\n", a->seq,
                 (unsigned long long)size);
     } else {

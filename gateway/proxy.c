@@ -249,6 +249,11 @@ static void deny(struct request *r, enum code code, int64_t retry_after)
     r->code = code;
     r->check_us = mono_us() - r->start_us;
     hist_observe(&r->w->srv->metrics.check_us, (uint64_t)r->check_us);
+    if (log_min_level <= LOG_DEBUG && r->v.m.kid[0]) {
+        char ref[96];
+        mandate_ref(&r->v.m, ref, sizeof(ref));
+        log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
+    }
     struct writer_item *it = writer_item_new(decision_entry(r));
     writer_submit(r->w->srv->writer, it);
     count(r);

@@ -219,14 +219,6 @@ static int any_revoked_locked(struct state *st, const struct mandate *m)
             revoked_locked(st, REVOKE_PRINCIPAL, m->sub) || revoked_locked(st, REVOKE_KID, m->kid));
 }
 
-int state_is_revoked(struct state *st, const struct mandate *m)
-{
-    pthread_mutex_lock(&st->mu);
-    int r = any_revoked_locked(st, m);
-    pthread_mutex_unlock(&st->mu);
-    return r;
-}
-
 /* Rate bucket of an agent: take one token, or say how long until there is one. */
 static bool take_token(struct state *st, const char *key, size_t len, int64_t now_us,
                        int64_t *retry_after_s)

@@ -58,7 +58,5 @@ void state_undo(struct state *st, const struct admit *a);
 void state_release(struct state *st, const char *spend_key, int64_t amount);
 /** Count amount under a ledger key (start-up). */
 void state_load_spend(struct state *st, const char *key, int64_t amount);
-/** Is any of m's jti, agent, principal or kid revoked? */
-int state_is_revoked(struct state *st, const struct mandate *m);
 
 #endif
