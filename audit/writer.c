@@ -11,7 +11,6 @@
 #include "audit/checkpoint.h"
 #include "audit/entry.h"
 #include "core/log.h"
-#include "core/sjson.h"
 
 #define CHECKPOINT_INTERVAL_MS 2000
 #define PRUNE_INTERVAL_MS      60000
