@@ -42,7 +42,7 @@ EXAMPLES   := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCHES    := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 ALL_LIBS   := $(LIBGATEWAY) $(LIBWALLET) $(LIBAUDIT) $(LIBCORE)
 
-.PHONY: all deps test asan demo fuzz format format-check clean
+.PHONY: all deps deps-test test asan demo fuzz format format-check clean
 all: $(LIBCORE) $(PROGRAMS) $(EXAMPLES) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
@@ -79,12 +79,14 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(ALL_LIBS)
 
 deps:
 	@scripts/deps.sh
+deps-test:
+	@scripts/deps.sh test
 
-test: deps
+test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@BUILD=$(BUILD) tests/run.sh
 
-asan: deps
+asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	    all $(patsubst $(BUILD)/%,build/asan/%,$(UNIT_BINS))

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install the Debian packages the build and the tests need, but only those missing.
-# Each pkg-config module (or command) maps to the package that provides it.
+# Install the Debian packages that are missing, and say which: `deps.sh` for building and the
+# demo, `deps.sh test` for the tests as well. Each pkg-config module (or command) maps to the
+# package that provides it.
 set -eu
 missing=""
 need_pc() { pkg-config --exists "$1" 2>/dev/null || missing="$missing $2"; }
@@ -14,14 +15,16 @@ need_pc libevent_pthreads libevent-dev
 need_pc openssl libssl-dev
 need_pc jansson libjansson-dev
 need_pc sqlite3 libsqlite3-dev
-need_pc libjwt libjwt-dev
-need_pc cmocka libcmocka-dev
 need_cmd openssl openssl
 need_cmd curl curl
 need_cmd jq jq
-need_cmd /usr/bin/python3 python3
-need_py pytest python3-pytest
-need_py jwcrypto python3-jwcrypto
+if [ "${1:-}" = test ]; then
+    need_pc libjwt libjwt-dev
+    need_pc cmocka libcmocka-dev
+    need_cmd /usr/bin/python3 python3
+    need_py pytest python3-pytest
+    need_py jwcrypto python3-jwcrypto
+fi
 
 [ -z "$missing" ] && exit 0
 echo "deps: installing missing Debian packages:$missing"
