@@ -295,3 +295,20 @@ def test_bad_checkpoint_signature(logged, tmp_path):
     c.close()
     rc, rep = audit(logged[0], db)
     assert rc == 1 and rep["violation"] == "bad checkpoint signature", rep
+
+
+def test_export_and_show(logged):
+    g, db, _, _ = logged
+    stored = [e for _, e, _ in rows(db)]
+    r = run(binary("mandate-audit"), "export", "--db", db)
+    assert r.returncode == 0
+    assert [l.encode() for l in r.stdout.splitlines()] == stored  # the bytes as stored
+    r = run(binary("mandate-audit"), "export", "--db", db, "--since", "5")
+    assert len(r.stdout.splitlines()) == len(stored) - 5
+    r = run(binary("mandate-audit"), "show", "--db", db, "--principal", "alice")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[0].split()[:3] == ["SEQ", "TIME", "(UTC)"]
+    assert len(lines) - 1 == sum(1 for e in stored if json.loads(e).get("principal") == "alice")
+    assert all(" alice " in l for l in lines[1:])
+    r = run(binary("mandate-audit"), "show", "--db", db, "--since", "2999-01-01")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1  # only the header
