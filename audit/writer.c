@@ -15,6 +15,7 @@
 #define CHECKPOINT_INTERVAL_MS 2000
 #define PRUNE_INTERVAL_MS      60000
 #define STORED_SLOTS           1024
+#define LINGER_US              2000 /* how long entries nobody waits for may wait for company */
 
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 
@@ -23,6 +24,7 @@ struct writer {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct writer_item *head, *tail;
+    int awaited; /* queued items whose submitter waits for the commit */
     bool stopping;
     struct store *st;
     struct merkle_frontier tree;
@@ -117,6 +119,8 @@ void writer_submit(struct writer *w, struct writer_item *it)
     else
         w->head = it;
     w->tail = it;
+    if (it->mb)
+        w->awaited++;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
 }
@@ -281,6 +285,26 @@ static void commit_batch(struct writer *w, struct writer_item *batch, bool final
     deliver(batch, rc == 0);
 }
 
+/*
+ * When only entries nobody waits for are queued (outcomes, denials), give them a moment: the
+ * next allow usually follows within it and they share its fsync instead of costing one of their
+ * own, which an allow arriving meanwhile would have to wait behind. Called with mu held.
+ */
+static void linger(struct writer *w)
+{
+    if (!w->head || w->awaited || w->stopping)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += LINGER_US * 1000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!w->awaited && !w->stopping && pthread_cond_timedwait(&w->cond, &w->mu, &until) == 0)
+        ;
+}
+
 static void *run(void *arg)
 {
     struct writer *w = arg;
@@ -295,9 +319,11 @@ static void *run(void *arg)
                 now_ms() - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS)
                 break;
         }
+        linger(w);
         struct writer_item *batch = w->head;
         bool stop = w->stopping;
         w->head = w->tail = NULL;
+        w->awaited = 0;
         pthread_mutex_unlock(&w->mu);
         commit_batch(w, batch, stop);
         pthread_mutex_lock(&w->mu);
