@@ -61,8 +61,7 @@ void merkle_root(const struct merkle_frontier *f, unsigned char out[32])
     memcpy(out, acc, 32);
 }
 
-/* The largest power of two strictly less than n (n > 1). */
-static uint64_t split(uint64_t n)
+uint64_t merkle_split(uint64_t n)
 {
     uint64_t k = 1;
     while (k << 1 < n)
@@ -77,7 +76,7 @@ void merkle_root_of(const unsigned char (*leaves)[32], uint64_t n, unsigned char
     } else if (n == 1) {
         memcpy(out, leaves[0], 32);
     } else {
-        uint64_t k = split(n);
+        uint64_t k = merkle_split(n);
         unsigned char l[32], r[32];
         merkle_root_of(leaves, k, l);
         merkle_root_of(leaves + k, n - k, r);
@@ -85,21 +84,37 @@ void merkle_root_of(const unsigned char (*leaves)[32], uint64_t n, unsigned char
     }
 }
 
+static int path(uint64_t m, uint64_t start, uint64_t size, merkle_range_fn range, void *arg,
+                unsigned char (*proof)[32])
+{
+    if (size <= 1)
+        return 0;
+    uint64_t k = merkle_split(size);
+    int len = m < k ? path(m, start, k, range, arg, proof)
+                    : path(m - k, start + k, size - k, range, arg, proof);
+    if (len < 0 || (m < k ? range(arg, start + k, size - k, proof[len])
+                          : range(arg, start, k, proof[len])) != 0)
+        return -1;
+    return len + 1;
+}
+
+int merkle_path(uint64_t m, uint64_t n, merkle_range_fn range, void *arg,
+                unsigned char (*proof)[32])
+{
+    return m < n ? path(m, 0, n, range, arg, proof) : -1;
+}
+
+static int array_range(void *arg, uint64_t start, uint64_t size, unsigned char out[32])
+{
+    merkle_root_of((const unsigned char(*)[32])arg + start, size, out);
+    return 0;
+}
+
 size_t merkle_inclusion_proof(const unsigned char (*leaves)[32], uint64_t n, uint64_t m,
                               unsigned char (*proof)[32])
 {
-    if (n <= 1)
-        return 0;
-    uint64_t k = split(n);
-    size_t len;
-    if (m < k) {
-        len = merkle_inclusion_proof(leaves, k, m, proof);
-        merkle_root_of(leaves + k, n - k, proof[len]);
-    } else {
-        len = merkle_inclusion_proof(leaves + k, n - k, m - k, proof);
-        merkle_root_of(leaves, k, proof[len]);
-    }
-    return len + 1;
+    int len = merkle_path(m, n, array_range, (void *)leaves, proof);
+    return len > 0 ? (size_t)len : 0;
 }
 
 int merkle_verify_inclusion(const unsigned char leaf[32], uint64_t m, uint64_t n,

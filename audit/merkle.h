@@ -30,6 +30,16 @@ int merkle_append(struct merkle_frontier *f, const unsigned char leaf[32],
                   unsigned char (*done)[32]);
 /** The root of the tree so far (SHA-256 of the empty string for an empty tree). */
 void merkle_root(const struct merkle_frontier *f, unsigned char out[32]);
+/** The largest power of two strictly below n (n > 1): where RFC 6962 splits a tree of n leaves. */
+uint64_t merkle_split(uint64_t n);
+/** Where subtree roots come from: the root of leaves [start, start + size) into out; 0 or -1. */
+typedef int (*merkle_range_fn)(void *arg, uint64_t start, uint64_t size, unsigned char out[32]);
+/**
+ * The RFC 6962 PATH of leaf m in the tree of the first n leaves, with subtree roots from range
+ * (an array of leaves, or the store's saved subtrees). Returns its length, or -1 if range failed.
+ */
+int merkle_path(uint64_t m, uint64_t n, merkle_range_fn range, void *arg,
+                unsigned char (*proof)[32]);
 /** Root of the first n leaves of leaves[] (RFC 6962 MTH), recursively. */
 void merkle_root_of(const unsigned char (*leaves)[32], uint64_t n, unsigned char out[32]);
 /**

@@ -250,9 +250,7 @@ int store_range_root(struct store *st, uint64_t start, uint64_t size, unsigned c
     int level = __builtin_ctzll(size);
     if (size == (1ULL << level) && start % size == 0)
         return perfect(st, level, start >> level, out);
-    uint64_t k = 1;
-    while (k << 1 < size)
-        k <<= 1;
+    uint64_t k = merkle_split(size);
     unsigned char l[32], r[32];
     if (store_range_root(st, start, k, l) || store_range_root(st, start + k, size - k, r))
         return -1;
@@ -260,24 +258,14 @@ int store_range_root(struct store *st, uint64_t start, uint64_t size, unsigned c
     return 0;
 }
 
-static int path(struct store *st, uint64_t m, uint64_t start, uint64_t size,
-                unsigned char (*proof)[32])
+static int range_cb(void *arg, uint64_t start, uint64_t size, unsigned char out[32])
 {
-    if (size <= 1)
-        return 0;
-    uint64_t k = 1;
-    while (k << 1 < size)
-        k <<= 1;
-    int len = m < k ? path(st, m, start, k, proof) : path(st, m - k, start + k, size - k, proof);
-    if (len < 0 || (m < k ? store_range_root(st, start + k, size - k, proof[len])
-                          : store_range_root(st, start, k, proof[len])) != 0)
-        return -1;
-    return len + 1;
+    return store_range_root(arg, start, size, out);
 }
 
 int store_inclusion_proof(struct store *st, uint64_t m, uint64_t n, unsigned char (*proof)[32])
 {
-    return m < n ? path(st, m, 0, n, proof) : -1;
+    return merkle_path(m, n, range_cb, st, proof);
 }
 
 /* The slow way, for logs written before subtree roots were stored: every leaf in order. */
