@@ -74,21 +74,37 @@ static void put_string(struct sb *b, const char *s, size_t n)
 
 static const char *put_value(struct sb *b, const json_t *v, int depth);
 
-static const char *put_object(struct sb *b, const json_t *v, int depth)
+static const char *ascii_key(const char *k)
 {
-    size_t n = json_object_size(v), i = 0;
-    const char *small[32];
-    const char **keys = n <= 32 ? small : xmalloc(n * sizeof(char *));
-    const char *k, *why = NULL;
+    for (const char *p = k; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            return "entry keys must be printable ASCII";
+    return NULL;
+}
+
+/* obj's keys, sorted, in a new array (caller frees); *why from check on the first bad key. */
+static const char **sorted_keys(const json_t *obj, const char *(*check)(const char *),
+                                const char **why)
+{
+    size_t n = json_object_size(obj), i = 0;
+    const char **keys = xmalloc((n ? n : 1) * sizeof(char *));
+    const char *k;
     json_t *m;
-    json_object_foreach((json_t *)v, k, m)
+    json_object_foreach((json_t *)obj, k, m)
     {
         keys[i++] = k;
-        for (const char *p = k; *p && !why; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-                why = "entry keys must be printable ASCII";
+        if (!*why)
+            *why = check(k);
     }
     qsort(keys, n, sizeof(char *), cmp_key);
+    return keys;
+}
+
+static const char *put_object(struct sb *b, const json_t *v, int depth)
+{
+    size_t n = json_object_size(v), i;
+    const char *why = NULL;
+    const char **keys = sorted_keys(v, ascii_key, &why);
     sb_putn(b, "{", 1);
     for (i = 0; i < n && !why; i++) {
         if (i)
@@ -98,8 +114,7 @@ static const char *put_object(struct sb *b, const json_t *v, int depth)
         why = put_value(b, json_object_get(v, keys[i]), depth + 1);
     }
     sb_putn(b, "}", 1);
-    if (keys != small)
-        free(keys);
+    free(keys);
     return why;
 }
 
@@ -144,9 +159,9 @@ static const char *put_value(struct sb *b, const json_t *v, int depth)
 
 static const char *check_key(const char *k)
 {
-    for (const char *p = k; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-            return "entry keys must be printable ASCII";
+    const char *why = ascii_key(k);
+    if (why)
+        return why;
     if (strcmp(k, "v") >= 0 || strcmp(k, "prev") == 0 || strcmp(k, "seq") == 0)
         return "v, seq and prev are the writer's, and every key must sort before v";
     return NULL;
@@ -159,18 +174,9 @@ int entry_body_encode(const json_t *obj, struct entry_body *out, const char **wh
         *why = "an entry is a JSON object";
         return -1;
     }
-    size_t n = json_object_size(obj), i = 0;
-    const char **keys = xmalloc((n ? n : 1) * sizeof(char *));
-    const char *k;
-    json_t *m;
+    size_t n = json_object_size(obj), i;
     *why = NULL;
-    json_object_foreach((json_t *)obj, k, m)
-    {
-        keys[i++] = k;
-        if (!*why)
-            *why = check_key(k);
-    }
-    qsort(keys, n, sizeof(char *), cmp_key);
+    const char **keys = sorted_keys(obj, check_key, why);
     struct sb b = {0};
     bool prev_set = false, seq_set = false;
     for (i = 0; i < n && !*why; i++) {

@@ -16,12 +16,11 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 int log_level_parse(const char *s, enum log_level *out)
 {
-    for (size_t i = 0; i < ARRAY_LEN(level_names); i++)
-        if (strcmp(s, level_names[i]) == 0) {
-            *out = (enum log_level)i;
-            return 0;
-        }
-    return -1;
+    int i = name_index(s, level_names, ARRAY_LEN(level_names));
+    if (i < 0)
+        return -1;
+    *out = (enum log_level)i;
+    return 0;
 }
 
 void sb_putn(struct sb *b, const char *s, size_t n)

@@ -28,12 +28,11 @@ const char *cap_period_name(enum cap_period p)
 
 int cap_period_parse(const char *s, enum cap_period *out)
 {
-    for (size_t i = 0; s && i < ARRAY_LEN(period_names); i++)
-        if (strcmp(s, period_names[i]) == 0) {
-            *out = (enum cap_period)i;
-            return 0;
-        }
-    return -1;
+    int i = name_index(s, period_names, ARRAY_LEN(period_names));
+    if (i < 0)
+        return -1;
+    *out = (enum cap_period)i;
+    return 0;
 }
 
 void cap_period_at(enum cap_period p, int64_t now_s, char out[16])
@@ -71,12 +70,11 @@ void cap_key(const char *iss, const char *principal, const struct money *cap, en
 static int typ_parse(const char *s, enum mandate_typ *out)
 {
     static const enum mandate_typ v[] = {MANDATE_INTENT, MANDATE_CART, MANDATE_PAYMENT};
-    for (size_t i = 0; s && i < ARRAY_LEN(v); i++)
-        if (strcmp(s, typ_names[i]) == 0) {
-            *out = v[i];
-            return 0;
-        }
-    return -1;
+    int i = name_index(s, typ_names, ARRAY_LEN(typ_names));
+    if (i < 0)
+        return -1;
+    *out = v[i];
+    return 0;
 }
 
 /* Copy a required string claim of 1..cap-1 printable characters. */

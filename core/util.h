@@ -40,6 +40,9 @@ int64_t now_ms(void);
 /** Monotonic clock in microseconds, for durations. */
 int64_t mono_us(void);
 
+/** The index of s in names[0..n), or -1 (also for s NULL): for parsing enum names. */
+int name_index(const char *s, const char *const names[], size_t n);
+
 /** Constant-time comparison of n bytes: 1 equal, 0 not. */
 int ct_equal(const void *a, const void *b, size_t n);
 

@@ -40,12 +40,11 @@ const char *revoke_kind_name(enum revoke_kind k)
 
 int revoke_kind_parse(const char *s, enum revoke_kind *out)
 {
-    for (size_t i = 0; s && i < ARRAY_LEN(kind_names); i++)
-        if (strcmp(s, kind_names[i]) == 0) {
-            *out = (enum revoke_kind)i;
-            return 0;
-        }
-    return -1;
+    int i = name_index(s, kind_names, ARRAY_LEN(kind_names));
+    if (i < 0)
+        return -1;
+    *out = (enum revoke_kind)i;
+    return 0;
 }
 
 static uint64_t fnv(const char *k, size_t n)
