@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 
 #include "core/jws.h"
+#include "core/sha256.h"
 
 static const char dash[] = "\xe2\x80\x94 "; /* U+2014 EM DASH, then a space */
 
@@ -28,7 +28,7 @@ static int key_id(const char *name, EVP_PKEY *pkey, unsigned char out[4])
     buf[nl + 1] = 0x01; /* signature type: Ed25519 */
     memcpy(buf + nl + 2, pub, 32);
     unsigned char h[32];
-    SHA256(buf, nl + 2 + 32, h);
+    sha256(buf, nl + 2 + 32, h);
     free(buf);
     memcpy(out, h, 4);
     return 0;

@@ -8,14 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/sha.h>
-
 #include "audit/checkpoint.h"
 #include "audit/merkle.h"
 #include "core/jws.h"
 #include "core/mandate.h"
 #include "core/money.h"
 #include "core/sjson.h"
+#include "core/sha256.h"
 
 struct row {
     int64_t seq;
@@ -244,7 +243,7 @@ static void check_mandate(sqlite3 *db, const struct verify_opts *o, int64_t seq,
     }
     unsigned char h[32];
     char hex[65];
-    SHA256((unsigned char *)text, strlen(text), h);
+    sha256(text, strlen(text), h);
     hex_encode(h, 32, hex);
     struct jws j;
     const char *why;

@@ -7,9 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/sha.h>
-
 #include "core/log.h"
+#include "core/sha256.h"
 
 static const char *const top_keys[] = {"listen",    "workers",   "database",   "admin",
                                        "audit",     "limits",    "rate_limit", "issuers",
@@ -243,7 +242,7 @@ struct config *config_load(const char *path, struct cfg *c)
     conf->path = xstrdup(path);
     atomic_init(&conf->refs, 1);
     char *raw = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    SHA256((unsigned char *)raw, strlen(raw), conf->sha256);
+    sha256(raw, strlen(raw), conf->sha256);
     free(raw);
 
     cfg_keys(c, "", root, top_keys);
