@@ -113,15 +113,24 @@ static int get_money(const json_t *c, const char *key, struct money *out)
     return money_from_json(json_object_get(c, key), false, out, &why);
 }
 
+/* Times are seconds after 1970 and before 2^40 (year 36812): every difference of two fits an
+ * int64_t, so no time check can overflow, and 0 or a negative time is never accepted. */
+#define MANDATE_TIME_MAX ((int64_t)1 << 40)
+
+static int get_time(const json_t *c, const char *key, int64_t *out)
+{
+    return sjson_int(c, key, out) || *out <= 0 || *out >= MANDATE_TIME_MAX ? -1 : 0;
+}
+
 /* Claims shared by every type: iss, sub, jti, iat, exp, nbf?, action. */
 static int common_claims(const json_t *c, struct mandate *m)
 {
     if (get_id(c, "iss", m->iss, sizeof(m->iss)) || get_id(c, "sub", m->sub, sizeof(m->sub)) ||
         get_id(c, "action", m->action, sizeof(m->action)) ||
         get_id(c, "jti", m->jti, sizeof(m->jti)) || !jti_ok(m->jti) ||
-        sjson_int(c, "iat", &m->iat) || sjson_int(c, "exp", &m->exp))
+        get_time(c, "iat", &m->iat) || get_time(c, "exp", &m->exp))
         return -1;
-    if (json_object_get(c, "nbf") && sjson_int(c, "nbf", &m->nbf))
+    if (json_object_get(c, "nbf") && get_time(c, "nbf", &m->nbf))
         return -1;
     return 0;
 }

@@ -410,6 +410,24 @@ static void test_ttl_too_long(void **state)
     assert_int_equal(run(&es, MANDATE_INTENT, c, MANDATE_INTENT, NULL), CODE_MANDATE_TTL_TOO_LONG);
 }
 
+/* iat=INT64_MIN, exp=INT64_MAX made exp - iat overflow (UBSan abort); times outside (0, 2^40)
+ * are malformed before any arithmetic. */
+static void test_time_bounds(void **state)
+{
+    (void)state;
+    const json_int_t bad[][2] = {
+        {INT64_MIN, INT64_MAX}, {0, NOW + 60}, {NOW, (json_int_t)1 << 40}, {-1, NOW + 60}};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        json_t *c = intent("wallet-1");
+        json_object_set_new(c, "iat", json_integer(bad[i][0]));
+        json_object_set_new(c, "exp", json_integer(bad[i][1]));
+        assert_int_equal(run(&es, MANDATE_INTENT, c, MANDATE_INTENT, NULL), CODE_MANDATE_MALFORMED);
+    }
+    json_t *c = intent("wallet-1");
+    json_object_set_new(c, "nbf", json_integer(INT64_MIN));
+    assert_int_equal(run(&es, MANDATE_INTENT, c, MANDATE_INTENT, NULL), CODE_MANDATE_MALFORMED);
+}
+
 static void test_cart_ttl_is_not_bounded(void **state)
 {
     (void)state;
@@ -528,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_expired),
         cmocka_unit_test(test_not_yet_valid),
         cmocka_unit_test(test_ttl_too_long),
+        cmocka_unit_test(test_time_bounds),
         cmocka_unit_test(test_cart_ttl_is_not_bounded),
         cmocka_unit_test(test_bad_jti),
         cmocka_unit_test(test_cart_sum_mismatch),
