@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 
@@ -25,6 +26,33 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL,"
     " hash BLOB NOT NULL, PRIMARY KEY(level, idx));";
 
+/* How long the first statements of an open keep retrying a busy database. */
+#define STORE_BUSY_MS 5000
+
+/*
+ * Run sql, retrying while the database is busy, for at most STORE_BUSY_MS. Opening a copy of a
+ * crashed gateway's database means recovering its WAL: the connection that does it holds a lock
+ * meanwhile, and the others get SQLITE_BUSY_RECOVERY (or SQLITE_BUSY) from their first statement,
+ * not always after the busy handler has waited. What follows finds the schema read and waits in
+ * the busy handler as usual.
+ */
+static int exec_retry(sqlite3 *db, const char *sql, char **msg)
+{
+    int64_t deadline = mono_us() + STORE_BUSY_MS * 1000LL;
+    long delay_us = 1000;
+    for (;;) {
+        int rc = sqlite3_exec(db, sql, NULL, NULL, msg);
+        if ((rc & 0xff) != SQLITE_BUSY || mono_us() >= deadline)
+            return rc;
+        sqlite3_free(*msg);
+        *msg = NULL;
+        struct timespec ts = {0, delay_us * 1000};
+        nanosleep(&ts, NULL);
+        if (delay_us < 50000)
+            delay_us *= 2;
+    }
+}
+
 static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
 {
     return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) == SQLITE_OK
@@ -42,10 +70,13 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
         *err = xasprintf("%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
         goto fail;
     }
-    sqlite3_busy_timeout(st->db, 5000);
+    /* Before any statement: every one of them may find the database locked for a moment. */
+    sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
     char *msg = NULL;
-    if (mode == STORE_CREATE && sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-        *err = xasprintf("%s: %s", path, msg ? msg : "schema failed");
+    /* The first statement reads the schema (and, for the gateway, creates it). */
+    const char *first = mode == STORE_CREATE ? schema : "SELECT count(*) FROM sqlite_master";
+    if (exec_retry(st->db, first, &msg) != SQLITE_OK) {
+        *err = xasprintf("%s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
         sqlite3_free(msg);
         goto fail;
     }
@@ -53,7 +84,9 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
         prepare(st, "INSERT OR IGNORE INTO mandates(sha256, jws) VALUES(?,?)", &st->ins_mandate) ||
         prepare(st,
                 "INSERT INTO used_jtis(iss, jti, exp, used) VALUES(?,?,?,?) "
-                "ON CONFLICT(iss, jti) DO UPDATE SET used = excluded.used",
+                /* Workers may submit the counts of one mandate out of admission order: a
+                 * smaller count arriving last must not give uses back after a restart. */
+                "ON CONFLICT(iss, jti) DO UPDATE SET used = MAX(used, excluded.used)",
                 &st->put_jti) ||
         prepare(st, "INSERT OR IGNORE INTO revocations(kind, value, ts_ms) VALUES(?,?,?)",
                 &st->ins_revocation) ||

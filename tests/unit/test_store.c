@@ -1,0 +1,184 @@
+/*
+ * audit/store: a used jti never goes back to a smaller count, and the database of a gateway that
+ * crashed (a WAL file still to recover) opens every time when several tools and the restarted
+ * gateway open it at once.
+ */
+#include "testkit.h"
+
+#include <sys/wait.h>
+
+#include "audit/store.h"
+
+struct jti_seen {
+    int n;
+    int64_t used;
+};
+
+static void on_jti(void *arg, const char *iss, const char *jti, int64_t exp, int64_t used)
+{
+    struct jti_seen *s = arg;
+    assert_string_equal(iss, "w1");
+    assert_string_equal(jti, "j1");
+    assert_int_equal(exp, 4000000000LL);
+    s->n++;
+    s->used = used;
+}
+
+/* Two workers may submit a multi-use mandate's counts out of admission order: 3 then 2 must
+ * leave 3, or the mandate gains a use after a restart. */
+static void test_jti_count_never_decreases(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/g.db", dir);
+    char *err = NULL;
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    assert_int_equal(store_put_jti(st, "w1", "j1", 4000000000LL, 3), 0);
+    assert_int_equal(store_put_jti(st, "w1", "j1", 4000000000LL, 2), 0);
+    store_close(st);
+
+    st = store_open(path, STORE_READONLY, &err);
+    assert_non_null(st);
+    struct jti_seen seen = {0};
+    assert_int_equal(store_each_jti(st, 0, on_jti, &seen), 0);
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.used, 3);
+    store_close(st);
+
+    /* And a larger count still wins. */
+    st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    assert_int_equal(store_put_jti(st, "w1", "j1", 4000000000LL, 5), 0);
+    memset(&seen, 0, sizeof(seen));
+    assert_int_equal(store_each_jti(st, 0, on_jti, &seen), 0);
+    assert_int_equal(seen.used, 5);
+    store_close(st);
+    free(path);
+    tk_rmdir(dir);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    size_t len;
+    char *err = NULL;
+    char *buf = file_read(from, 64 << 20, &len, &err);
+    assert_non_null(buf);
+    FILE *f = fopen(to, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    free(buf);
+}
+
+static off_t file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    fseeko(f, 0, SEEK_END);
+    off_t n = ftello(f);
+    fclose(f);
+    return n;
+}
+
+/* A child: wait for the start signal, open path in mode, read the tail; exit 0 on success. */
+static void opener(const char *path, enum store_mode mode, int go)
+{
+    char c;
+    if (read(go, &c, 1) != 1)
+        _exit(3);
+    char *err = NULL;
+    struct store *st = store_open(path, mode, &err);
+    if (!st) {
+        fprintf(stderr, "open %s: %s\n", mode == STORE_READONLY ? "ro" : "rw", err);
+        _exit(1);
+    }
+    struct merkle_frontier f;
+    unsigned char last[32];
+    int rc = store_tail(st, &f, last, &err);
+    if (rc != 0 || f.size != 40) {
+        fprintf(stderr, "tail: %s, size %llu\n", rc ? err : "ok", (unsigned long long)f.size);
+        _exit(2);
+    }
+    store_close(st);
+    _exit(0);
+}
+
+/*
+ * The copy of a crashed gateway's database: db and a non-empty -wal, no -shm. Three read-only
+ * tools and the restarted gateway open it at the same moment, 20 times over: every open succeeds
+ * and sees every committed entry.
+ */
+static void test_open_crashed_copy_concurrently(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *src = xasprintf("%s/live.db", dir);
+    char *src_wal = xasprintf("%s/live.db-wal", dir);
+    char *err = NULL;
+    struct store *live = store_open(src, STORE_CREATE, &err);
+    assert_non_null(live);
+    assert_int_equal(sqlite3_exec(store_db(live), "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL),
+                     SQLITE_OK);
+    struct merkle_frontier f = {0};
+    for (uint64_t i = 0; i < 40; i++) {
+        char bytes[32];
+        unsigned char leaf[32];
+        int n = snprintf(bytes, sizeof(bytes), "{\"seq\":%llu}", (unsigned long long)i);
+        merkle_leaf_hash((const unsigned char *)bytes, (size_t)n, leaf);
+        assert_int_equal(store_begin(live), 0);
+        assert_int_equal(store_append(live, i, bytes, (size_t)n, leaf), 0);
+        unsigned char done[MERKLE_MAX_HEIGHT][32];
+        int k = merkle_append(&f, leaf, done);
+        for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
+            assert_int_equal(store_put_node(live, j + 1, (f.size >> (j + 1)) - 1, done[j]), 0);
+        assert_int_equal(store_commit(live), 0);
+    }
+    assert_true(file_size(src_wal) > 0);
+
+    int failures = 0;
+    for (int round = 0; round < 20; round++) {
+        char *db = xasprintf("%s/copy%d.db", dir, round);
+        char *wal = xasprintf("%s-wal", db);
+        /* Copied while the gateway still holds it open, as a crash leaves it. */
+        copy_file(src, db);
+        copy_file(src_wal, wal);
+        int go[2];
+        assert_int_equal(pipe(go), 0);
+        pid_t pids[4];
+        for (int i = 0; i < 4; i++) {
+            pids[i] = fork();
+            assert_true(pids[i] >= 0);
+            if (pids[i] == 0) {
+                close(go[1]);
+                opener(db, i == 3 ? STORE_CREATE : STORE_READONLY, go[0]);
+            }
+        }
+        close(go[0]);
+        assert_int_equal(write(go[1], "gggg", 4), 4);
+        close(go[1]);
+        for (int i = 0; i < 4; i++) {
+            int status;
+            assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                failures++;
+        }
+        free(db);
+        free(wal);
+    }
+    assert_int_equal(failures, 0);
+    store_close(live);
+    free(src);
+    free(src_wal);
+    tk_rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jti_count_never_decreases),
+        cmocka_unit_test(test_open_crashed_copy_concurrently),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
