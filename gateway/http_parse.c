@@ -480,8 +480,12 @@ static int request_line(struct scan *s, struct hp_request *r)
         p++;
     if (p >= s->end)
         return NEED;
+    if (b[p] == '\n')
+        return -HP_BARE_CR_LF;
+    if (p == m || b[p] == '\r')
+        return -HP_BAD_REQUEST_LINE;
     if (b[p] != ' ')
-        return p == m || b[p] == '\r' || b[p] == '\n' ? -HP_BAD_REQUEST_LINE : -HP_BAD_METHOD;
+        return -HP_BAD_METHOD;
     r->method_str = (struct hp_str){b + m, p - m};
     r->method = HP_METHOD_OTHER;
     for (size_t i = 0; i < ARRAY_LEN(methods); i++)
