@@ -21,17 +21,26 @@
 
 static const char usage[] =
     "usage: mandate-audit verify --db DB --checkpoint-key PUB [--checkpoint FILE]... "
-    "[--jwks ID=FILE]... [--json]\n"
-    "       mandate-audit replay --db DB [--jwks ID=FILE]... [--json]\n"
+    "[--jwks ID=FILE]... [--origin ORIGIN]\n"
+    "                            [--require-checkpoint | --no-require-checkpoint] [--json]\n"
+    "       mandate-audit replay --db DB [--jwks ID=FILE]... [--checkpoint-key PUB "
+    "[--checkpoint FILE]...] [--json]\n"
     "       mandate-audit export --db DB [--since SEQ]\n"
     "       mandate-audit show --db DB [--principal P] [--agent A] [--merchant M] [--since TIME]\n"
     "       mandate-audit prove --db DB --seq SEQ [--size N]\n"
     "       mandate-audit --version | --help\n"
     "\n"
+    "\n"
+    "verify (and replay given --checkpoint-key) requires every entry to be under a signed\n"
+    "checkpoint when the log has more than one entry or stores a checkpoint: a gateway signs one\n"
+    "every few seconds and at shutdown. --no-require-checkpoint only reports the coverage (a copy\n"
+    "of a running gateway's log); --require-checkpoint requires it of any log. --origin: every\n"
+    "checkpoint must be for this log.\n"
     "exit status: 0 intact, 1 violation (or bad input), 2 cannot verify\n";
 
 struct args {
-    const char *db, *pub, *since, *principal, *agent, *merchant, *seq, *size;
+    const char *db, *pub, *since, *principal, *agent, *merchant, *seq, *size, *origin;
+    enum verify_require require;
     char **held;
     size_t nheld;
     struct keyring keys;
@@ -59,6 +68,9 @@ static int parse(int argc, char **argv, struct args *a)
                                          {"merchant", required_argument, 0, 'm'},
                                          {"seq", required_argument, 0, 'q'},
                                          {"size", required_argument, 0, 'z'},
+                                         {"origin", required_argument, 0, 'o'},
+                                         {"require-checkpoint", no_argument, 0, 'r'},
+                                         {"no-require-checkpoint", no_argument, 0, 'R'},
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -93,6 +105,16 @@ static int parse(int argc, char **argv, struct args *a)
         case 'z':
             a->size = optarg;
             break;
+        case 'o':
+            a->origin = optarg;
+            break;
+        case 'r':
+        case 'R':
+            if (a->require != VERIFY_REQUIRE_AUTO &&
+                a->require != (c == 'r' ? VERIFY_REQUIRE_ALL : VERIFY_REQUIRE_NONE))
+                return fail(1, "%s", "--require-checkpoint and --no-require-checkpoint conflict");
+            a->require = c == 'r' ? VERIFY_REQUIRE_ALL : VERIFY_REQUIRE_NONE;
+            break;
         case 'c':
             a->held = xrealloc(a->held, (a->nheld + 1) * sizeof(char *));
             if (!(a->held[a->nheld] = file_read(optarg, 65536, &len, &err)))
@@ -125,6 +147,7 @@ static sqlite3 *open_db(const char *path)
 {
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL) != SQLITE_OK ||
         sqlite3_exec(db, "SELECT 1 FROM entries LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
         fprintf(stderr, "mandate-audit: %s: %s\n", path, db ? sqlite3_errmsg(db) : "cannot open");
         sqlite3_close(db);
@@ -156,10 +179,15 @@ static int report(const struct verify_report *rep, int json, const char *what)
         json_decref(o);
     } else if (rep->ok) {
         printf("%s: intact: %llu entries, %llu checkpoints, %llu allows; mandates verified %llu, "
-               "not checked (no key set given) %llu\n",
+               "not checked (no key set given) %llu",
                what, (unsigned long long)rep->entries, (unsigned long long)rep->checkpoints,
                (unsigned long long)rep->allows, (unsigned long long)rep->mandates_checked,
                (unsigned long long)rep->mandates_unchecked);
+        if (rep->checkpoints_checked)
+            printf("; %llu of %llu entries under a signed checkpoint\n",
+                   (unsigned long long)rep->covered, (unsigned long long)rep->entries);
+        else
+            printf("; checkpoints not checked (no --checkpoint-key)\n");
     } else {
         printf("%s: VIOLATION at seq %lld: %s: %s\n", what, (long long)rep->bad_seq, rep->violation,
                rep->detail);
@@ -172,25 +200,46 @@ static int cmd_check(struct args *a, int replay)
     EVP_PKEY *pub = NULL;
     if (!replay && !a->pub)
         return fail(1, "%s", "verify needs --checkpoint-key PUB");
-    if (!replay && !(pub = load_pub(a->pub)))
+    /* Replay checks checkpoints only with a key: held ones or an origin without it prove nothing.
+     */
+    if (!a->pub && (a->nheld || a->origin || a->require == VERIFY_REQUIRE_ALL))
+        return fail(1, "%s",
+                    "--checkpoint, --origin and --require-checkpoint need --checkpoint-key");
+    if (a->pub && !(pub = load_pub(a->pub)))
         return fail(2, "%s: not an Ed25519 public key (PEM)", a->pub);
-    sqlite3 *db = open_db(a->db);
-    if (!db) {
-        EVP_PKEY_free(pub);
-        return 2;
-    }
-    struct verify_opts o = {pub, a->held, a->nheld, &a->keys, 5};
+    struct verify_opts o = {.checkpoint_key = pub,
+                            .held = a->held,
+                            .nheld = a->nheld,
+                            .keys = &a->keys,
+                            .skew_s = 5,
+                            .origin = a->origin,
+                            .require = a->require};
     struct verify_report rep;
-    int rc = replay ? replay_log(db, &o, &rep) : verify_log(db, &o, &rep);
-    sqlite3_close(db);
+    char *err = NULL;
+    int rc = verify_file(a->db, &o, replay, &rep, &err);
     EVP_PKEY_free(pub);
-    if (rc != 0)
-        return fail(2, "%s: cannot read the log", a->db);
+    if (rc == 2) {
+        rc = fail(2, "%s", err);
+        free(err);
+        return rc;
+    }
     return report(&rep, a->json, replay ? "replay" : "verify");
+}
+
+/* A decimal number and nothing else (strtoull alone takes "-1", " 7" and "7abc"). */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
+        return -1;
+    *out = strtoull(s, NULL, 10);
+    return 0;
 }
 
 static int cmd_export(struct args *a)
 {
+    uint64_t since = 0;
+    if (a->since && parse_u64(a->since, &since) != 0)
+        return fail(1, "--since %s: expected a seq number", a->since);
     sqlite3 *db = open_db(a->db);
     if (!db)
         return 2;
@@ -200,7 +249,7 @@ static int cmd_export(struct args *a)
         sqlite3_close(db);
         return 2;
     }
-    sqlite3_bind_int64(s, 1, a->since ? atoll(a->since) : 0);
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)since);
     while (sqlite3_step(s) == SQLITE_ROW) {
         fwrite(sqlite3_column_blob(s, 0), 1, (size_t)sqlite3_column_bytes(s, 0), stdout);
         fputc('\n', stdout);
@@ -210,18 +259,84 @@ static int cmd_export(struct args *a)
     return 0;
 }
 
-/* --since: seconds since the epoch, or an ISO date "YYYY-MM-DD[THH:MM:SS]" in UTC. */
-static int64_t parse_since(const char *s)
+/*
+ * --since: seconds since the epoch, or an ISO date "YYYY-MM-DD[THH:MM:SS[Z]]" in UTC, into
+ * milliseconds. Anything else is an error: a filter that silently shows everything misleads.
+ */
+static int parse_since(const char *s, int64_t *ms)
 {
+    uint64_t secs;
+    *ms = 0;
     if (!s)
         return 0;
+    if (parse_u64(s, &secs) == 0) {
+        if (secs > INT64_MAX / 1000)
+            return -1;
+        *ms = (int64_t)secs * 1000;
+        return 0;
+    }
     struct tm tm = {0};
     const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end)
+    if (end && *end == 'Z')
+        end++;
+    if (!end || *end) {
+        memset(&tm, 0, sizeof(tm));
         end = strptime(s, "%Y-%m-%d", &tm);
-    if (end && !*end)
-        return (int64_t)timegm(&tm) * 1000;
-    return atoll(s) * 1000;
+    }
+    if (!end || *end || strspn(s, "0123456789") != 4 || s[4] != '-')
+        return -1;
+    *ms = (int64_t)timegm(&tm) * 1000;
+    return 0;
+}
+
+/* ISO 4217 currencies whose minor unit is not the cent; every other code has two decimals. */
+static int currency_decimals(const char *code)
+{
+    static const char *const zero[] = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY",
+                                       "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+                                       "VND", "VUV", "XAF", "XOF", "XPF"};
+    static const char *const three[] = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"};
+    static const char *const four[] = {"CLF", "UYW"};
+    if (name_index(code, zero, ARRAY_LEN(zero)) >= 0)
+        return 0;
+    if (name_index(code, three, ARRAY_LEN(three)) >= 0)
+        return 3;
+    return name_index(code, four, ARRAY_LEN(four)) >= 0 ? 4 : 2;
+}
+
+/* "180.00 EUR" for {"value": 18000, "currency": "EUR"}: major units, as people read prices. */
+static void format_major(const struct money *m, char *buf, size_t n)
+{
+    int d = currency_decimals(m->currency);
+    int64_t div = 1;
+    for (int i = 0; i < d; i++)
+        div *= 10;
+    if (d == 0)
+        snprintf(buf, n, "%lld %s", (long long)m->value, m->currency);
+    else
+        snprintf(buf, n, "%lld.%0*lld %s", (long long)(m->value / div), d,
+                 (long long)(m->value % div), m->currency);
+}
+
+/* A denial_summary as one cell: "57 denials from 10.0.0.7: mandate_missing=50,...". */
+static void format_summary(const json_t *e, char *buf, size_t n)
+{
+    int64_t count = 0;
+    if (sjson_int(e, "count", &count) != 0)
+        count = 0;
+    const char *client = sjson_str(e, "client");
+    int w = snprintf(buf, n, "%lld denials from %s:", (long long)count, client ? client : "?");
+    const char *code;
+    json_t *c;
+    const char *sep = " ";
+    json_object_foreach((json_t *)json_object_get(e, "codes"), code, c)
+    {
+        if (w < 0 || (size_t)w >= n)
+            break;
+        w += snprintf(buf + w, n - (size_t)w, "%s%s=%lld", sep, code,
+                      (long long)json_integer_value(c));
+        sep = ",";
+    }
 }
 
 static const char *str_or(const json_t *e, const char *k, const char *dflt)
@@ -241,8 +356,14 @@ static int cmd_show(struct args *a)
         sqlite3_close(db);
         return 2;
     }
-    int64_t since = parse_since(a->since);
-    printf("%-6s %-20s %-8s %-6s %-24s %-12s %-16s %-12s %-12s %-12s %s\n", "SEQ", "TIME (UTC)",
+    int64_t since;
+    if (parse_since(a->since, &since) != 0) {
+        sqlite3_finalize(s);
+        sqlite3_close(db);
+        return fail(1, "--since %s: expected seconds since the epoch or YYYY-MM-DD[THH:MM:SS]",
+                    a->since);
+    }
+    printf("%-6s %-20s %-10s %-6s %-24s %-12s %-16s %-12s %-12s %-14s %s\n", "SEQ", "TIME (UTC)",
            "KIND", "RESULT", "CODE", "PRINCIPAL", "AGENT", "MERCHANT", "ACTION", "AMOUNT",
            "REQUEST");
     while (sqlite3_step(s) == SQLITE_ROW) {
@@ -256,13 +377,23 @@ static int cmd_show(struct args *a)
         if (sjson_int(e, "seq", &seq) != 0 || sjson_int(e, "ts_ms", &ts) != 0)
             seq = ts = 0;
         const char *p = str_or(e, "principal", "-"), *ag = str_or(e, "agent", "-"),
-                   *m = str_or(e, "merchant", "-");
+                   *m = str_or(e, "merchant", "-"), *kind = str_or(e, "kind", "?");
+        /* What a revocation revoked: {"revoke": {"<kind>": "<value>"}}. A revoked principal or
+         * agent also shows in (and is found by a filter on) its own column. */
+        json_t *rv = strcmp(kind, "revocation") == 0 ? json_object_get(e, "revoke") : NULL;
+        const char *rkind = rv ? json_object_iter_key(json_object_iter(rv)) : NULL;
+        const char *rval =
+            rkind ? json_string_value(json_object_iter_value(json_object_iter(rv))) : NULL;
+        if (rkind && rval && strcmp(rkind, "principal") == 0)
+            p = rval;
+        if (rkind && rval && strcmp(rkind, "agent") == 0)
+            ag = rval;
         if (ts < since || (a->principal && strcmp(p, a->principal)) ||
             (a->agent && strcmp(ag, a->agent)) || (a->merchant && strcmp(m, a->merchant))) {
             json_decref(e);
             continue;
         }
-        char when[32], amount[40] = "-", result[16] = "-";
+        char when[32], amount[40] = "-", result[16] = "-", what[512];
         time_t t = (time_t)(ts / 1000);
         struct tm tm;
         gmtime_r(&t, &tm);
@@ -270,8 +401,7 @@ static int cmd_show(struct args *a)
         struct money mo;
         const char *why;
         if (money_from_json(json_object_get(e, "amount"), false, &mo, &why) == 0)
-            money_format(&mo, amount, sizeof(amount));
-        const char *kind = str_or(e, "kind", "?");
+            format_major(&mo, amount, sizeof(amount));
         int64_t status;
         if (strcmp(kind, "outcome") == 0 && sjson_int(e, "status", &status) == 0)
             snprintf(result, sizeof(result), "%lld", (long long)status);
@@ -279,7 +409,15 @@ static int cmd_show(struct args *a)
             snprintf(result, sizeof(result), "%s", str_or(e, "decision", "-"));
         const char *code =
             strcmp(kind, "outcome") == 0 ? str_or(e, "result", "-") : str_or(e, "code", "-");
-        printf("%-6lld %-20s %-8s %-6s %-24s %-12s %-16s %-12s %-12s %-12s %s\n", (long long)seq,
+        if (rkind && rval) {
+            snprintf(what, sizeof(what), "revoked %s %s", rkind, rval);
+            code = what;
+        } else if (strcmp(kind, "denial_summary") == 0) {
+            snprintf(result, sizeof(result), "deny");
+            format_summary(e, what, sizeof(what));
+            code = what;
+        }
+        printf("%-6lld %-20s %-10s %-6s %-24s %-12s %-16s %-12s %-12s %-14s %s\n", (long long)seq,
                when, kind, result, code, p, ag, m, str_or(e, "action", "-"), amount,
                str_or(e, "request_id", "-"));
         json_decref(e);
@@ -321,8 +459,13 @@ static int cmd_prove(struct args *a)
         free(err);
         return rc;
     }
-    uint64_t seq = strtoull(a->seq, NULL, 10);
-    uint64_t size = a->size ? strtoull(a->size, NULL, 10) : newest_checkpoint(store_db(st), &note);
+    uint64_t seq = 0, size = 0;
+    if (parse_u64(a->seq, &seq) != 0 || (a->size && parse_u64(a->size, &size) != 0)) {
+        store_close(st);
+        return fail(1, "%s", "prove: --seq and --size take a decimal number");
+    }
+    if (!a->size)
+        size = newest_checkpoint(store_db(st), &note);
     unsigned char leaf[32], root[32], proof[MERKLE_MAX_HEIGHT][32];
     int len = seq < size ? store_inclusion_proof(st, seq, size, proof) : -1;
     int rc = 1;

@@ -1,9 +1,12 @@
 /*
  * verify: the auditor's checks over a database (SPEC §4), offline. verify_log() recomputes every
  * leaf hash, the prev chain and the Merkle roots of every checkpoint (stored or held by the
- * auditor), checks their signatures, and re-verifies the mandates of every allow; it stops at the
- * first violation and names its seq and kind. replay_log() re-derives the used jtis from the
- * entries alone and reports any allow that broke a rule.
+ * auditor), checks their signatures and origin, checks every entry's members for its kind and
+ * every allow against the mandates it lists (stored, hashing to their sha256, and signed for the
+ * principal, agent, merchant, action and amount the entry names; their signatures too when a key
+ * set is given), and requires the log to be covered by signed checkpoints; it stops at the first
+ * violation and names its seq and kind. replay_log() runs the same checks, then re-derives the
+ * used jtis and the spend ledger from the entries alone and reports any allow that broke a rule.
  */
 #ifndef AUDIT_VERIFY_H
 #define AUDIT_VERIFY_H
@@ -17,26 +20,57 @@
 #include "audit/store.h"
 #include "core/jwk.h"
 
+/*
+ * How much of the log must be under a signed checkpoint. Nothing in the database records that a
+ * checkpoint was ever written (whoever can rewrite entries can empty the checkpoints and nodes
+ * tables too), and a gateway that ran signs one every few seconds and at shutdown, so AUTO treats
+ * any log of more than one entry, or with a stored checkpoint, as one that must be covered whole.
+ */
+enum verify_require {
+    VERIFY_REQUIRE_AUTO, /* ALL, unless the log has at most one entry and no stored checkpoint */
+    VERIFY_REQUIRE_ALL,  /* every entry under a verified checkpoint (--require-checkpoint) */
+    VERIFY_REQUIRE_NONE, /* report the coverage only (--no-require-checkpoint: a live copy) */
+};
+
 struct verify_opts {
-    EVP_PKEY *checkpoint_key; /* Ed25519 public key; NULL in replay */
+    EVP_PKEY *checkpoint_key; /* Ed25519 public key; NULL: checkpoints are not checked (replay) */
     char **held;              /* checkpoint notes the auditor kept (texts) */
     size_t nheld;
     const struct keyring *keys; /* issuer or merchant id → JWKS */
     int64_t skew_s;
+    const char *origin; /* every checkpoint must name this origin; NULL: any */
+    enum verify_require require;
 };
 
 struct verify_report {
     bool ok;
     uint64_t entries, checkpoints, mandates_checked, mandates_unchecked, allows;
-    int64_t bad_seq;       /* -1 when ok */
+    uint64_t covered;         /* entries [0, covered) are under a verified checkpoint */
+    bool checkpoints_checked; /* false without a checkpoint key */
+    int64_t bad_seq;          /* -1 when ok */
     const char *violation; /* "altered", "deleted", "inserted", "reordered", "chain break", ... */
     char detail[256];
 };
 
 /** Verify the log in db; fills rep. Returns 0 (rep->ok says intact or not) or -1 (cannot). */
 int verify_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep) MUST_CHECK;
-/** Replay the log in db; fills rep (violation names the broken rule). 0 or -1. */
+/** verify_log(), then replay the log in db; fills rep (violation names the broken rule). 0 or -1.
+ */
 int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep) MUST_CHECK;
+/**
+ * Open the database at path read-only (it is never written) and verify it, or replay it when
+ * replay is true. Returns the exit status of SPEC §4: 0 intact, 1 violation (rep says which), 2
+ * cannot verify (*err says why; caller frees).
+ */
+int verify_file(const char *path, const struct verify_opts *o, bool replay,
+                struct verify_report *rep, char **err) MUST_CHECK;
+/**
+ * The checks verify_log() makes of one entry once its place in the chain is known: its members
+ * for its kind and, for an allow, the mandates it lists (looked up in db) against its own fields.
+ * rep must have been zeroed with ok true; returns 0, or -1 with the violation in rep.
+ */
+int verify_entry(sqlite3 *db, const struct verify_opts *o, int64_t seq, const char *bytes,
+                 size_t len, struct verify_report *rep) MUST_CHECK;
 /** rep as a new JSON object. */
 json_t *verify_report_json(const struct verify_report *rep);
 

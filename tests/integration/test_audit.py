@@ -144,19 +144,42 @@ def test_swap_two(logged, tmp_path):
 
 
 def test_truncated_below_held_checkpoint(logged, tmp_path):
+    """Cut back to an older checkpoint, newer ones dropped: only a held checkpoint shows it."""
     g, _, held, held_size = logged
     db = copy(logged, tmp_path, "trunc.db")
-    keep = held_size - 2
     c = sqlite3.connect(db)
+    keep = c.execute("SELECT MAX(size) FROM checkpoints WHERE size < ?", (held_size,)).fetchone()[0]
+    assert keep
     c.execute("DELETE FROM entries WHERE seq >= ?", (keep,))
     c.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))  # the forger drops these too
     c.commit()
     c.close()
     rc, rep = audit(g, db)  # without the held checkpoint the shorter log looks whole
-    assert rc == 0, rep
+    assert rc == 0 and rep["covered"] == rep["entries"] == keep, rep
     rc, rep = audit(g, db, "--checkpoint", held)
     assert rc == 1 and rep["bad_seq"] == keep, rep
     assert rep["violation"] == "truncated below a held checkpoint"
+
+
+def test_truncated_between_checkpoints(logged, tmp_path):
+    """Cut between two checkpoints, newer ones dropped: the tail is under no signature."""
+    g, _, held, held_size = logged
+    db = copy(logged, tmp_path, "trunc2.db")
+    c = sqlite3.connect(db)
+    sizes = [s for (s,) in c.execute("SELECT size FROM checkpoints ORDER BY size")]
+    keep = held_size - 2
+    while keep in sizes:
+        keep -= 1
+    c.execute("DELETE FROM entries WHERE seq >= ?", (keep,))
+    c.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))
+    c.commit()
+    c.close()
+    last = max(s for s in sizes if s < keep)
+    rc, rep = audit(g, db)
+    assert rc == 1 and rep["violation"] == "not checkpointed" and rep["bad_seq"] == last, rep
+    assert rep["covered"] == last
+    rc, rep = audit(g, db, "--no-require-checkpoint")  # reported, not a violation
+    assert rc == 0 and rep["covered"] == last and rep["entries"] == keep, rep
 
 
 def test_missing_database_exit_2(logged, tmp_path):
@@ -312,3 +335,321 @@ def test_export_and_show(logged):
     assert all(" alice " in l for l in lines[1:])
     r = run(binary("mandate-audit"), "show", "--db", db, "--since", "2999-01-01")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1  # only the header
+
+
+# --- a rewritten log without checkpoints; allows against their mandates --------------------------
+
+
+def merkle_root(leaves):
+    """RFC 6962 MTH over leaf hashes."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:])).digest()
+
+
+def encode(e):
+    return json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
+
+
+def rechain(db, start=0):
+    """Recompute prev and leaf of every entry from start on: what a forger with write access does."""
+    rs = rows(db)
+    c = sqlite3.connect(db)
+    prev = rs[start - 1][2] if start else b"\x00" * 32
+    for seq, entry, _ in rs[start:]:
+        e = json.loads(entry)
+        e["prev"] = prev.hex()
+        b = encode(e)
+        prev = leaf(b)
+        c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, prev, seq))
+    c.commit()
+    c.close()
+
+
+def drop_checkpoints(db):
+    c = sqlite3.connect(db)
+    c.execute("DELETE FROM checkpoints")
+    c.execute("DELETE FROM nodes")
+    c.commit()
+    c.close()
+
+
+def append(db, e):
+    rs = rows(db)
+    e.update(v=1, seq=len(rs), prev=rs[-1][2].hex())
+    b = encode(e)
+    c = sqlite3.connect(db)
+    c.execute("INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)", (len(rs), b, leaf(b)))
+    c.commit()
+    c.close()
+    return len(rs)
+
+
+def reseal(g, db):
+    """Rechain the whole log and sign one checkpoint over it with the gateway's own key: the log
+    a compromised (or buggy) gateway would write. Only the entries' own checks can catch it."""
+    rechain(db)
+    drop_checkpoints(db)
+    leaves = [l for _, _, l in rows(db)]
+    note = forge_checkpoint(g, len(leaves), merkle_root(leaves)).decode()
+    c = sqlite3.connect(db)
+    c.execute("INSERT INTO checkpoints(size, note) VALUES(?,?)", (len(leaves), note))
+    c.commit()
+    c.close()
+
+
+def entries(db):
+    return [json.loads(e) for _, e, _ in rows(db)]
+
+
+def first(db, pred):
+    return next(i for i, e in enumerate(entries(db)) if pred(e))
+
+
+def is_allow(e):
+    return e.get("decision") == "allow"
+
+
+def test_reseal_helper_is_faithful(logged, tmp_path):
+    """Resealing an untouched log changes nothing verify can see: the tests below rely on it."""
+    db = copy(logged, tmp_path, "same.db")
+    before = rows(db)
+    reseal(logged[0], db)
+    assert [r[:2] for r in rows(db)] == [r[:2] for r in before]
+    rc, rep = audit(logged[0], db)
+    assert rc == 0 and rep["checkpoints"] == 1 and rep["covered"] == rep["entries"], rep
+
+
+def test_allow_turned_deny_without_checkpoints(logged, tmp_path):
+    db = copy(logged, tmp_path, "deny.db")
+    seq = first(db, is_allow)
+    rewrite(db, seq, lambda e: e.update(decision="deny", code="mandate_revoked"))
+    rechain(db, seq)
+    drop_checkpoints(db)
+    rc, rep = audit(logged[0], db)
+    assert rc == 1 and rep["violation"] == "not checkpointed" and rep["bad_seq"] == 0, rep
+    assert rep["covered"] == 0 and rep["checkpoints"] == 0
+    # Told not to require them, verify reports that nothing is covered; the chain is consistent.
+    rc, rep = audit(logged[0], db, "--no-require-checkpoint")
+    assert rc == 0 and rep["covered"] == 0 < rep["entries"], rep
+
+
+def test_forged_priced_allow_without_mandates(logged, tmp_path):
+    db = copy(logged, tmp_path, "forged.db")
+    drop_checkpoints(db)
+    seq = append(db, {"ts_ms": entries(db)[-1]["ts_ms"] + 1, "kind": "decision",
+                      "request_id": "forged", "principal": "alice", "agent": "agent-planner",
+                      "merchant": "lux-hotels", "action": "book_room", "decision": "allow",
+                      "code": "ok", "amount": {"value": 9999999900, "currency": "EUR"},
+                      "mandates": []})
+    for extra in ((), ("--no-require-checkpoint",)):
+        rc, rep = audit(logged[0], db, *extra)
+        assert rc == 1 and rep["violation"] == "mandate missing" and rep["bad_seq"] == seq, rep
+
+
+@pytest.mark.parametrize("field,value", [("principal", "mallory"), ("agent", "agent-evil"),
+                                         ("merchant", "other-shop"), ("action", "book_room")])
+def test_allow_must_match_its_mandate(logged, tmp_path, field, value):
+    db = copy(logged, tmp_path, f"bind-{field}.db")
+    seq = first(db, is_allow)
+    rewrite(db, seq, lambda e: e.update({field: value}))
+    reseal(logged[0], db)
+    rc, rep = audit(logged[0], db)
+    assert rc == 1 and rep["violation"] == "mandate mismatch" and rep["bad_seq"] == seq, rep
+    assert field in rep["detail"] or "act.sub" in rep["detail"]
+    r = run(binary("mandate-audit"), "replay", "--db", db, "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["violation"] == "mandate mismatch"
+
+
+def test_allow_listing_another_mandate(logged, tmp_path):
+    """Two allows swap their mandate lists: each is stored and hashes right, but is not theirs."""
+    db = copy(logged, tmp_path, "swapmd.db")
+    es = entries(db)
+    a, b = [i for i, e in enumerate(es) if is_allow(e)][:2]
+    ma = es[a]["mandates"]
+    ma[0]["jti"] = es[b]["mandates"][0]["jti"]
+    rewrite(db, a, lambda e: e.update(mandates=ma))
+    reseal(logged[0], db)
+    rc, rep = audit(logged[0], db)
+    assert rc == 1 and rep["violation"] == "mandate mismatch" and rep["bad_seq"] == a, rep
+
+
+def test_origin(logged):
+    g, db, held, _ = logged
+    rc, rep = audit(g, db, "--origin", g.conf["audit"]["origin"], "--checkpoint", held)
+    assert rc == 0, rep
+    rc, rep = audit(g, db, "--origin", "other.example/audit")
+    assert rc == 1 and rep["violation"] == "wrong origin", rep
+    assert "other.example/audit" in rep["detail"]
+
+
+def test_coverage_in_text_report(logged):
+    g, db, _, _ = logged
+    r = run(binary("mandate-audit"), "verify", "--db", db, "--checkpoint-key",
+            os.path.join(g.d, "checkpoint.pub.pem"))
+    n = len(rows(db))
+    assert r.returncode == 0 and f"; {n} of {n} entries under a signed checkpoint" in r.stdout
+
+
+def test_require_checkpoint_on_a_one_entry_log(logged, tmp_path):
+    """A lone config entry (a gateway killed at once) passes by default, not when required."""
+    db = copy(logged, tmp_path, "one.db")
+    c = sqlite3.connect(db)
+    c.execute("DELETE FROM entries WHERE seq > 0")
+    c.commit()
+    c.close()
+    drop_checkpoints(db)
+    rc, rep = audit(logged[0], db)
+    assert rc == 0 and rep["covered"] == 0, rep
+    rc, rep = audit(logged[0], db, "--require-checkpoint")
+    assert rc == 1 and rep["violation"] == "not checkpointed", rep
+    r = run(binary("mandate-audit"), "verify", "--db", db, "--checkpoint-key",
+            os.path.join(logged[0].d, "checkpoint.pub.pem"), "--require-checkpoint",
+            "--no-require-checkpoint")
+    assert r.returncode == 1 and "conflict" in r.stderr
+
+
+def summary(**over):
+    e = {"ts_ms": 1800000000000, "kind": "denial_summary", "request_id": "",
+         "client": "10.0.0.7", "count": 57, "codes": {"mandate_missing": 50, "route_not_found": 7}}
+    e.update(over)
+    return e
+
+
+def test_denial_summary_accepted(logged, tmp_path):
+    g = logged[0]
+    db = copy(logged, tmp_path, "summary.db")
+    seq = append(db, summary())
+    reseal(g, db)
+    rc, rep = audit(g, db)
+    assert rc == 0, rep
+    r = run(binary("mandate-audit"), "replay", "--db", db)
+    assert r.returncode == 0, r.stdout
+    r = run(binary("mandate-audit"), "show", "--db", db)
+    line = [l for l in r.stdout.splitlines() if l.split()[0] == str(seq)]
+    assert len(line) == 1 and "denial_summary" in line[0], r.stdout
+    assert "57 denials from 10.0.0.7: mandate_missing=50,route_not_found=7" in line[0]
+
+
+@pytest.mark.parametrize("bad", [
+    summary(count=58),                        # codes do not add up
+    summary(codes={}),
+    summary(client=""),
+    {**summary(), "kind": "denial_summary_v2"},  # no such kind
+    {k: v for k, v in summary().items() if k != "request_id"},
+])
+def test_malformed_entries(logged, tmp_path, bad):
+    g = logged[0]
+    db = copy(logged, tmp_path, "bad.db")
+    seq = append(db, dict(bad))
+    reseal(g, db)
+    rc, rep = audit(g, db)
+    assert rc == 1 and rep["violation"] == "malformed entry" and rep["bad_seq"] == seq, rep
+
+
+# --- priced allows, revocations and the readable table -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def priced(tmp_path_factory):
+    """Two paid bookings (180.00 EUR and 25.50 EUR) and a revocation, through the real gateway."""
+    from conftest import Gateway
+    procs = []
+    d = str(tmp_path_factory.mktemp("priced"))
+    g = Gateway(d, procs)
+    g.start()
+    for total in (18000, 2550):
+        cart = g.cart(total=total)
+        st, _, body, _ = g.book(g.pay(cart), cart)
+        assert st == 200, body
+    st, _, _, _ = g.admin("POST", "/admin/revocations", {"jti": "t-revoked-for-the-audit"})
+    assert st == 201
+    assert g.gw.stop() == 0
+    for p in procs:
+        p.stop()
+    return g, os.path.join(d, "gateway.db")
+
+
+def paudit(g, db, *extra, cmd="verify"):
+    args = [binary("mandate-audit"), cmd, "--db", db, "--jwks",
+            "wallet-1=" + os.path.join(g.d, "wallet-1.jwks.json"), "--jwks",
+            "lux-hotels=" + os.path.join(g.d, "lux-hotels.jwks.json"), "--json", *extra]
+    if cmd == "verify":
+        args += ["--checkpoint-key", os.path.join(g.d, "checkpoint.pub.pem")]
+    r = run(*args)
+    return r.returncode, json.loads(r.stdout) if r.stdout.strip() else r.stderr
+
+
+def is_paid(e):
+    return is_allow(e) and "amount" in e
+
+
+def test_priced_untouched(priced):
+    g, db = priced
+    rc, rep = paudit(g, db)
+    assert rc == 0 and rep["allows"] == 2 and rep["mandates_checked"] == 4, rep
+    rc, rep = paudit(g, db, cmd="replay")
+    assert rc == 0, rep
+
+
+def test_altered_amount_fails_replay_too(priced, tmp_path):
+    """The amount of a paid allow changed in place: verify and replay both say so."""
+    g, db0 = priced
+    db = str(tmp_path / "amount.db")
+    shutil.copy(db0, db)
+    seq = first(db, is_paid)
+    entry = dict((s, b) for s, b, _ in rows(db))[seq]
+    c = sqlite3.connect(db)
+    c.execute("UPDATE entries SET entry = ? WHERE seq = ?",
+              (entry.replace(b'"value":18000', b'"value":1800'), seq))
+    c.commit()
+    c.close()
+    for cmd in ("verify", "replay"):
+        rc, rep = paudit(g, db, cmd=cmd)
+        assert rc == 1 and rep["violation"] == "altered" and rep["bad_seq"] == seq, (cmd, rep)
+
+
+def test_rewritten_amount_against_the_cart(priced, tmp_path):
+    """The same change with the chain and checkpoint redone: the signed cart still says 180.00."""
+    g, db0 = priced
+    db = str(tmp_path / "amount2.db")
+    shutil.copy(db0, db)
+    seq = first(db, is_paid)
+    rewrite(db, seq, lambda e: e.update(amount={"value": 1800, "currency": "EUR"}))
+    reseal(g, db)
+    for cmd in ("verify", "replay"):
+        rc, rep = paudit(g, db, cmd=cmd)
+        assert rc == 1 and rep["violation"] == "mandate mismatch", (cmd, rep)
+        assert "amount" in rep["detail"] and rep["bad_seq"] == seq
+
+
+def test_priced_allow_without_its_cart(priced, tmp_path):
+    g, db0 = priced
+    db = str(tmp_path / "nocart.db")
+    shutil.copy(db0, db)
+    seq = first(db, is_paid)
+    rewrite(db, seq, lambda e: e.update(mandates=e["mandates"][:1]))
+    reseal(g, db)
+    rc, rep = paudit(g, db)
+    assert rc == 1 and rep["violation"] == "mandate missing" and rep["bad_seq"] == seq, rep
+
+
+def test_show_amounts_revocations_and_bad_since(priced):
+    g, db = priced
+    r = run(binary("mandate-audit"), "show", "--db", db)
+    assert r.returncode == 0
+    allows = [l for l in r.stdout.splitlines() if " allow " in l and "book_room" in l]
+    assert len(allows) == 2, r.stdout
+    assert " 180.00 EUR " in allows[0] and " 25.50 EUR " in allows[1]
+    rev = [l for l in r.stdout.splitlines() if " revocation " in l]
+    assert len(rev) == 1 and "revoked jti t-revoked-for-the-audit" in rev[0], r.stdout
+    for bad in ("garbage", "2026-13-45", "12abc", "-5", ""):
+        r = run(binary("mandate-audit"), "show", "--db", db, "--since", bad)
+        assert r.returncode == 1 and "--since" in r.stderr and r.stdout == "", (bad, r)
+    r = run(binary("mandate-audit"), "show", "--db", db, "--since", "1700000000")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) > 3
+    r = run(binary("mandate-audit"), "export", "--db", db, "--since", "x")
+    assert r.returncode == 1
