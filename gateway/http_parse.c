@@ -470,7 +470,9 @@ static int request_line(struct scan *s, struct hp_request *r)
 {
     const char *b = s->b;
     /* RFC 9112 §2.2: ignore empty lines before the request line (a client's extra CRLF). */
-    while (s->p < s->end && b[s->p] == '\r') {
+    for (int empty = 0; s->p < s->end && b[s->p] == '\r'; empty++) {
+        if (empty == HP_MAX_EMPTY_LINES)
+            return -HP_BAD_REQUEST_LINE;
         int rc = crlf(s);
         if (rc != OK)
             return rc;

@@ -7,10 +7,14 @@
  *
  * Head parsers are not resumable: call them again from the start of the head with more bytes. They
  * scan at most max_header_bytes, so re-parsing costs O(max_header_bytes) per read and a head that
- * never ends is refused as soon as it passes the bound. Results are prefix-stable: if a prefix of a
- * buffer parses (or fails), every longer buffer with that prefix gives the same result, so an error
- * is reported as soon as the bytes that prove it have arrived. The chunked decoder is an
- * incremental state machine instead: a body is unbounded, so it is never re-read.
+ * never ends is refused as soon as it passes the bound. Against a client that sends one byte per
+ * packet (quadratic re-parsing), a caller may skip the call until the new bytes hold an LF or the
+ * buffer passes max_header_bytes: a head can only complete at an LF, and an error in between is
+ * still found at the next call, so a head costs about max_headers parses at most. Results are
+ * prefix-stable: if a prefix of a buffer parses (or fails), every longer buffer with that prefix
+ * gives the same result, so an error is reported as soon as the bytes that prove it have arrived.
+ * The chunked decoder is an incremental state machine instead: a body is unbounded, so it is never
+ * re-read.
  *
  * Not here: policy (routes, which methods exist, 413 against max_body_bytes for a Content-Length),
  * header rewriting, anything about the body other than chunked framing.
@@ -139,8 +143,9 @@ enum code hp_error_code(enum hp_error e);
  * Parse a request head at the start of buf[0..len). Returns the head's length (> 0, the request
  * line through the empty line; the body or the next pipelined request starts there), 0
  * (HP_INCOMPLETE) when more bytes are needed, or -(enum hp_error). Before the call, out->headers
- * must point to lim->max_headers entries; every other field of out is written. Slices point into
- * buf. Only origin-form targets are accepted; leading empty lines (CRLF) are skipped.
+ * must point to lim->max_headers entries; on success every other field of out is set (otherwise
+ * out is unspecified). Slices point into buf. Only origin-form targets are accepted; up to
+ * HP_MAX_EMPTY_LINES leading empty lines (CRLF) are skipped.
  */
 int hp_parse_request(const char *buf, size_t len, const struct hp_limits *lim,
                      struct hp_request *out);
@@ -174,6 +179,10 @@ struct hp_tokens {
 void hp_tokens_init(struct hp_tokens *it, const struct hp_header *h, size_t n, const char *name);
 /** The next token (trimmed of OWS) in *tok: true, or false at the end. */
 bool hp_tokens_next(struct hp_tokens *it, struct hp_str *tok);
+
+/* Empty lines skipped before a request line (RFC 9112 §2.2 asks for at least one); more: refused.
+ */
+#define HP_MAX_EMPTY_LINES 4
 
 /* Chunked decoder events, returned by hp_chunked_feed (errors are negative). */
 #define HP_CHUNK_DATA 1 /* *data is a span of body bytes inside the input */

@@ -98,6 +98,8 @@ static const struct row requests[] = {
     OKR("GET /a!$&'()*+,=:@~-_ HTTP/1.1\r\nHost: a\r\n\r\n"),
     /* request line */
     BAD(" GET / HTTP/1.1\r\nHost: a\r\n\r\n", HP_BAD_REQUEST_LINE),
+    OKR("\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    BAD("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", HP_BAD_REQUEST_LINE),
     BAD("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", HP_BAD_REQUEST_LINE),
     BAD("GET\r\n\r\n", HP_BAD_REQUEST_LINE),
     BAD("GET /\r\n\r\n", HP_BAD_REQUEST_LINE),
