@@ -3,6 +3,8 @@
  */
 #include "wallet/config.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,6 +210,82 @@ static void load_agents(struct cfg *c, const json_t *root, struct wallet_config 
     }
 }
 
+/* A DNS name: dot-separated labels of letters, digits and inner hyphens, at most 253 bytes. */
+static bool dns_name(const char *s, size_t n)
+{
+    if (n == 0 || n > 253)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if (isalnum(ch) || (ch == '-' && label > 0)) {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0 && s[n - 1] != '-';
+}
+
+/*
+ * admin_url is "http://host:port" and nothing more: the wallet adds the path (/admin/revocations)
+ * itself, so a trailing slash or a path would be dropped or doubled at every push; better to say
+ * so at --check-config than to push somewhere else. host is an IPv4 address, a bracketed IPv6
+ * address or a DNS name; port is 1-65535 in plain digits. Returns NULL or why not.
+ */
+static const char *admin_url_parse(const char *url, char **host, int *port)
+{
+    static const char expect[] = "expected http://host:port (an IP address or a name, a port "
+                                 "1-65535, nothing after the port)";
+    if (strncmp(url, "http://", 7) != 0)
+        return expect;
+    const char *h = url + 7, *end, *colon;
+    char ip[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[16];
+    if (*h == '[') {
+        end = strchr(h, ']');
+        size_t n = end ? (size_t)(end - h - 1) : 0;
+        if (!end || n == 0 || n >= sizeof(ip))
+            return expect;
+        memcpy(ip, h + 1, n);
+        ip[n] = '\0';
+        if (inet_pton(AF_INET6, ip, addr) != 1)
+            return "the host in brackets is not an IPv6 address";
+        colon = end + 1;
+        h++;
+    } else {
+        colon = h + strcspn(h, ":/?#@");
+        end = colon;
+        size_t n = (size_t)(end - h);
+        bool dotted = n > 0 && strspn(h, "0123456789.") == n;
+        if (n < sizeof(ip)) {
+            memcpy(ip, h, n);
+            ip[n] = '\0';
+        }
+        if (*colon == '@')
+            return "no user information is allowed before the host";
+        if (dotted ? n >= sizeof(ip) || inet_pton(AF_INET, ip, addr) != 1 : !dns_name(h, n))
+            return expect;
+    }
+    if (*colon != ':')
+        return "the port is missing";
+    size_t digits = strspn(colon + 1, "0123456789");
+    if (colon[1 + digits] != '\0')
+        return digits ? "nothing may follow the port: the wallet adds /admin/revocations itself"
+                      : expect;
+    long p = digits && digits <= 5 ? strtol(colon + 1, NULL, 10) : 0;
+    if (p < 1 || p > 65535)
+        return "the port must be 1-65535";
+    *host = xstrndup(h, (size_t)(end - h));
+    *port = (int)p;
+    return NULL;
+}
+
 static void load_gateways(struct cfg *c, const json_t *root, struct wallet_config *w)
 {
     static const char *const keys[] = {"admin_url", "token_file", NULL};
@@ -222,10 +300,11 @@ static void load_gateways(struct cfg *c, const json_t *root, struct wallet_confi
         cfg_keys(c, p, o, keys);
         struct gateway_target *g = &w->gateways[w->ngateways++];
         const char *url = cfg_string(c, p, o, "admin_url", true, NULL);
-        if (url && strncmp(url, "http://", 7) != 0) {
+        const char *why = url ? admin_url_parse(url, &g->host, &g->port) : NULL;
+        if (why) {
             char pp[CFG_PATH_MAX];
             cfg_join(pp, p, "admin_url");
-            cfg_error(c, pp, "expected http://host:port");
+            cfg_error(c, pp, "%s: \"%s\"", why, url);
         }
         g->admin_url = xstrdup(url);
         char *file = cfg_file(c, p, o, "token_file", true);
@@ -300,6 +379,7 @@ void wallet_config_free(struct wallet_config *w)
     free(w->agents);
     for (size_t i = 0; i < w->ngateways; i++) {
         free(w->gateways[i].admin_url);
+        free(w->gateways[i].host);
         free(w->gateways[i].token);
     }
     free(w->gateways);

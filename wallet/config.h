@@ -37,8 +37,10 @@ struct agent {
 };
 
 struct gateway_target {
-    char *admin_url;
-    char *token; /* read from token_file, trailing newline removed */
+    char *admin_url; /* exactly "http://host:port", as validated at load */
+    char *host;      /* from admin_url: an IP literal (without brackets) or a name */
+    int port;        /* from admin_url: 1-65535 */
+    char *token;     /* read from token_file, trailing newline removed */
 };
 
 struct wallet_config {

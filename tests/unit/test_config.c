@@ -204,6 +204,79 @@ static void test_wallet_errors(void **state)
     free(path);
 }
 
+/* Load a wallet.json whose gateways have these admin_urls; the errors joined (caller frees). */
+static char *wallet_gateway_errors(const char *const urls[], size_t n)
+{
+    char *gws = xstrdup("");
+    for (size_t i = 0; i < n; i++) {
+        char *g = xasprintf("%s%s{\"admin_url\":\"%s\",\"token_file\":\"w.jwks.json\"}", gws,
+                            i ? "," : "", urls[i]);
+        free(gws);
+        gws = g;
+    }
+    char *text = xasprintf(
+        "{\"id\":\"wallet-1\",\"listen\":\"127.0.0.1:8700\",\"database\":\"w.db\","
+        "\"signing_key\":{\"kid\":\"w1\",\"alg\":\"ES256\",\"file\":\"w.pem\"},"
+        "\"admin\":{\"token_sha256\":\""
+        "0000000000000000000000000000000000000000000000000000000000000000\"},"
+        "\"principals\":[{\"id\":\"alice\",\"spend_cap\":{\"value\":100,\"currency\":\"EUR\","
+        "\"period\":\"day\"},\"allow\":[]}],"
+        "\"agents\":[{\"id\":\"a\",\"principal\":\"alice\",\"token_sha256\":\""
+        "0000000000000000000000000000000000000000000000000000000000000000\"}],"
+        "\"gateways\":[%s]}",
+        gws);
+    char *path = tk_write(dir, "wallet.json", text);
+    struct cfg c;
+    struct wallet_config *w = wallet_config_load(path, &c);
+    char *out = xstrdup("");
+    for (size_t i = 0; i < c.nerrors; i++) {
+        char *e = xasprintf("%s%s\n", out, c.errors[i]);
+        free(out);
+        out = e;
+    }
+    if (w) {
+        assert_int_equal(c.nerrors, 0);
+        for (size_t i = 0; i < n; i++)
+            assert_true(w->gateways[i].port > 0 && w->gateways[i].host[0]);
+    }
+    wallet_config_free(w);
+    cfg_clear(&c);
+    free(path);
+    free(text);
+    free(gws);
+    return out;
+}
+
+static void test_wallet_admin_url_is_host_and_port(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "http://127.0.0.1:9901/",  "http://127.0.0.1:9901/admin",
+        "http://127.0.0.1",        "http://127.0.0.1:0",
+        "http://127.0.0.1:65536",  "http://:9901",
+        "https://127.0.0.1:9901",  "http://127.0.0.1:+99",
+        "http://a_b:9901",         "http://user@gw:9901",
+        "http://[::1:9901",        "http://[1.2.3.4]:9901",
+        "http://300.1.1.1:9901",   "http://-gw:9901",
+        "http://gw..example:9901", "http://127.0.0.1:9901?x",
+        "http://127.0.0.1:009901",
+    };
+    char *errs = wallet_gateway_errors(bad, ARRAY_LEN(bad));
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        char *want = xasprintf("wallet.json: gateways[%zu].admin_url: ", i);
+        if (!strstr(errs, want))
+            fail_msg("no error for %s; got:\n%s", bad[i], errs);
+        free(want);
+    }
+    assert_non_null(strstr(errs, "gateways[0].admin_url: nothing may follow the port"));
+    free(errs);
+    static const char *const good[] = {"http://127.0.0.1:9901", "http://[::1]:1",
+                                       "http://gw-1.example.com:65535", "http://localhost:80"};
+    errs = wallet_gateway_errors(good, ARRAY_LEN(good));
+    assert_string_equal(errs, "");
+    free(errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_wallet_errors),
+        cmocka_unit_test(test_wallet_admin_url_is_host_and_port),
     };
     return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
