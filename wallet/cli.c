@@ -14,7 +14,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "core/b64url.h"
 #include "core/sjson.h"
 #include "wallet/config.h"
 
@@ -58,6 +57,13 @@ static int call(const char *host, int port, enum evhttp_cmd_type cmd, const char
     return c->status ? 0 : -1;
 }
 
+/* A string member to print, "?" when the wallet did not give it. */
+static const char *str_or(const json_t *o, const char *key)
+{
+    const char *s = sjson_str(o, key);
+    return s ? s : "?";
+}
+
 static char *read_token(const char *file)
 {
     const char *env = getenv("MANDATE_WALLET_ADMIN_TOKEN");
@@ -76,39 +82,20 @@ static char *read_token(const char *file)
     return t;
 }
 
+/* One line per pending approval, then one per item of its cart, as the wallet describes them. */
 static void print_approvals(const char *body)
 {
     char *err = NULL;
     json_t *doc = sjson_parse(body, strlen(body), &err);
     free(err);
     json_t *arr = json_object_get(doc, "approvals");
-    printf("%-34s %-16s %-12s %-14s %-12s %s\n", "ID", "AGENT", "MERCHANT", "AMOUNT", "ACTION",
-           "EXPIRES (UTC)");
+    printf("%-34s %-16s %-12s %-12s %-16s %-12s %s\n", "ID", "AGENT", "PRINCIPAL", "MERCHANT",
+           "AMOUNT", "ACTION", "EXPIRES (UTC)");
     size_t i;
     json_t *a;
     json_array_foreach(arr, i, a)
     {
-        /* Show what the cart says; the wallet has verified it already. */
-        const char *cart = sjson_str(a, "cart");
-        const char *d1 = cart ? strchr(cart, '.') : NULL, *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-        char amount[40] = "?", merchant[64] = "?", action[64] = "?", when[32] = "?";
-        if (d2) {
-            unsigned char *buf = xmalloc((size_t)(d2 - d1));
-            long n = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), buf);
-            json_t *c = n > 0 ? sjson_parse((char *)buf, (size_t)n, &err) : NULL;
-            free(err);
-            err = NULL;
-            struct money m;
-            const char *why;
-            if (c && money_from_json(json_object_get(c, "total"), false, &m, &why) == 0)
-                money_format(&m, amount, sizeof(amount));
-            snprintf(merchant, sizeof(merchant), "%s",
-                     c && sjson_str(c, "iss") ? sjson_str(c, "iss") : "?");
-            snprintf(action, sizeof(action), "%s",
-                     c && sjson_str(c, "action") ? sjson_str(c, "action") : "?");
-            json_decref(c);
-            free(buf);
-        }
+        char when[32] = "?";
         int64_t exp = 0;
         if (sjson_int(a, "expires_at", &exp) == 0) {
             time_t t = (time_t)exp;
@@ -116,8 +103,18 @@ static void print_approvals(const char *body)
             gmtime_r(&t, &tm);
             strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
         }
-        printf("%-34s %-16s %-12s %-14s %-12s %s\n", sjson_str(a, "id"), sjson_str(a, "agent"),
-               merchant, amount, action, when);
+        printf("%-34s %-16s %-12s %-12s %-16s %-12s %s\n", str_or(a, "id"), str_or(a, "agent"),
+               str_or(a, "principal"), str_or(a, "merchant"), str_or(a, "amount"),
+               str_or(a, "action"), when);
+        size_t j;
+        json_t *it;
+        json_array_foreach(json_object_get(a, "items"), j, it)
+        {
+            int64_t qty = 0;
+            if (sjson_int(it, "qty", &qty) != 0)
+                continue;
+            printf("    %lld x %s at %s\n", (long long)qty, str_or(it, "sku"), str_or(it, "unit"));
+        }
     }
     if (i == 0)
         printf("(no pending approvals)\n");

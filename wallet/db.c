@@ -42,7 +42,9 @@ struct wdb *wdb_open(const char *path, char **err)
         wdb_close(d);
         return NULL;
     }
-    sqlite3_busy_timeout(d->db, 5000);
+    /* The wallet is one event loop: a lock held by another process stalls every request, so
+     * give up after a second and answer 503 rather than hold them all for longer. */
+    sqlite3_busy_timeout(d->db, WDB_BUSY_MS);
     return d;
 }
 
@@ -76,6 +78,31 @@ static void text(sqlite3_stmt *s, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static int exec(struct wdb *d, const char *sql)
+{
+    if (sqlite3_exec(d->db, sql, NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    log_error("wallet db: %s", sqlite3_errmsg(d->db));
+    return -1;
+}
+
+/* IMMEDIATE: take the write lock now, so that a busy database fails here and not at COMMIT. */
+int wdb_begin(struct wdb *d)
+{
+    return exec(d, "BEGIN IMMEDIATE");
+}
+
+int wdb_commit(struct wdb *d)
+{
+    return exec(d, "COMMIT");
+}
+
+void wdb_rollback(struct wdb *d)
+{
+    if (!sqlite3_get_autocommit(d->db) && exec(d, "ROLLBACK") != 0)
+        log_error("wallet db: cannot roll back");
 }
 
 int wdb_event(struct wdb *d, const struct wdb_event *e)
@@ -200,33 +227,55 @@ bool wdb_revoked(struct wdb *d, const char *kind, const char *value)
     return r;
 }
 
-int wdb_push(struct wdb *d, const char *gateway, const char *kind, const char *value,
-             const char *status, int attempts)
+int wdb_push_add(struct wdb *d, const char *gateway, const char *kind, const char *value)
 {
+    /* Revoking again pushes again: a gateway may have lost what it was told. */
     sqlite3_stmt *s = prep(d, "INSERT INTO pushes(gateway, kind, value, status, attempts, ts_ms) "
-                              "VALUES(?,?,?,?,?,?) ON CONFLICT(gateway, kind, value) DO UPDATE "
-                              "SET status = excluded.status, attempts = excluded.attempts, "
+                              "VALUES(?,?,?,'pending',0,?) ON CONFLICT(gateway, kind, value) "
+                              "DO UPDATE SET status = 'pending', attempts = 0, "
                               "ts_ms = excluded.ts_ms");
     if (!s)
         return -1;
     text(s, 1, gateway);
     text(s, 2, kind);
     text(s, 3, value);
-    text(s, 4, status);
-    sqlite3_bind_int(s, 5, attempts);
-    sqlite3_bind_int64(s, 6, now_ms());
+    sqlite3_bind_int64(s, 4, now_ms());
     return done(d, s);
 }
 
-void wdb_each_pending_push(struct wdb *d,
-                           void (*fn)(void *arg, const char *gateway, const char *kind,
-                                      const char *value, int attempts),
-                           void *arg)
+int wdb_push_next(struct wdb *d, const char *gateway, char kind[WDB_KIND_MAX + 1],
+                  char value[WDB_VALUE_MAX + 1])
 {
-    sqlite3_stmt *s =
-        prep(d, "SELECT gateway, kind, value, attempts FROM pushes WHERE status = 'pending'");
-    while (s && sqlite3_step(s) == SQLITE_ROW)
-        fn(arg, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
-           (const char *)sqlite3_column_text(s, 2), sqlite3_column_int(s, 3));
+    /* Least recently tried first: one push the gateway keeps refusing does not block the rest. */
+    sqlite3_stmt *s = prep(d, "SELECT kind, value FROM pushes WHERE gateway = ? AND "
+                              "status = 'pending' ORDER BY ts_ms, rowid LIMIT 1");
+    if (!s)
+        return -1;
+    text(s, 1, gateway);
+    int rc = sqlite3_step(s), found = 0;
+    if (rc == SQLITE_ROW) {
+        snprintf(kind, WDB_KIND_MAX + 1, "%s", sqlite3_column_text(s, 0));
+        snprintf(value, WDB_VALUE_MAX + 1, "%s", sqlite3_column_text(s, 1));
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        log_error("wallet db: %s", sqlite3_errmsg(d->db));
+        found = -1;
+    }
     sqlite3_finalize(s);
+    return found;
+}
+
+int wdb_push_tried(struct wdb *d, const char *gateway, const char *kind, const char *value,
+                   bool acknowledged)
+{
+    sqlite3_stmt *s = prep(d, "UPDATE pushes SET status = ?, attempts = attempts + 1, ts_ms = ? "
+                              "WHERE gateway = ? AND kind = ? AND value = ?");
+    if (!s)
+        return -1;
+    text(s, 1, acknowledged ? "acknowledged" : "pending");
+    sqlite3_bind_int64(s, 2, now_ms());
+    text(s, 3, gateway);
+    text(s, 4, kind);
+    text(s, 5, value);
+    return done(d, s);
 }

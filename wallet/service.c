@@ -15,6 +15,7 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/rand.h>
 
+#include "core/b64url.h"
 #include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
@@ -23,55 +24,48 @@
 #include "wallet/mint.h"
 #include "wallet/policy.h"
 
-#define MAX_BODY          65536
-#define PUSH_MAX_DELAY_MS 5000
+#define MAX_BODY            65536
+#define PUSH_FIRST_DELAY_MS 500   /* after a gateway's first failure */
+#define PUSH_MAX_DELAY_MS   30000 /* the backoff doubles up to this */
+#define PUSH_TIMEOUT_S      5     /* for one push to connect and be answered */
+#define HTTP_TIMEOUT_S      5     /* a client's request head, body and keep-alive idle */
+#define APPROVAL_ID_MAX     64
 
-struct push;
+/*
+ * The pushes to one gateway: the pending rows of the database are the queue, sent one at a time,
+ * least recently tried first. A failure delays the gateway's next attempt (whichever revocation
+ * it is) by a backoff that doubles from PUSH_FIRST_DELAY_MS to PUSH_MAX_DELAY_MS; a success
+ * resets it. Nothing is kept only in memory: after a restart the rows are sent again.
+ */
+struct pusher {
+    struct wallet *wl;
+    const struct gateway_target *g;
+    struct evhttp_connection *evcon;
+    struct event *timer;
+    int64_t delay_ms; /* 0 while the gateway answers */
+    bool in_flight;
+    char kind[WDB_KIND_MAX + 1], value[WDB_VALUE_MAX + 1]; /* the push in flight */
+};
 
 struct wallet {
     struct wallet_config *w;
     struct wdb *db;
     struct event_base *base;
     struct evhttp *http;
-    struct push *pushes; /* in flight or waiting to retry */
+    struct pusher *pushers; /* one per configured gateway */
 };
-
-/* A revocation on its way to one gateway, retried with backoff until it is acknowledged. */
-struct push {
-    struct wallet *wl;
-    const struct gateway_target *g;
-    char kind[16], value[MANDATE_ID_MAX + 1];
-    int attempts;
-    struct event *timer;
-    struct evhttp_connection *evcon;
-    struct push *next;
-};
-
-static void push_free(struct push *p)
-{
-    for (struct push **pp = &p->wl->pushes; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    if (p->evcon)
-        evhttp_connection_free(p->evcon);
-    event_free(p->timer);
-    free(p);
-}
-
-/* Free a push outside of its connection's callback, which may not free the connection. */
-static void push_free_later(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    push_free(arg);
-}
 
 static void error(struct evhttp_request *req, enum code code, int status, const char *msg)
 {
     http_reply_json(req, status ? status : code_status(code),
                     json_pack("{ss ss}", "error", code_name(code), "message", msg));
+}
+
+/* Nothing is handed out that the database does not hold: the one answer when it cannot. */
+static void unrecorded(struct evhttp_request *req)
+{
+    error(req, CODE_UNAVAILABLE, 503,
+          "The wallet cannot write to its database now, so it hands nothing out; try again.");
 }
 
 /* The agent whose token this is; every agent is compared, in constant time. */
@@ -93,9 +87,10 @@ static bool admin_auth(struct wallet *wl, struct evhttp_request *req)
     return http_bearer_sha256(req, h) == 0 && ct_equal(h, wl->w->admin_token_sha256, 32);
 }
 
-static void record(struct wallet *wl, const struct agent *a, const char *kind, const char *merchant,
-                   const char *action, const char *jti, const char *decision, enum code code,
-                   const char *detail, const struct money *amount)
+/* Write one line of the mint log; 0, or -1 when the database would not take it. */
+static int record(struct wallet *wl, const struct agent *a, const char *kind, const char *merchant,
+                  const char *action, const char *jti, const char *decision, enum code code,
+                  const char *detail, const struct money *amount)
 {
     struct wdb_event e = {a ? a->id : NULL,
                           a ? a->principal->id : NULL,
@@ -107,26 +102,36 @@ static void record(struct wallet *wl, const struct agent *a, const char *kind, c
                           code == CODE_OK ? NULL : code_name(code),
                           detail,
                           amount};
-    if (wdb_event(wl->db, &e) != 0)
+    int rc = wdb_event(wl->db, &e);
+    if (rc != 0)
         log_error("wallet db: could not record a %s %s", kind, decision);
     log_info("%s %s: agent=%s merchant=%s action=%s%s%s", kind, decision, a ? a->id : "-",
              merchant ? merchant : "-", action ? action : "-", detail ? " why=" : "",
              detail ? detail : "");
+    return rc;
 }
 
 static void refuse(struct wallet *wl, struct evhttp_request *req, const struct agent *a,
                    const char *kind, const char *merchant, const char *action, enum code code,
                    int status, const char *why, const struct money *amount)
 {
-    record(wl, a, kind, merchant, action, NULL, "refused", code, why, amount);
+    /* A refusal hands nothing out: it is answered even when it cannot be recorded. */
+    (void)record(wl, a, kind, merchant, action, NULL, "refused", code, why, amount);
     error(req, code, status, why);
 }
 
-static void minted_reply(struct evhttp_request *req, int status, struct minted *m)
+/* Record a mint, then answer with the mandate; if the record fails the mandate is dropped. */
+static void minted_reply(struct wallet *wl, struct evhttp_request *req, const struct agent *a,
+                         const char *kind, const char *merchant, const char *action,
+                         const struct money *amount, struct minted *m)
 {
-    http_reply_json(req, status,
-                    json_pack("{ss ss sI}", "mandate", m->mandate, "jti", m->jti, "expires_at",
-                              (json_int_t)m->expires_at));
+    if (record(wl, a, kind, merchant, action, m->jti, "minted", CODE_OK, NULL, amount) != 0) {
+        unrecorded(req);
+    } else {
+        http_reply_json(req, 201,
+                        json_pack("{ss ss sI}", "mandate", m->mandate, "jti", m->jti, "expires_at",
+                                  (json_int_t)m->expires_at));
+    }
     free(m->mandate);
 }
 
@@ -144,18 +149,14 @@ static void post_intent(struct wallet *wl, struct evhttp_request *req, const str
         (json_object_get(b, "ttl_s") && sjson_int(b, "ttl_s", &ttl) != 0) ||
         (json_object_get(b, "uses") && sjson_int(b, "uses", &uses) != 0)) {
         json_decref(b);
-        {
-            error(req, CODE_BAD_REQUEST, 400, why);
-            return;
-        }
+        error(req, CODE_BAD_REQUEST, 400, why);
+        return;
     }
     if (json_object_get(b, "max_amount")) {
         if (money_from_json(json_object_get(b, "max_amount"), false, &max, &why) != 0) {
             json_decref(b);
-            {
-                error(req, CODE_BAD_REQUEST, 400, why);
-                return;
-            }
+            error(req, CODE_BAD_REQUEST, 400, why);
+            return;
         }
         maxp = &max;
     }
@@ -167,12 +168,10 @@ static void post_intent(struct wallet *wl, struct evhttp_request *req, const str
         refuse(wl, req, a, "intent", merchant, action, code, 0, why, maxp);
     } else {
         struct minted m;
-        if (mint_intent(wl->w, a, merchant, action, ttl, uses, maxp, now_s(), &m) != 0) {
-            error(req, CODE_UNAVAILABLE, 500, "cannot sign");
-        } else {
-            record(wl, a, "intent", merchant, action, m.jti, "minted", CODE_OK, NULL, maxp);
-            minted_reply(req, 201, &m);
-        }
+        if (mint_intent(wl->w, a, merchant, action, ttl, uses, maxp, now_s(), &m) != 0)
+            error(req, CODE_UNAVAILABLE, 500, "The wallet cannot sign now.");
+        else
+            minted_reply(wl, req, a, "intent", merchant, action, maxp, &m);
     }
     json_decref(b);
 }
@@ -185,6 +184,27 @@ static void new_id(char out[33])
     hex_encode(r, sizeof(r), out);
 }
 
+/* Why a cart did not verify, in a sentence for the agent's developer (the 422's message). */
+static const char *cart_refusal(enum code rc)
+{
+    switch (rc) {
+    case CODE_MANDATE_WRONG_TYPE:
+        return "The cart is not a cart mandate (its typ is not cart-mandate+jwt).";
+    case CODE_MANDATE_UNKNOWN_KEY:
+        return "The cart is signed with a key the wallet does not know for that merchant.";
+    case CODE_MANDATE_BAD_SIGNATURE:
+        return "The cart's signature does not verify with the merchant's key.";
+    case CODE_MANDATE_EXPIRED:
+        return "The cart's price lock has expired.";
+    case CODE_MANDATE_NOT_YET_VALID:
+        return "The cart is not valid yet (its iat or nbf is in the future).";
+    case CODE_MANDATE_TTL_TOO_LONG:
+        return "The cart's lifetime is longer than the wallet's max_ttl_s.";
+    default:
+        return "The cart is not a well-formed signed cart mandate.";
+    }
+}
+
 /* The cart must be a merchant's, for this agent's principal, within an intent's max_amount. */
 static enum code check_cart(struct wallet *wl, const struct agent *a, const char *cart,
                             struct mandate *c, const char **why)
@@ -193,11 +213,11 @@ static enum code check_cart(struct wallet *wl, const struct agent *a, const char
     enum code rc =
         mandate_verify(cart, strlen(cart), MANDATE_CART, &wl->w->merchant_keys, &lim, now_s(), c);
     if (rc != CODE_OK) {
-        *why = code_name(rc);
+        *why = cart_refusal(rc);
         return CODE_CART_INVALID;
     }
     if (strcmp(c->sub, a->principal->id) != 0) {
-        *why = "the cart is for another principal";
+        *why = "The cart is for another principal.";
         return CODE_CART_INVALID;
     }
     struct money max;
@@ -209,16 +229,30 @@ static enum code check_cart(struct wallet *wl, const struct agent *a, const char
     return CODE_OK;
 }
 
+/* A pending approval and its line in the mint log, both or neither. */
+static int hold_for_approval(struct wallet *wl, const struct agent *a, const struct mandate *c,
+                             const char *cart, const char id[33])
+{
+    if (wdb_begin(wl->db) != 0)
+        return -1;
+    if (wdb_approval_new(wl->db, id, a->id, cart, c->exp) != 0 ||
+        record(wl, a, "payment", c->iss, c->action, c->jti, "pending", CODE_OK, id, &c->total) !=
+            0 ||
+        wdb_commit(wl->db) != 0) {
+        wdb_rollback(wl->db);
+        return -1;
+    }
+    return 0;
+}
+
 static void post_payment(struct wallet *wl, struct evhttp_request *req, const struct agent *a)
 {
     json_t *b = http_body_json(req, MAX_BODY);
     const char *cart = b ? sjson_str(b, "cart") : NULL;
     if (!cart) {
         json_decref(b);
-        {
-            error(req, CODE_BAD_REQUEST, 400, "expected {\"cart\": \"<cart mandate>\"}");
-            return;
-        }
+        error(req, CODE_BAD_REQUEST, 400, "expected {\"cart\": \"<cart mandate>\"}");
+        return;
     }
     struct mandate c;
     const char *why = NULL;
@@ -235,20 +269,16 @@ static void post_payment(struct wallet *wl, struct evhttp_request *req, const st
     } else if (approval) {
         char id[33];
         new_id(id);
-        if (wdb_approval_new(wl->db, id, a->id, cart, c.exp) != 0) {
-            error(req, CODE_UNAVAILABLE, 503, "cannot record the approval");
-        } else {
-            record(wl, a, "payment", c.iss, c.action, c.jti, "pending", CODE_OK, id, &c.total);
+        if (hold_for_approval(wl, a, &c, cart, id) != 0)
+            unrecorded(req);
+        else
             http_reply_json(req, 202, json_pack("{ss ss}", "approval_id", id, "status", "pending"));
-        }
     } else {
         struct minted m;
-        if (mint_payment(wl->w, a, &c, cart, now_s(), &m) != 0) {
-            error(req, CODE_UNAVAILABLE, 500, "cannot sign");
-        } else {
-            record(wl, a, "payment", c.iss, c.action, m.jti, "minted", CODE_OK, NULL, &c.total);
-            minted_reply(req, 201, &m);
-        }
+        if (mint_payment(wl->w, a, &c, cart, now_s(), &m) != 0)
+            error(req, CODE_UNAVAILABLE, 500, "The wallet cannot sign now.");
+        else
+            minted_reply(wl, req, a, "payment", c.iss, c.action, &c.total, &m);
     }
     json_decref(b);
 }
@@ -269,10 +299,8 @@ static void get_approval(struct wallet *wl, struct evhttp_request *req, const st
     if (!wdb_approval_get(wl->db, id, &ap) || strcmp(ap.agent, a->id) != 0) {
         free(ap.cart);
         free(ap.mandate);
-        {
-            error(req, CODE_NOT_FOUND, 404, "no such approval for this agent");
-            return;
-        }
+        error(req, CODE_NOT_FOUND, 404, "no such approval for this agent");
+        return;
     }
     if (strcmp(ap.status, "pending") == 0 && now_s() >= ap.expires_at)
         snprintf(ap.status, sizeof(ap.status), "expired");
@@ -282,6 +310,24 @@ static void get_approval(struct wallet *wl, struct evhttp_request *req, const st
     http_reply_json(req, 200, o);
     free(ap.cart);
     free(ap.mandate);
+}
+
+/* The decision and its line in the mint log, both or neither. */
+static int set_decision(struct wallet *wl, const struct agent *a, const char *id,
+                        const char *status, const struct mandate *c, const struct minted *m)
+{
+    if (wdb_begin(wl->db) != 0)
+        return -1;
+    int rc = wdb_approval_set(wl->db, id, status, m ? m->mandate : NULL);
+    if (rc == 0 && m)
+        rc = record(wl, a, "payment", c->iss, c->action, m->jti, "minted", CODE_OK, id, &c->total);
+    else if (rc == 0)
+        rc = record(wl, a, "approval", NULL, NULL, NULL, status, CODE_OK, id, NULL);
+    if (rc != 0 || wdb_commit(wl->db) != 0) {
+        wdb_rollback(wl->db);
+        return -1;
+    }
+    return 0;
 }
 
 /* POST /v1/approvals/{id}/approve|deny: the principal's decision. */
@@ -302,118 +348,219 @@ static void decide(struct wallet *wl, struct evhttp_request *req, const char *id
             log_error("wallet db: cannot expire approval %s", id);
         error(req, CODE_BAD_REQUEST, 409, "the cart's price lock has expired");
     } else if (!approve) {
-        if (wdb_approval_set(wl->db, id, "denied", NULL) != 0)
-            error(req, CODE_UNAVAILABLE, 503, "cannot record the decision");
-        else {
-            record(wl, a, "approval", NULL, NULL, NULL, "denied", CODE_OK, id, NULL);
+        if (set_decision(wl, a, id, "denied", NULL, NULL) != 0)
+            unrecorded(req);
+        else
             http_reply_json(req, 200, json_pack("{ss}", "status", "denied"));
-        }
     } else if (!a || wdb_revoked(wl->db, "agent", a->id) ||
                check_cart(wl, a, ap.cart, &c, &why) != CODE_OK) {
         error(req, CODE_POLICY_DENIED, 409, "the agent or the cart is no longer valid");
     } else {
         struct minted m;
-        if (mint_payment(wl->w, a, &c, ap.cart, now_s(), &m) != 0 ||
-            wdb_approval_set(wl->db, id, "approved", m.mandate) != 0) {
-            free(m.mandate);
-            error(req, CODE_UNAVAILABLE, 503, "cannot mint or record");
+        if (mint_payment(wl->w, a, &c, ap.cart, now_s(), &m) != 0) {
+            error(req, CODE_UNAVAILABLE, 500, "The wallet cannot sign now.");
         } else {
-            record(wl, a, "payment", c.iss, c.action, m.jti, "minted", CODE_OK, id, &c.total);
+            if (set_decision(wl, a, id, "approved", &c, &m) != 0)
+                unrecorded(req);
+            else
+                http_reply_json(req, 200, json_pack("{ss}", "status", "approved"));
             free(m.mandate);
-            http_reply_json(req, 200, json_pack("{ss}", "status", "approved"));
         }
     }
     free(ap.cart);
     free(ap.mandate);
 }
 
-static void push_send(struct push *p);
+/* Digits after the decimal point of a currency's major unit (ISO 4217); 2 unless listed. */
+static int minor_digits(const char *currency)
+{
+    static const char zero[] =
+        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF";
+    static const char three[] = "BHD IQD JOD KWD LYD OMR TND";
+    if (strlen(currency) != 3)
+        return 2;
+    if (strstr(zero, currency))
+        return 0;
+    return strstr(three, currency) ? 3 : 2;
+}
 
-static void push_retry(evutil_socket_t fd, short what, void *arg)
+/* "180.00 EUR" for {18000, EUR}: what a person reads, from minor units without floats. */
+static void major_units(const struct money *m, char *buf, size_t n)
+{
+    int digits = minor_digits(m->currency);
+    int64_t scale = digits == 0 ? 1 : digits == 2 ? 100 : 1000;
+    if (digits == 0)
+        snprintf(buf, n, "%lld %s", (long long)m->value, m->currency);
+    else
+        snprintf(buf, n, "%lld.%0*lld %s", (long long)(m->value / scale), digits,
+                 (long long)(m->value % scale), m->currency);
+}
+
+/* A money member of obj in major units, or NULL when it is not money. */
+static json_t *major_json(const json_t *obj, const char *key)
+{
+    struct money m;
+    const char *why;
+    char buf[48];
+    if (money_from_json(json_object_get(obj, key), false, &m, &why) != 0)
+        return NULL;
+    major_units(&m, buf, sizeof(buf));
+    return json_string(buf);
+}
+
+/*
+ * What a person deciding needs to see of a pending approval, from its cart's claims: the
+ * principal, the merchant and action, the total and each item in major units. The cart's
+ * signature was verified when the approval was made; here it is only read.
+ */
+static void describe_cart(json_t *ap)
+{
+    const char *cart = sjson_str(ap, "cart");
+    const char *d1 = cart ? strchr(cart, '.') : NULL, *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    if (!d2)
+        return;
+    unsigned char *buf = xmalloc((size_t)(d2 - d1));
+    long n = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), buf);
+    char *err = NULL;
+    json_t *c = n > 0 ? sjson_parse((char *)buf, (size_t)n, &err) : NULL;
+    free(err);
+    free(buf);
+    if (!c)
+        return;
+    static const char *const copied[][2] = {
+        {"sub", "principal"}, {"iss", "merchant"}, {"action", "action"}};
+    for (size_t i = 0; i < ARRAY_LEN(copied); i++)
+        if (sjson_str(c, copied[i][0]))
+            sjson_set(ap, copied[i][1], json_string(sjson_str(c, copied[i][0])));
+    json_t *v = major_json(c, "total");
+    if (v)
+        sjson_set(ap, "amount", v);
+    json_t *items = json_array();
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(c, "items"), i, it)
+    {
+        int64_t qty = 0;
+        json_t *unit = major_json(it, "unit");
+        if (!sjson_str(it, "sku") || sjson_int(it, "qty", &qty) != 0 || !unit) {
+            json_decref(unit);
+            continue;
+        }
+        sjson_append(items, json_pack("{ss sI so}", "sku", sjson_str(it, "sku"), "qty",
+                                      (json_int_t)qty, "unit", unit));
+    }
+    sjson_set(ap, "items", items);
+    json_decref(c);
+}
+
+/* GET /v1/approvals: the pending approvals, each described for the person who decides. */
+static void list_approvals(struct wallet *wl, struct evhttp_request *req)
+{
+    json_t *arr = wdb_approvals_pending(wl->db, now_s());
+    size_t i;
+    json_t *ap;
+    json_array_foreach(arr, i, ap)
+    {
+        describe_cart(ap);
+    }
+    http_reply_json(req, 200, json_pack("{so}", "approvals", arr));
+}
+
+static void push_kick(struct pusher *p);
+
+static void push_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    push_send(arg);
+    push_kick(arg);
+}
+
+/* Wait for the gateway's next attempt: double the delay, from PUSH_FIRST_DELAY_MS to the cap. */
+static void push_backoff(struct pusher *p)
+{
+    p->delay_ms = p->delay_ms ? p->delay_ms * 2 : PUSH_FIRST_DELAY_MS;
+    if (p->delay_ms > PUSH_MAX_DELAY_MS)
+        p->delay_ms = PUSH_MAX_DELAY_MS;
+    struct timeval tv = {p->delay_ms / 1000, (p->delay_ms % 1000) * 1000};
+    event_add(p->timer, &tv);
+}
+
+/* The gateway's answer (or its absence): record the attempt, then the next push or a backoff. */
+static void push_result(struct pusher *p, int status)
+{
+    bool ok = status == 201;
+    p->in_flight = false;
+    if (wdb_push_tried(p->wl->db, p->g->admin_url, p->kind, p->value, ok) != 0)
+        log_error("wallet db: cannot record a push to %s", p->g->admin_url);
+    if (!ok) {
+        push_backoff(p);
+        log_warn("revocation push to %s failed (status %d), retry in %lld ms", p->g->admin_url,
+                 status, (long long)p->delay_ms);
+        return;
+    }
+    log_info("revocation %s %s acknowledged by %s", p->kind, p->value, p->g->admin_url);
+    p->delay_ms = 0;
+    /* The next push goes through the timer too: a request may not be made on a connection from
+     * inside that connection's callback. */
+    struct timeval now = {0, 0};
+    event_add(p->timer, &now);
 }
 
 static void push_done(struct evhttp_request *resp, void *arg)
 {
-    struct push *p = arg;
-    int status = resp ? evhttp_request_get_response_code(resp) : 0;
-    bool ok = status == 201;
-    if (wdb_push(p->wl->db, p->g->admin_url, p->kind, p->value, ok ? "acknowledged" : "pending",
-                 p->attempts) != 0)
-        log_error("wallet db: cannot record a push");
-    if (ok) {
-        log_info("revocation %s %s acknowledged by %s", p->kind, p->value, p->g->admin_url);
-        struct timeval now = {0, 0};
-        event_base_once(p->wl->base, -1, EV_TIMEOUT, push_free_later, p, &now);
-        return;
-    }
-    int64_t ms = 100LL << (p->attempts < 6 ? p->attempts : 6);
-    if (ms > PUSH_MAX_DELAY_MS)
-        ms = PUSH_MAX_DELAY_MS;
-    log_warn("revocation push to %s failed (status %d), retry in %lld ms", p->g->admin_url, status,
-             (long long)ms);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_add(p->timer, &tv);
+    push_result(arg, resp ? evhttp_request_get_response_code(resp) : 0);
 }
 
-static void push_send(struct push *p)
+/* Send the gateway's next pending push, unless one is in flight or the gateway is backing off. */
+static void push_kick(struct pusher *p)
 {
-    p->attempts++;
+    if (p->in_flight || evtimer_pending(p->timer, NULL))
+        return;
+    int found = wdb_push_next(p->wl->db, p->g->admin_url, p->kind, p->value);
+    if (found < 0) /* the database cannot say: ask again later */
+        push_backoff(p);
+    if (found <= 0)
+        return;
     if (!p->evcon) {
-        char *host = NULL;
-        int port = 0;
-        if (hostport_parse(p->g->admin_url + 7, &host, &port) != 0) {
-            log_error("gateway %s: bad admin_url", p->g->admin_url);
-            return;
-        }
-        p->evcon = evhttp_connection_base_new(p->wl->base, NULL, host, (unsigned short)port);
-        evhttp_connection_set_timeout(p->evcon, 5);
-        free(host);
+        p->evcon =
+            evhttp_connection_base_new(p->wl->base, NULL, p->g->host, (unsigned short)p->g->port);
+        evhttp_connection_set_timeout(p->evcon, PUSH_TIMEOUT_S);
     }
     struct evhttp_request *req = evhttp_request_new(push_done, p);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    char auth[600], hostport[300];
+    char auth[600];
     snprintf(auth, sizeof(auth), "Bearer %s", p->g->token ? p->g->token : "");
-    snprintf(hostport, sizeof(hostport), "%s", p->g->admin_url + 7);
     evhttp_add_header(h, "Authorization", auth);
-    evhttp_add_header(h, "Host", hostport);
+    evhttp_add_header(h, "Host", p->g->admin_url + strlen("http://"));
     evhttp_add_header(h, "Content-Type", "application/json");
     json_t *body = json_pack("{ss}", p->kind, p->value);
     char *s = sjson_dump(body);
     json_decref(body);
     evbuffer_add(evhttp_request_get_output_buffer(req), s, strlen(s));
     free(s);
+    p->in_flight = true;
+    /* On failure evhttp has freed req without calling push_done. */
     if (evhttp_make_request(p->evcon, req, EVHTTP_REQ_POST, "/admin/revocations") != 0)
-        push_done(NULL, p);
+        push_result(p, 0);
 }
 
-static void push_start(struct wallet *wl, const struct gateway_target *g, const char *kind,
-                       const char *value, int attempts)
+/* The revocation, a pending push per gateway and its line in the mint log: all or nothing. */
+static int record_revocation(struct wallet *wl, const char *kind, const char *value)
 {
-    struct push *p = xcalloc(1, sizeof(*p));
-    p->wl = wl;
-    p->g = g;
-    p->attempts = attempts;
-    snprintf(p->kind, sizeof(p->kind), "%s", kind);
-    snprintf(p->value, sizeof(p->value), "%s", value);
-    p->timer = evtimer_new(wl->base, push_retry, p);
-    p->next = wl->pushes;
-    wl->pushes = p;
-    if (wdb_push(wl->db, g->admin_url, kind, value, "pending", attempts) != 0)
-        log_error("wallet db: cannot record a push");
-    push_send(p);
-}
-
-static void resume_push(void *arg, const char *gateway, const char *kind, const char *value,
-                        int attempts)
-{
-    struct wallet *wl = arg;
-    for (size_t i = 0; i < wl->w->ngateways; i++)
-        if (strcmp(wl->w->gateways[i].admin_url, gateway) == 0)
-            push_start(wl, &wl->w->gateways[i], kind, value, attempts);
+    if (wdb_begin(wl->db) != 0)
+        return -1;
+    int rc = wdb_revoke(wl->db, kind, value);
+    for (size_t i = 0; rc == 0 && i < wl->w->ngateways; i++)
+        rc = wdb_push_add(wl->db, wl->w->gateways[i].admin_url, kind, value);
+    if (rc == 0)
+        rc = record(wl, strcmp(kind, "agent") == 0 ? agent_by_id(wl, value) : NULL, "revocation",
+                    NULL, NULL, strcmp(kind, "jti") == 0 ? value : NULL, "revoked", CODE_OK, value,
+                    NULL);
+    if (rc != 0 || wdb_commit(wl->db) != 0) {
+        wdb_rollback(wl->db);
+        return -1;
+    }
+    return 0;
 }
 
 static void post_revocation(struct wallet *wl, struct evhttp_request *req)
@@ -421,26 +568,75 @@ static void post_revocation(struct wallet *wl, struct evhttp_request *req)
     json_t *b = http_body_json(req, MAX_BODY);
     const char *kind = b && json_object_get(b, "agent") ? "agent" : "jti";
     const char *value = b ? sjson_str(b, kind) : NULL;
-    if (!value || json_object_size(b) != 1 || !*value || strlen(value) > MANDATE_ID_MAX) {
+    if (!value || json_object_size(b) != 1 || !*value || strlen(value) > WDB_VALUE_MAX) {
         json_decref(b);
-        {
-            error(req, CODE_BAD_REQUEST, 400, "expected {\"agent\": id} or {\"jti\": id}");
-            return;
-        }
+        error(req, CODE_BAD_REQUEST, 400, "expected {\"agent\": id} or {\"jti\": id}");
+        return;
     }
-    if (wdb_revoke(wl->db, kind, value) != 0) {
+    if (record_revocation(wl, kind, value) != 0) {
         json_decref(b);
-        {
-            error(req, CODE_UNAVAILABLE, 503, "cannot record the revocation");
-            return;
-        }
+        error(req, CODE_UNAVAILABLE, 503,
+              "The wallet cannot record the revocation now; nothing was revoked.");
+        return;
     }
-    record(wl, strcmp(kind, "agent") == 0 ? agent_by_id(wl, value) : NULL, "revocation", NULL, NULL,
-           strcmp(kind, "jti") == 0 ? value : NULL, "revoked", CODE_OK, value, NULL);
     for (size_t i = 0; i < wl->w->ngateways; i++)
-        push_start(wl, &wl->w->gateways[i], kind, value, 0);
+        push_kick(&wl->pushers[i]);
     http_reply_json(req, 201, json_pack("{ss ss}", "status", "revoked", kind, value));
     json_decref(b);
+}
+
+enum route {
+    ROUTE_NONE,
+    ROUTE_HEALTH,
+    ROUTE_JWKS,
+    ROUTE_INTENT,
+    ROUTE_PAYMENT,
+    ROUTE_REVOKE,
+    ROUTE_APPROVALS,
+    ROUTE_APPROVAL,
+    ROUTE_APPROVE,
+    ROUTE_DENY,
+};
+
+/*
+ * The route of (cmd, path), by exact path segments: /v1/approvals/{id} with {id} one non-empty
+ * segment, optionally followed by exactly /approve or /deny; anything else is ROUTE_NONE.
+ */
+static enum route route(enum evhttp_cmd_type cmd, const char *path, char id[APPROVAL_ID_MAX + 1])
+{
+    static const struct {
+        enum evhttp_cmd_type cmd;
+        const char *path;
+        enum route r;
+    } fixed[] = {
+        {EVHTTP_REQ_GET, "/livez", ROUTE_HEALTH},
+        {EVHTTP_REQ_GET, "/readyz", ROUTE_HEALTH},
+        {EVHTTP_REQ_GET, "/.well-known/jwks.json", ROUTE_JWKS},
+        {EVHTTP_REQ_POST, "/v1/mandates/intent", ROUTE_INTENT},
+        {EVHTTP_REQ_POST, "/v1/mandates/payment", ROUTE_PAYMENT},
+        {EVHTTP_REQ_POST, "/v1/revocations", ROUTE_REVOKE},
+        {EVHTTP_REQ_GET, "/v1/approvals", ROUTE_APPROVALS},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
+        if (strcmp(path, fixed[i].path) == 0)
+            return cmd == fixed[i].cmd ? fixed[i].r : ROUTE_NONE;
+    static const char prefix[] = "/v1/approvals/";
+    if (strncmp(path, prefix, strlen(prefix)) != 0)
+        return ROUTE_NONE;
+    const char *seg = path + strlen(prefix);
+    size_t n = strcspn(seg, "/");
+    if (n == 0 || n > APPROVAL_ID_MAX)
+        return ROUTE_NONE;
+    memcpy(id, seg, n);
+    id[n] = '\0';
+    const char *rest = seg + n;
+    if (*rest == '\0')
+        return cmd == EVHTTP_REQ_GET ? ROUTE_APPROVAL : ROUTE_NONE;
+    if (cmd != EVHTTP_REQ_POST)
+        return ROUTE_NONE;
+    if (strcmp(rest, "/approve") == 0)
+        return ROUTE_APPROVE;
+    return strcmp(rest, "/deny") == 0 ? ROUTE_DENY : ROUTE_NONE;
 }
 
 static void handle(struct evhttp_request *req, void *arg)
@@ -448,72 +644,62 @@ static void handle(struct evhttp_request *req, void *arg)
     struct wallet *wl = arg;
     const char *uri = evhttp_request_get_uri(req);
     size_t n = strcspn(uri, "?");
-    char path[256];
+    char path[256], id[APPROVAL_ID_MAX + 1];
     snprintf(path, sizeof(path), "%.*s", (int)(n < 255 ? n : 255), uri);
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    bool get = cmd == EVHTTP_REQ_GET, post = cmd == EVHTTP_REQ_POST;
-    if (get && (strcmp(path, "/livez") == 0 || strcmp(path, "/readyz") == 0)) {
+    /* The route first: an unknown path is 404 whoever asks. */
+    enum route r = n < 255 ? route(evhttp_request_get_command(req), path, id) : ROUTE_NONE;
+    const struct agent *a = NULL;
+    switch (r) {
+    case ROUTE_NONE:
+        error(req, CODE_NOT_FOUND, 404, "no such endpoint");
+        return;
+    case ROUTE_HEALTH:
         http_reply_json(req, 200, json_pack("{ss}", "status", "ok"));
         return;
-    }
-    if (get && strcmp(path, "/.well-known/jwks.json") == 0) {
+    case ROUTE_JWKS:
         http_reply_json(req, 200, jwks_to_json(wl->w->published));
         return;
-    }
-    const char *ap = "/v1/approvals/";
-    size_t apl = strlen(ap);
-    if (strncmp(path, ap, apl) == 0 && post &&
-        (strstr(path + apl, "/approve") || strstr(path + apl, "/deny"))) {
+    case ROUTE_REVOKE:
+    case ROUTE_APPROVALS:
+    case ROUTE_APPROVE:
+    case ROUTE_DENY:
         if (!admin_auth(wl, req)) {
             error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
             return;
         }
-        char id[64];
-        snprintf(id, sizeof(id), "%.*s", (int)strcspn(path + apl, "/"), path + apl);
-        {
-            decide(wl, req, id, strstr(path + apl, "/approve") != NULL);
+        break;
+    case ROUTE_INTENT:
+    case ROUTE_PAYMENT:
+    case ROUTE_APPROVAL:
+        if (!(a = agent_auth(wl, req))) {
+            error(req, CODE_UNAUTHORIZED, 401, "a valid agent bearer token is required");
             return;
         }
+        break;
     }
-    if (post && strcmp(path, "/v1/revocations") == 0) {
-        if (!admin_auth(wl, req)) {
-            error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
-            return;
-        }
-        {
-            post_revocation(wl, req);
-            return;
-        }
-    }
-    if (get && strcmp(path, "/v1/approvals") == 0) {
-        if (!admin_auth(wl, req)) {
-            error(req, CODE_UNAUTHORIZED, 401, "the principal's admin token is required");
-            return;
-        }
-        {
-            http_reply_json(req, 200,
-                            json_pack("{so}", "approvals", wdb_approvals_pending(wl->db, now_s())));
-            return;
-        }
-    }
-    const struct agent *a = agent_auth(wl, req);
-    if (!a) {
-        error(req, CODE_UNAUTHORIZED, 401, "a valid agent bearer token is required");
-        return;
-    }
-    if (post && strcmp(path, "/v1/mandates/intent") == 0) {
+    switch (r) {
+    case ROUTE_REVOKE:
+        post_revocation(wl, req);
+        break;
+    case ROUTE_APPROVALS:
+        list_approvals(wl, req);
+        break;
+    case ROUTE_APPROVE:
+    case ROUTE_DENY:
+        decide(wl, req, id, r == ROUTE_APPROVE);
+        break;
+    case ROUTE_INTENT:
         post_intent(wl, req, a);
-        return;
-    }
-    if (post && strcmp(path, "/v1/mandates/payment") == 0) {
+        break;
+    case ROUTE_PAYMENT:
         post_payment(wl, req, a);
-        return;
+        break;
+    case ROUTE_APPROVAL:
+        get_approval(wl, req, a, id);
+        break;
+    default:
+        break;
     }
-    if (get && strncmp(path, ap, apl) == 0 && !strchr(path + apl, '/')) {
-        get_approval(wl, req, a, path + apl);
-        return;
-    }
-    error(req, CODE_NOT_FOUND, 404, "no such endpoint");
 }
 
 static void on_term(evutil_socket_t fd, short what, void *arg)
@@ -540,9 +726,21 @@ int service_run(struct wallet_config *w)
     wl.http = evhttp_new(wl.base);
     evhttp_set_max_body_size(wl.http, MAX_BODY);
     evhttp_set_max_headers_size(wl.http, 16384);
-    evhttp_set_timeout(wl.http, 30);
+    /*
+     * libevent 2.1's evhttp has one timeout per connection, restarted by every read: it bounds a
+     * silent client (a head never finished, a body never sent, an idle keep-alive) but not one
+     * that trickles bytes, and evhttp has no connection cap (evhttp_set_max_connections is 2.2).
+     * The wallet listens on loopback for its own agents; the gateway's listener is the guarded one.
+     */
+    evhttp_set_timeout(wl.http, HTTP_TIMEOUT_S);
     evhttp_set_allowed_methods(wl.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
     evhttp_set_gencb(wl.http, handle, &wl);
+    wl.pushers = xcalloc(w->ngateways + 1, sizeof(struct pusher));
+    for (size_t i = 0; i < w->ngateways; i++) {
+        wl.pushers[i].wl = &wl;
+        wl.pushers[i].g = &w->gateways[i];
+        wl.pushers[i].timer = evtimer_new(wl.base, push_timer, &wl.pushers[i]);
+    }
     struct event *term = evsignal_new(wl.base, SIGTERM, on_term, wl.base);
     struct event *intr = evsignal_new(wl.base, SIGINT, on_term, wl.base);
     event_add(term, NULL);
@@ -550,13 +748,20 @@ int service_run(struct wallet_config *w)
     if (!evhttp_bind_socket_with_handle(wl.http, w->listen_host, (ev_uint16_t)w->listen_port)) {
         log_error("listen: cannot listen on %s:%d", w->listen_host, w->listen_port);
     } else {
-        wdb_each_pending_push(wl.db, resume_push, &wl);
+        /* What an earlier run left pending goes out now. */
+        for (size_t i = 0; i < w->ngateways; i++)
+            push_kick(&wl.pushers[i]);
         log_info("wallet %s listening on %s:%d", w->id, w->listen_host, w->listen_port);
         event_base_dispatch(wl.base);
         rc = 0;
     }
-    while (wl.pushes) /* still pending: they resume from the database at the next start */
-        push_free(wl.pushes);
+    /* Pushes still pending stay in the database and resume at the next start. */
+    for (size_t i = 0; i < w->ngateways; i++) {
+        if (wl.pushers[i].evcon)
+            evhttp_connection_free(wl.pushers[i].evcon);
+        event_free(wl.pushers[i].timer);
+    }
+    free(wl.pushers);
     event_free(term);
     event_free(intr);
     evhttp_free(wl.http);
