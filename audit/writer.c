@@ -1,11 +1,19 @@
 /*
- * writer: group commit of audit entries and state changes, and checkpoints.
+ * writer: group commit of audit entries and state changes, and checkpoints. A batch that fails
+ * is rolled back and its items retried one by one, so that one bad item fails alone; a
+ * checkpoint is stored on its own after the entries it covers, so that it never fails them. The
+ * queue is bounded, and the free space under the database is watched for the workers.
  */
 #include "audit/writer.h"
 
+#include <errno.h>
+#include <libgen.h>
+#include <stddef.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "audit/checkpoint.h"
@@ -15,7 +23,13 @@
 #define CHECKPOINT_INTERVAL_MS 2000
 #define PRUNE_INTERVAL_MS      60000
 #define STORED_SLOTS           1024
-#define LINGER_US              2000 /* how long entries nobody waits for may wait for company */
+#define LINGER_US              2000    /* how long entries nobody waits for may wait for company */
+#define DISK_CHECK_US          1000000 /* statvfs at most this often */
+#define DROP_REPORT_US         1000000 /* one summary line of dropped entries at most this often */
+#define DROP_LINES_PER_REPORT  8       /* dropped entries logged whole between two summaries */
+#define WRITER_MAX_ROUNDS                                                                          \
+    8 /* a batch is tried at most this often, one refused item less each time */
+#define WRITER_MAX_TRIES 3 /* transactions an unawaited item may see fail before it is dropped */
 
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 
@@ -24,17 +38,29 @@ struct writer {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct writer_item *head, *tail;
+    size_t queued, max_queue;
     int awaited; /* queued items whose submitter waits for the commit */
     bool stopping;
+    bool closed; /* the thread took its last batch: submissions are refused; guarded by mu */
     struct store *st;
     struct merkle_frontier tree;
     unsigned char last_leaf[32];
-    const struct jwk *key;
-    const char *origin;
+    struct jwk key; /* our own reference: a reload frees the configuration's */
+    char *origin;
     int64_t every;
     uint64_t checkpoint_size;
     int64_t checkpoint_ms, prune_ms;
     char *checkpoint; /* newest note; guarded by mu */
+    /* Free space under the database: looked at by the writer thread, read by the workers. */
+    char *db_dir;
+    int64_t min_free_bytes;
+    int64_t disk_check_mono_us; /* CLOCK_MONOTONIC (mono_us) of the last statvfs */
+    _Atomic bool disk_low;
+    /* Dropped entries are summed up in one line a second at most, from any thread. */
+    _Atomic int64_t drop_report_mono_us; /* CLOCK_MONOTONIC (mono_us) of the last summary */
+    _Atomic uint64_t drops_reported;
+    int drop_lines;             /* writer thread: dropped entries logged whole this second */
+    int64_t drop_lines_mono_us; /* CLOCK_MONOTONIC (mono_us) when drop_lines was reset */
     /* Mandate texts already committed, by the first 16 hex digits of their SHA-256, direct-mapped:
      * a multi-use mandate's text is stored once, not offered again on every call. */
     uint64_t stored[STORED_SLOTS];
@@ -106,23 +132,64 @@ void writer_mailbox_drain(struct writer_mailbox *mb)
 
 void writer_mailbox_clear(struct writer_mailbox *mb)
 {
+    /* Delivered but never drained (the worker's loop had ended): their done() would reach into
+     * requests that are being freed, so only the items go. */
+    struct writer_item *it = mb->head;
+    mb->head = mb->tail = NULL;
+    while (it) {
+        struct writer_item *next = it->next;
+        writer_item_free(it);
+        it = next;
+    }
     event_free(mb->ev);
+    mb->ev = NULL;
     pthread_mutex_destroy(&mb->mu);
 }
 
-void writer_submit(struct writer *w, struct writer_item *it)
+/* Sum up the entries dropped since the last summary in one line: at most once a second, or now
+ * when forced (at stop). */
+static void report_drops(struct writer *w, bool force)
+{
+    uint64_t total = atomic_load(&w->stats.dropped);
+    if (total == atomic_load(&w->drops_reported))
+        return;
+    int64_t now = mono_us();
+    int64_t last = atomic_load(&w->drop_report_mono_us);
+    if (!force && (now - last < DROP_REPORT_US ||
+                   !atomic_compare_exchange_strong(&w->drop_report_mono_us, &last, now)))
+        return;
+    uint64_t before = atomic_exchange(&w->drops_reported, total);
+    log_error("audit commit failed or queue full: %llu entries nobody waits for were dropped "
+              "(%llu since start)",
+              (unsigned long long)(total - before), (unsigned long long)total);
+}
+
+bool writer_submit(struct writer *w, struct writer_item *it)
 {
     it->next = NULL;
     pthread_mutex_lock(&w->mu);
+    bool full = w->queued >= w->max_queue;
+    if (full || w->closed) {
+        pthread_mutex_unlock(&w->mu);
+        if (full)
+            atomic_fetch_add(&w->stats.queue_full, 1);
+        if (!it->mb) {
+            atomic_fetch_add(&w->stats.dropped, 1);
+            report_drops(w, false);
+        }
+        return false;
+    }
     if (w->tail)
         w->tail->next = it;
     else
         w->head = it;
     w->tail = it;
+    w->queued++;
     if (it->mb)
         w->awaited++;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
+    return true;
 }
 
 static uint64_t text_id(const char sha_hex[65])
@@ -134,9 +201,10 @@ static uint64_t text_id(const char sha_hex[65])
 }
 
 /* After COMMIT only: a rolled-back text must be offered again. */
-static void remember_texts(struct writer *w, const struct writer_item *batch)
+static void remember_texts(struct writer *w, const struct writer_item *from,
+                           const struct writer_item *until)
 {
-    for (const struct writer_item *it = batch; it; it = it->next)
+    for (const struct writer_item *it = from; it != until; it = it->next)
         for (int i = 0; i < 2 && it->jws[i]; i++) {
             uint64_t id = text_id(it->jws_sha[i]);
             w->stored[id % STORED_SLOTS] = id;
@@ -148,8 +216,6 @@ static int append(struct writer *w, struct writer_item *it)
 {
     char prev[65];
     hex_encode(w->last_leaf, 32, prev);
-    if (it->bad)
-        return -1;
     size_t len;
     char *bytes = entry_seal(&it->body, w->tree.size, prev, &len);
     merkle_leaf_hash((unsigned char *)bytes, len, it->leaf);
@@ -181,42 +247,76 @@ static int append(struct writer *w, struct writer_item *it)
     return 0;
 }
 
-/* Sign a checkpoint of the current tree and store it in the open transaction. */
-static int checkpoint(struct writer *w, char **note)
-{
-    unsigned char root[32];
-    merkle_root(&w->tree, root);
-    *note = checkpoint_sign(w->key, w->origin, w->tree.size, root);
-    if (!*note || store_put_checkpoint(w->st, w->tree.size, *note) != 0) {
-        free(*note);
-        *note = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 static void publish_checkpoint(struct writer *w, char *note)
 {
-    if (!note)
-        return;
     pthread_mutex_lock(&w->mu);
     free(w->checkpoint);
     w->checkpoint = note;
     pthread_mutex_unlock(&w->mu);
-    w->checkpoint_size = w->tree.size;
-    w->checkpoint_ms = now_ms();
 }
 
-static void deliver(struct writer_item *batch, bool ok)
+/*
+ * A checkpoint when one is due, and the pruning of used jtis once a minute, each in its own
+ * transaction after the entries: neither can fail an entry. A checkpoint that cannot be signed or
+ * stored is tried again with the next batch (or the next idle second).
+ */
+static void housekeeping(struct writer *w, bool final)
+{
+    int64_t ms = now_ms();
+    bool due = w->tree.size > w->checkpoint_size &&
+               (final || w->tree.size - w->checkpoint_size >= (uint64_t)w->every ||
+                ms - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS);
+    if (due) {
+        unsigned char root[32];
+        merkle_root(&w->tree, root);
+        char *note = checkpoint_sign(&w->key, w->origin, w->tree.size, root);
+        bool signed_ok = note != NULL;
+        if (note && store_put_checkpoint(w->st, w->tree.size, note) == 0) {
+            publish_checkpoint(w, note);
+            w->checkpoint_size = w->tree.size;
+            w->checkpoint_ms = ms;
+        } else {
+            free(note);
+            atomic_fetch_add(&w->stats.checkpoint_failures, 1);
+            log_error("audit commit failed: the checkpoint of %llu entries was %s; the entries "
+                      "are stored, the checkpoint is tried again",
+                      (unsigned long long)w->tree.size, signed_ok ? "not stored" : "not signed");
+        }
+    }
+    if (ms - w->prune_ms >= PRUNE_INTERVAL_MS) {
+        w->prune_ms = ms;
+        /* Used jtis only matter until their mandate expires (plus generous skew). */
+        if (store_prune_jtis(w->st, ms / 1000 - 3600) != 0)
+            log_error("audit commit failed: pruning expired jtis; tried again in a minute");
+    }
+}
+
+/* Count and log an entry nobody waits for that could not be written. Writer thread. */
+static void drop(struct writer *w, const struct writer_item *it)
+{
+    atomic_fetch_add(&w->stats.dropped, 1);
+    if (w->drop_lines < DROP_LINES_PER_REPORT && it->body.text) {
+        w->drop_lines++;
+        /* The fields say what was lost (kind, request_id, decision): enough to reconcile. */
+        size_t len = it->body.len && it->body.text[it->body.len - 1] == ',' ? it->body.len - 1
+                                                                            : it->body.len;
+        log_error("audit commit failed: entry dropped: {%.*s}", (int)(len > 512 ? 512 : len),
+                  it->body.text);
+    }
+}
+
+/* Hand each item back: to its mailbox, or freed (counted when it was not written). */
+static void deliver(struct writer *w, struct writer_item *batch)
 {
     struct writer_mailbox *woken[64];
     size_t nwoken = 0;
     while (batch) {
         struct writer_item *it = batch;
         batch = it->next;
-        it->ok = ok;
         it->next = NULL;
         if (!it->mb) {
+            if (!it->ok)
+                drop(w, it);
             writer_item_free(it);
             continue;
         }
@@ -239,50 +339,169 @@ static void deliver(struct writer_item *batch, bool ok)
         event_active(woken[i]->ev, 0, 0);
 }
 
-/* One transaction: every queued item, plus a checkpoint when one is due. */
-static void commit_batch(struct writer *w, struct writer_item *batch, bool final)
+static bool item_specific(int sqlite_rc)
+{
+    switch (sqlite_rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+    case SQLITE_TOOBIG:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+    case SQLITE_ERROR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/*
+ * One transaction for the items of batch not marked bad. 0 when it committed (their ok is set).
+ * Otherwise it was rolled back, with the tree, last leaf and seq as they were before, and *culprit
+ * is the item whose statements the store refused, or NULL when the transaction as a whole failed
+ * (BEGIN or COMMIT: the database busy beyond the timeout, the disk full or failing).
+ */
+static int transact(struct writer *w, struct writer_item *batch, size_t *n,
+                    struct writer_item **culprit)
 {
     int64_t t0 = mono_us();
     struct merkle_frontier saved = w->tree;
     unsigned char saved_leaf[32];
     memcpy(saved_leaf, w->last_leaf, 32);
-    size_t n = 0;
+    *n = 0;
+    *culprit = NULL;
     int rc = store_begin(w->st);
-    for (struct writer_item *it = batch; rc == 0 && it; it = it->next, n++)
-        rc = append(w, it);
-    int64_t ms = now_ms();
-    char *note = NULL;
-    bool due = w->tree.size > w->checkpoint_size &&
-               (final || w->tree.size - w->checkpoint_size >= (uint64_t)w->every ||
-                ms - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS);
-    if (rc == 0 && due)
-        rc = checkpoint(w, &note);
-    if (rc == 0 && ms - w->prune_ms >= PRUNE_INTERVAL_MS) {
-        /* Used jtis only matter until their mandate expires (plus generous skew). */
-        rc = store_prune_jtis(w->st, ms / 1000 - 3600);
-        w->prune_ms = ms;
-    }
+    for (struct writer_item *it = batch; rc == 0 && it; it = it->next)
+        if (!it->bad) {
+            rc = append(w, it);
+            /* Only what this item's rows did is its fault (a constraint, a size); a full disk,
+             * an I/O error or a lock fails whatever is written next just the same. */
+            if (rc != 0 && item_specific(sqlite3_errcode(store_db(w->st))))
+                *culprit = it;
+            (*n)++;
+        }
     if (rc == 0)
         rc = store_commit(w->st);
     if (rc != 0) {
         store_rollback(w->st);
         w->tree = saved;
         memcpy(w->last_leaf, saved_leaf, 32);
-        free(note);
-        note = NULL;
         atomic_fetch_add(&w->stats.failures, 1);
-        log_error("audit commit failed: %zu entries refused", n);
-    } else {
-        remember_texts(w, batch);
-        publish_checkpoint(w, note);
-        atomic_fetch_add(&w->stats.entries, n);
-        atomic_fetch_add(&w->stats.batches, 1);
-        if (n) {
-            hist_observe(&w->stats.batch_size, n);
-            hist_observe(&w->stats.commit_us, (uint64_t)(mono_us() - t0));
+        return -1;
+    }
+    for (struct writer_item *it = batch; it; it = it->next)
+        it->ok = !it->bad;
+    remember_texts(w, batch, NULL);
+    atomic_fetch_add(&w->stats.entries, *n);
+    atomic_fetch_add(&w->stats.batches, 1);
+    hist_observe(&w->stats.batch_size, *n);
+    hist_observe(&w->stats.commit_us, (uint64_t)(mono_us() - t0));
+    return 0;
+}
+
+/*
+ * Put the items nobody waits for back at the head of the queue, for the next batch: a busy or
+ * briefly failing database does not lose denials and outcomes. The others are answered now (their
+ * requests cannot wait); items past WRITER_MAX_TRIES are dropped and counted. Returns what is left
+ * to deliver.
+ */
+static struct writer_item *requeue(struct writer *w, struct writer_item *batch)
+{
+    struct writer_item *keep = NULL, **kt = &keep, *back = NULL, *last = NULL;
+    size_t nback = 0;
+    for (struct writer_item *it = batch, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (!it->mb && !it->bad && ++it->tries < WRITER_MAX_TRIES) {
+            if (last)
+                last->next = it;
+            else
+                back = it;
+            last = it;
+            nback++;
+        } else {
+            *kt = it;
+            kt = &it->next;
         }
     }
-    deliver(batch, rc == 0);
+    if (back) {
+        pthread_mutex_lock(&w->mu);
+        last->next = w->head;
+        if (!w->head)
+            w->tail = last;
+        w->head = back;
+        w->queued += nback;
+        pthread_mutex_unlock(&w->mu);
+    }
+    return keep;
+}
+
+/*
+ * Every queued item in one transaction (group commit). When the store refuses one item's
+ * statements, the batch is tried again without it, so that only that item fails and the others
+ * keep their answers and state changes (a denial, a spend status). When the transaction fails as
+ * a whole, the items waited for fail and the others go back to the queue. Then a checkpoint if
+ * one is due, in a transaction of its own.
+ */
+static void commit_batch(struct writer *w, struct writer_item *batch, bool final)
+{
+    size_t n = 0;
+    struct writer_item *culprit = NULL;
+    for (int round = 0; round < WRITER_MAX_ROUNDS; round++) {
+        bool any = false;
+        for (struct writer_item *it = batch; it && !any; it = it->next)
+            any = !it->bad;
+        if (!any || transact(w, batch, &n, &culprit) == 0)
+            break;
+        if (!culprit) {
+            log_error("audit commit failed: a transaction of %zu entries; the ones nobody waits "
+                      "for are tried again",
+                      n);
+            batch = requeue(w, batch);
+            break;
+        }
+        culprit->bad = true;
+        if (round == 0)
+            atomic_fetch_add(&w->stats.retried, 1);
+        log_error("audit commit failed: the store refused an entry; %s",
+                  round + 1 < WRITER_MAX_ROUNDS ? "the others are tried again without it"
+                                                : "giving up on the batch");
+    }
+    deliver(w, batch);
+    housekeeping(w, final);
+}
+
+/* Look at the free space under the database, at most once a second (or now when forced). */
+static void watch_disk(struct writer *w, bool now)
+{
+    if (!w->db_dir)
+        return;
+    int64_t t = mono_us();
+    if (!now && t - w->disk_check_mono_us < DISK_CHECK_US)
+        return;
+    w->disk_check_mono_us = t;
+    struct statvfs sv;
+    if (statvfs(w->db_dir, &sv) != 0)
+        return; /* keep the last answer */
+    int64_t free_bytes = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
+    bool low = w->min_free_bytes > 0 && free_bytes < w->min_free_bytes;
+    if (atomic_exchange(&w->disk_low, low) != low) {
+        if (low)
+            log_error("audit: %lld bytes free under %s, below audit.min_free_bytes %lld",
+                      (long long)free_bytes, w->db_dir, (long long)w->min_free_bytes);
+        else
+            log_info("audit: %lld bytes free under %s again", (long long)free_bytes, w->db_dir);
+    }
+}
+
+/* What the writer thread does about once a second, whether entries arrive or not. */
+static void periodic(struct writer *w)
+{
+    watch_disk(w, false);
+    report_drops(w, false);
+    int64_t t = mono_us();
+    if (t - w->drop_lines_mono_us >= DROP_REPORT_US) {
+        w->drop_lines = 0;
+        w->drop_lines_mono_us = t;
+    }
 }
 
 /*
@@ -314,7 +533,12 @@ static void *run(void *arg)
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
-            pthread_cond_timedwait(&w->cond, &w->mu, &ts);
+            if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT) {
+                /* Idle: the disk and the drop counts are still watched. */
+                pthread_mutex_unlock(&w->mu);
+                periodic(w);
+                pthread_mutex_lock(&w->mu);
+            }
             if (!w->head && w->tree.size > w->checkpoint_size &&
                 now_ms() - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS)
                 break;
@@ -323,38 +547,71 @@ static void *run(void *arg)
         struct writer_item *batch = w->head;
         bool stop = w->stopping;
         w->head = w->tail = NULL;
+        w->queued = 0;
         w->awaited = 0;
         pthread_mutex_unlock(&w->mu);
         commit_batch(w, batch, stop);
+        periodic(w);
         pthread_mutex_lock(&w->mu);
-        if (stop && !w->head)
+        if (stop && !w->head) {
+            w->closed = true;
             break;
+        }
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
+/* The directory that holds path: where its -wal and -journal files grow too. */
+static char *dir_of(const char *path)
+{
+    char *copy = xstrdup(path);
+    char *dir = xstrdup(dirname(copy));
+    free(copy);
+    return dir;
+}
+
+static void free_writer(struct writer *w)
+{
+    free(w->checkpoint);
+    jwk_clear(&w->key);
+    free(w->origin);
+    free(w->db_dir);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
 struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
-                            const unsigned char last_leaf[32], const struct jwk *key,
-                            const char *origin, int64_t every)
+                            const unsigned char last_leaf[32], const struct writer_opts *o)
 {
     struct writer *w = xcalloc(1, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
-    w->st = st;
     w->tree = *f;
     memcpy(w->last_leaf, last_leaf, 32);
-    w->key = key;
-    w->origin = origin;
-    w->every = every;
+    if (o->key && o->key->pkey) {
+        /* Our own reference: SIGHUP frees the configuration that lent us the key. */
+        if (EVP_PKEY_up_ref(o->key->pkey) != 1) {
+            free_writer(w);
+            return NULL;
+        }
+        w->key = *o->key;
+    }
+    w->origin = xstrdup(o->origin ? o->origin : "");
+    w->every = o->checkpoint_every > 0 ? o->checkpoint_every : 1;
+    w->max_queue = o->max_queue ? o->max_queue : WRITER_DEFAULT_MAX_QUEUE;
+    w->min_free_bytes = o->min_free_bytes;
+    w->db_dir = o->db_path ? dir_of(o->db_path) : NULL;
+    watch_disk(w, true); /* right from the start: the workers read it before the first second */
     w->checkpoint = store_last_checkpoint(st);
     w->checkpoint_size = w->tree.size; /* a restart re-signs only when new entries arrive */
     w->checkpoint_ms = now_ms();
     hist_init(&w->stats.batch_size, batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));
     hist_init(&w->stats.commit_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
+    w->st = st;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
-        free(w->checkpoint);
-        free(w);
+        free_writer(w);
         return NULL;
     }
     return w;
@@ -366,12 +623,17 @@ void writer_stop(struct writer *w)
     w->stopping = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
+    /* The thread leaves only with an empty queue, after delivering its last batch, and refuses
+     * submissions from then on: once joined, nothing it took is left and no mailbox is used. */
     pthread_join(w->thread, NULL);
+    report_drops(w, true);
     store_close(w->st);
-    free(w->checkpoint);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cond);
-    free(w);
+    free_writer(w);
+}
+
+bool writer_disk_low(struct writer *w)
+{
+    return atomic_load(&w->disk_low);
 }
 
 char *writer_checkpoint(struct writer *w)

@@ -4,6 +4,13 @@
  * queued in one transaction (group commit), signs checkpoints, and only after COMMIT returns hands
  * each item back to the worker that submitted it, through that worker's mailbox: one
  * event_active() per worker per batch. It never touches a socket.
+ *
+ * Failures stay small: when a batch's transaction fails it is rolled back (the Merkle frontier,
+ * last leaf and seq with it) and its items are retried one transaction each, so that only an item
+ * the store refuses fails; a checkpoint is stored in its own transaction after the entries, so
+ * that it never fails them. An item nobody waits for that cannot be written is counted (dropped)
+ * and logged. The queue is bounded (max_queue) and the free space under the database watched
+ * (writer_disk_low), so that the gateway can refuse allows before the disk is full.
  */
 #ifndef AUDIT_WRITER_H
 #define AUDIT_WRITER_H
@@ -45,7 +52,8 @@ struct writer_mailbox {
 struct writer_item {
     struct writer_item *next;
     struct entry_body body; /* the entry's fields, encoded by writer_item_new() */
-    bool bad;               /* they could not be encoded: the writer fails the item */
+    bool bad;               /* not to be written: unencodable, or refused by the store */
+    uint8_t tries;          /* transactions it was part of that failed as a whole */
     char *jws[2];           /* owned: mandate texts to store beside the entry (or NULL) */
     char jws_sha[2][65];    /* their hex SHA-256 */
     struct writer_op ops[WRITER_MAX_OPS];
@@ -62,27 +70,65 @@ struct writer_item {
 struct writer_stats {
     struct hist batch_size; /* entries per transaction */
     struct hist commit_us;  /* BEGIN..COMMIT */
-    _Atomic uint64_t entries, batches, failures;
+    _Atomic uint64_t entries, batches;
+    _Atomic uint64_t failures;   /* transactions rolled back (a batch, a retried item) */
+    _Atomic uint64_t retried;    /* batches that failed and were retried item by item */
+    _Atomic uint64_t dropped;    /* entries nobody waits for that were never written (logged) */
+    _Atomic uint64_t queue_full; /* submissions refused because the queue was full */
+    _Atomic uint64_t checkpoint_failures; /* checkpoints not signed or not stored (retried) */
+};
+
+#define WRITER_DEFAULT_MAX_QUEUE      65536
+#define WRITER_DEFAULT_MIN_FREE_BYTES (256LL << 20)
+
+/** How to start the writer. The writer copies or references what it keeps. */
+struct writer_opts {
+    const struct jwk *key;    /* signs checkpoints: the writer takes its own reference */
+    const char *origin;       /* the checkpoints' origin line: copied */
+    int64_t checkpoint_every; /* a checkpoint at least every this many entries */
+    size_t max_queue;         /* writer_submit refuses beyond this many queued items (0: default) */
+    int64_t min_free_bytes;   /* writer_disk_low below this many free bytes (<= 0: never) */
+    const char *db_path;      /* the database, whose directory is watched (NULL: not watched) */
 };
 
 struct writer;
 
 /**
  * Start the writer thread over st (takes ownership), continuing the tree in f after last_leaf.
- * key signs checkpoints under origin every `every` entries, every 2 s while entries arrive, and
- * at stop. key and origin are borrowed and must outlive the writer.
+ * o->key signs checkpoints under o->origin every o->checkpoint_every entries, every 2 s while
+ * entries arrive, and at stop. Nothing in o is borrowed beyond this call (a configuration that a
+ * reload frees can be the source). NULL if the thread cannot start (st is then still the
+ * caller's).
  */
 struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
-                            const unsigned char last_leaf[32], const struct jwk *key,
-                            const char *origin, int64_t every) MUST_CHECK;
-/** Queue an item (takes ownership). Thread-safe; never blocks on the disk. */
-void writer_submit(struct writer *w, struct writer_item *it);
-/** Commit what is queued, write a final checkpoint, join the thread and close the store. */
+                            const unsigned char last_leaf[32],
+                            const struct writer_opts *o) MUST_CHECK;
+/**
+ * Queue an item. Thread-safe; never blocks on the disk. Returns true when the writer took
+ * ownership: it then commits the item and delivers it (or frees it when it->mb is NULL). Returns
+ * false when max_queue items are already queued or the writer is stopping: the item is NOT
+ * taken, the caller still owns it (and frees it; an allow answers 503 having consumed nothing).
+ * Refusals are counted in queue_full; refused items nobody waits for also in dropped, with one
+ * log line a second at most.
+ */
+bool writer_submit(struct writer *w, struct writer_item *it) MUST_CHECK;
+/**
+ * Commit everything queued, store a final checkpoint, join the thread, close the store and free
+ * the writer. Every item the writer took has been delivered to its mailbox (or freed) before this
+ * returns, and no mailbox is touched after: call it while the mailboxes are still alive, then
+ * clear them (writer_mailbox_clear frees what nobody drained). No writer_submit may start after
+ * writer_stop has been called.
+ */
 void writer_stop(struct writer *w);
 /** The newest checkpoint note (a copy the caller frees), or NULL. */
 char *writer_checkpoint(struct writer *w);
 /** The writer's counters and histograms. */
 struct writer_stats *writer_stats(struct writer *w);
+/**
+ * Whether free space under the database's directory was below min_free_bytes at the last look
+ * (the writer looks at start and then at most once a second). One atomic load: any thread.
+ */
+bool writer_disk_low(struct writer *w);
 
 /** A new item for entry, encoded now on the calling thread (takes ownership of entry). */
 struct writer_item *writer_item_new(json_t *entry);
@@ -99,7 +145,11 @@ void writer_mailbox_init(struct writer_mailbox *mb, struct event_base *base, eve
                          void *arg);
 /** Take every finished item from mb (call from its event callback) and run done() on each. */
 void writer_mailbox_drain(struct writer_mailbox *mb);
-/** Release the mailbox's event. */
+/**
+ * Release the mailbox: its event, and any finished items still in it, which are freed WITHOUT
+ * calling their done() (their arg, e.g. a request, belongs to the caller, who frees it on its
+ * own). Call after writer_stop, or when the writer can no longer deliver to mb.
+ */
 void writer_mailbox_clear(struct writer_mailbox *mb);
 
 #endif

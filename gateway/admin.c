@@ -72,7 +72,10 @@ static void post_revocation(struct admin *a, struct evhttp_request *req)
     it->mb = &a->mb;
     it->done = on_revocation_durable;
     it->arg = req;
-    writer_submit(a->srv->writer, it);
+    if (!writer_submit(a->srv->writer, it)) {
+        it->ok = false;
+        on_revocation_durable(it);
+    }
     json_decref(body);
 }
 

@@ -255,7 +255,8 @@ static void deny(struct request *r, enum code code, int64_t retry_after)
         log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
     }
     struct writer_item *it = writer_item_new(decision_entry(r));
-    writer_submit(r->w->srv->writer, it);
+    if (!writer_submit(r->w->srv->writer, it))
+        writer_item_free(it);
     count(r);
     send_error(r, code, retry_after);
     log_access(r, "deny");
@@ -363,7 +364,8 @@ static void settle(struct request *r, const char *result, enum spend_status spen
             state_release(r->w->srv->state, r->admit.spend_key, r->admit.amount);
         writer_item_op(it, WOP_SPEND, r->id, r->admit.spend_key, r->admit.amount, spend);
     }
-    writer_submit(r->w->srv->writer, it);
+    if (!writer_submit(r->w->srv->writer, it))
+        writer_item_free(it);
 }
 
 static void finish(struct request *r, const char *result)
@@ -632,7 +634,10 @@ static void handle(struct evhttp_request *req, void *arg)
     it->mb = &w->mb;
     it->done = on_durable;
     it->arg = r;
-    writer_submit(w->srv->writer, it);
+    if (!writer_submit(w->srv->writer, it)) {
+        it->ok = false;
+        on_durable(it);
+    }
 }
 
 void proxy_setup(struct worker *w)

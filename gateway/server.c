@@ -59,8 +59,11 @@ static int open_store(struct server *s, const struct config *conf)
         return -1;
     }
     log_info("database %s: %llu entries", conf->database, (unsigned long long)tree.size);
-    s->writer = writer_start(st, &tree, last, &conf->checkpoint_key, conf->audit_origin,
-                             conf->checkpoint_every);
+    s->writer = writer_start(st, &tree, last,
+                             &(struct writer_opts){.key = &conf->checkpoint_key,
+                                                   .origin = conf->audit_origin,
+                                                   .checkpoint_every = conf->checkpoint_every,
+                                                   .db_path = conf->database});
     if (!s->writer) {
         store_close(st);
         return -1;
@@ -74,7 +77,9 @@ static void submit_config_entry(struct server *s, const struct config *conf)
     hex_encode(conf->sha256, 32, sha);
     json_t *e = json_pack("{sI ss ss ss}", "ts_ms", (json_int_t)now_ms(), "kind", "config",
                           "request_id", "", "config_sha256", sha);
-    writer_submit(s->writer, writer_item_new(e));
+    struct writer_item *it = writer_item_new(e);
+    if (!writer_submit(s->writer, it))
+        writer_item_free(it);
 }
 
 static void on_sighup(evutil_socket_t fd, short what, void *arg)
