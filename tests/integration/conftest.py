@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,6 +59,17 @@ def sha256_hex(s):
     return hashlib.sha256(s.encode()).hexdigest()
 
 
+def wait_for(cond, timeout=5.0, what="condition"):
+    """Poll cond() until it is true (bounded); returns its value or fails the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
 def wait_port(port, proc=None, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,15 +83,30 @@ def wait_port(port, proc=None, timeout=10.0):
     raise AssertionError(f"nothing listening on {port} after {timeout}s")
 
 
+SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|UndefinedBehavior)Sanitizer|runtime error:|"
+                       r"SUMMARY: \w+Sanitizer")
+
+
 class Proc:
-    """A started program; stop() signals it by PID and waits (bounded), then kills."""
+    """A started program; stop() signals it by PID and waits (bounded), then kills.
+
+    Our own programs (under $BUILD) are checked when the test ends: stopped with SIGTERM, they must
+    exit 0, and their output must hold no sanitizer report and no "level":"error" line other than
+    those the test declared with expect_error(regex)."""
 
     def __init__(self, args, log_path, env=None):
         self.log_path = log_path
         self.log = open(log_path, "ab")
+        self.ours = os.path.abspath(args[0]).startswith(BUILD + os.sep)
+        self.allowed = []
         self.p = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env,
                                   start_new_session=True)
         self.pid = self.p.pid
+
+    def expect_error(self, pattern):
+        """Declare that an error line matching pattern is expected from this process."""
+        self.allowed.append(re.compile(pattern))
+        return self
 
     def send(self, sig):
         if self.p.poll() is None:
@@ -88,7 +115,7 @@ class Proc:
     def wait(self, timeout):
         return self.p.wait(timeout=timeout)
 
-    def stop(self, sig=signal.SIGTERM, timeout=10):
+    def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.p.poll() is None:
             os.kill(self.pid, sig)
             try:
@@ -96,21 +123,40 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.p.wait(timeout=5)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return self.p.returncode
 
     def output(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def problems(self):
+        """What the end-of-test check finds wrong in this process's output, as a list of lines."""
+        if not self.ours:
+            return []
+        out = self.output()
+        bad = [l for l in out.splitlines() if SANITIZER.search(l)]
+        for line in out.splitlines():
+            if '"level":"error"' in line and not any(a.search(line) for a in self.allowed):
+                bad.append(line)
+        return bad
+
 
 @pytest.fixture
 def procs():
-    """Every Proc appended here is stopped at the end of the test, whatever happened."""
+    """Every Proc appended here is stopped with SIGTERM at the end of the test, whatever happened;
+    then our programs' exit status and logs are checked (see Proc)."""
     started = []
     yield started
+    failures = []
     for p in reversed(started):
-        p.stop(signal.SIGKILL)
+        killed_by_test = p.p.poll() is not None
+        rc = p.stop()
+        if p.ours and not killed_by_test and rc != 0:
+            failures.append(f"{p.log_path}: exit status {rc} after SIGTERM")
+        failures += [f"{p.log_path}: {line}" for line in p.problems()]
+    assert not failures, "\n".join(failures[:20])
 
 
 # --- a gateway in front of the stub upstream, with a wallet key to mint mandates ---------------
@@ -265,6 +311,17 @@ class Gateway:
             body = json.dumps(body)
             h["Content-Type"] = "application/json"
         return self.request(method, path, headers=h, body=body, port=self.admin_port)
+
+    def barrier(self):
+        """Prove that nothing else reaches the merchant: send one allowed request after whatever
+        the test did, wait until the merchant has it, and return what it received before it."""
+        tag = secrets.token_hex(8)
+        tok = self.mint(sub="barrier-principal", act={"sub": "barrier-agent"})
+        assert self.request("GET", "/lux/search?barrier=" + tag, tok)[0] == 200
+        got = wait_for(lambda: [r for r in self.received()
+                                if r.get("path", "").endswith("barrier=" + tag)] and
+                       self.received(), what="barrier request at the merchant")
+        return got[:-1] if got[-1].get("path", "").endswith(tag) else got
 
     def received(self):
         with open(self.record) as f:
