@@ -98,15 +98,27 @@ demo: deps
 
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_SECONDS ?= 60
-fuzz: deps
-	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT=-O1 \
-	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" build/fuzz/libcore.a
+FUZZ_BUILD   ?= build/fuzz
+FUZZ_LIBS    := $(FUZZ_BUILD)/libgateway.a $(FUZZ_BUILD)/libaudit.a $(FUZZ_BUILD)/libcore.a
+# fuzz-build: every tests/fuzz/fuzz_<name>.c against the three libraries, built with the fuzz
+# flags. fuzz: then each runs for FUZZ_SECONDS with its dictionary, the first that exists of
+# fuzz_<name>.dict, <name>.dict, <name up to its first _>.dict (http.dict for fuzz_http_request),
+# mandate.dict; and with tests/fuzz/seeds/<name> as extra seeds when that directory exists.
+.PHONY: fuzz-build
+fuzz-build: deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" $(FUZZ_LIBS)
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	    clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libcore.a $(PKG_LIBS) -o build/fuzz/$$n || exit 1; \
-	    mkdir -p build/fuzz/corpus-$$n; \
-	    build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/mandate.dict \
-	        build/fuzz/corpus-$$n || exit 1; done
+	        $(FUZZ_LIBS) $(PKG_LIBS) -o $(FUZZ_BUILD)/$$n || exit 1; done
+fuzz: fuzz-build
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); s=$${n#fuzz_}; \
+	    d=tests/fuzz/$$n.dict; [ -f $$d ] || d=tests/fuzz/$$s.dict; \
+	    [ -f $$d ] || d=tests/fuzz/$${s%%_*}.dict; [ -f $$d ] || d=tests/fuzz/mandate.dict; \
+	    seeds=; [ -d tests/fuzz/seeds/$$s ] && seeds=tests/fuzz/seeds/$$s; \
+	    mkdir -p $(FUZZ_BUILD)/corpus-$$n; \
+	    $(FUZZ_BUILD)/$$n -max_total_time=$(FUZZ_SECONDS) -dict=$$d $(FUZZ_BUILD)/corpus-$$n $$seeds \
+	        || exit 1; done
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -3,6 +3,7 @@
  */
 #include "audit/checkpoint.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,26 @@ char *checkpoint_sign(const struct jwk *key, const char *origin, uint64_t size,
     return note;
 }
 
+/*
+ * The standard, padded base64 of exactly n bytes, and only that: EVP_DecodeBlock alone ignores
+ * the unused low bits of the last group and surrounding whitespace, and takes a missing '=' for a
+ * zero byte, so one note could be written several ways. 0 or -1.
+ */
+static int b64_exact(const char *s, size_t len, unsigned char *out, size_t n)
+{
+    unsigned char buf[96];
+    char back[132];
+    size_t want = 4 * ((n + 2) / 3);
+    if (n > 68 || len != want ||
+        EVP_DecodeBlock(buf, (const unsigned char *)s, (int)len) != (int)(want / 4 * 3))
+        return -1;
+    EVP_EncodeBlock((unsigned char *)back, buf, (int)n);
+    if (memcmp(back, s, len) != 0)
+        return -1;
+    memcpy(out, buf, n);
+    return 0;
+}
+
 int checkpoint_verify(const char *note, EVP_PKEY *pub, uint64_t *size, unsigned char root[32],
                       char **origin, const char **why)
 {
@@ -76,10 +97,14 @@ int checkpoint_verify(const char *note, EVP_PKEY *pub, uint64_t *size, unsigned 
     if (!end || end[1] != '\0' || !*l1 || !*l2 || (l2[0] == '0' && l2[1]))
         goto out;
     *end = '\0';
-    char *e;
-    unsigned long long sz = strtoull(l2, &e, 10);
-    unsigned char dec[48];
-    if (*e || strlen(l3) != 44 || EVP_DecodeBlock(dec, (unsigned char *)l3, 44) != 33)
+    /* The size in plain decimal: strtoull alone takes "+5", " 5" and "-1" (as 2^64 - 1). */
+    size_t dl2 = strlen(l2);
+    if (dl2 > 20 || strspn(l2, "0123456789") != dl2)
+        goto out;
+    errno = 0;
+    unsigned long long sz = strtoull(l2, NULL, 10);
+    unsigned char dec[32];
+    if (errno == ERANGE || b64_exact(l3, strlen(l3), dec, 32) != 0)
         goto out;
     /* Signature lines: find one with our name and key id that verifies. */
     struct jwk key = {"checkpoint", JWK_EDDSA, pub};
@@ -98,10 +123,8 @@ int checkpoint_verify(const char *note, EVP_PKEY *pub, uint64_t *size, unsigned 
             memcmp(line + dl, l1, nl) == 0 && line[dl + nl] == ' ') {
             const char *b64 = line + dl + nl + 1;
             size_t bl = (size_t)(eol - b64);
-            unsigned char blob[100];
-            if (bl == 92 && EVP_DecodeBlock(blob, (const unsigned char *)b64, 92) == 69 &&
-                memcmp(blob, want_id, 4) == 0) {
-                /* 68 bytes decoded; EVP_DecodeBlock counts padding as zero bytes */
+            unsigned char blob[4 + JWS_SIG_LEN];
+            if (b64_exact(b64, bl, blob, sizeof(blob)) == 0 && memcmp(blob, want_id, 4) == 0) {
                 unsigned char *body_bytes = (unsigned char *)xstrndup(note, body_len);
                 int ok = jws_verify_raw(&key, body_bytes, body_len, blob + 4, JWS_SIG_LEN) == 0;
                 free(body_bytes);

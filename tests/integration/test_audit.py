@@ -653,3 +653,28 @@ def test_show_amounts_revocations_and_bad_since(priced):
     assert r.returncode == 0 and len(r.stdout.splitlines()) > 3
     r = run(binary("mandate-audit"), "export", "--db", db, "--since", "x")
     assert r.returncode == 1
+
+
+def test_checkpoint_encoding_is_strict(logged, tmp_path):
+    """One note, one text: a signature re-encoded with the unused low bits of its last base64
+    group set, or a size written "+N", is not a checkpoint (the old parser took both)."""
+    g, db0, _, _ = logged
+    db = copy(logged, tmp_path, "malleable.db")
+    c = sqlite3.connect(db)
+    size, note = c.execute("SELECT size, note FROM checkpoints ORDER BY size LIMIT 1").fetchone()
+    head, sig = note.rstrip("\n").rsplit(" ", 1)
+    assert sig.endswith("=") and not sig.endswith("==")  # 68 bytes: 2 spare bits before the pad
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    twin = sig[:-2] + alphabet[alphabet.index(sig[-2]) ^ 1] + "="
+    import base64
+    assert base64.b64decode(twin) == base64.b64decode(sig)  # same bytes, another text
+    c.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (head + " " + twin + "\n", size))
+    c.commit()
+    c.close()
+    rc, rep = audit(g, db)
+    assert rc == 1 and rep["violation"] == "bad checkpoint signature", rep
+    leaves = [l for _, _, l in rows(db0)][:size]
+    plus = tmp_path / "plus.checkpoint"
+    plus.write_bytes(forge_checkpoint(g, f"+{size}", merkle_root(leaves)))
+    rc, rep = audit(g, db0, "--checkpoint", str(plus))
+    assert rc == 1 and rep["violation"] == "bad checkpoint signature", rep
