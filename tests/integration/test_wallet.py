@@ -221,13 +221,6 @@ class Recorder:
         self.server.server_close()
 
 
-def expect_error(proc, pattern):
-    """Declare an error line this test provokes, to the end-of-test log check of conftest's Proc
-    (where it has one)."""
-    if hasattr(proc, "expect_error"):
-        proc.expect_error(pattern)
-
-
 def stack_with_dead_gateway(tmp_path, procs):
     """A stack whose wallet also pushes to a second gateway admin port where nothing listens."""
     s = Stack(str(tmp_path), procs)
@@ -336,7 +329,7 @@ def test_pending_push_survives_a_restart(tmp_path, procs):
 def test_revocation_and_its_pushes_commit_together(tmp_path, procs):
     """A revocation that cannot record its pushes is not recorded either (and says so)."""
     s = stack_with_dead_gateway(tmp_path, procs)
-    expect_error(s.wallet, r"disk full|could not record|cannot roll back")
+    s.wallet.expect_error(r"disk full|could not record|cannot roll back")
     c = sqlite3.connect(os.path.join(s.d, "wallet.db"))
     c.execute("CREATE TRIGGER no_push BEFORE INSERT ON pushes "
               "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
@@ -354,7 +347,7 @@ def test_revocation_and_its_pushes_commit_together(tmp_path, procs):
 
 
 def test_unrecorded_mint_is_not_handed_out(stack):
-    expect_error(stack.wallet, r"database is locked|could not record")
+    stack.wallet.expect_error(r"database is locked|could not record")
     cart, big = stack.quote("standard", 1), stack.quote("deluxe", 1)
     aid = stack.w("POST", "/v1/mandates/payment", {"cart": big})[2]["approval_id"]
     c = sqlite3.connect(os.path.join(stack.d, "wallet.db"), isolation_level=None, timeout=5)
