@@ -67,6 +67,25 @@ void cap_key(const char *iss, const char *principal, const struct money *cap, en
     snprintf(out, CAP_KEY_MAX, "%s|%s|%s|%s", iss, principal, cap->currency, period);
 }
 
+int64_t cap_key_end(const char *key)
+{
+    const char *p = strrchr(key, '|');
+    struct tm tm = {0};
+    char kind = p ? p[1] : 0;
+    if ((kind == 'd' || kind == 'w') &&
+        sscanf(p + 2, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) == 3) {
+        tm.tm_mday += kind == 'd' ? 1 : 7;
+    } else if (kind == 'm' && sscanf(p + 2, "%4d-%2d", &tm.tm_year, &tm.tm_mon) == 2) {
+        tm.tm_mday = 1;
+        tm.tm_mon += 1;
+    } else {
+        return INT64_MAX;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm); /* timegm normalises the day or month past the end */
+}
+
 static int typ_parse(const char *s, enum mandate_typ *out)
 {
     static const enum mandate_typ v[] = {MANDATE_INTENT, MANDATE_CART, MANDATE_PAYMENT};

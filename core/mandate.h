@@ -70,6 +70,11 @@ void cap_period_at(enum cap_period p, int64_t now_s, char out[16]);
  */
 void cap_key(const char *iss, const char *principal, const struct money *cap, enum cap_period p,
              int64_t now_s, char out[CAP_KEY_MAX]);
+/**
+ * When the period of a cap_key() key ends, in Unix seconds: INT64_MAX for "total" and for a key
+ * that is not cap_key()'s (it is then never considered over).
+ */
+int64_t cap_key_end(const char *key);
 
 /**
  * Verify tok (len bytes) as one of the types in accept, with keys from kr found by (iss, kid),

@@ -91,13 +91,19 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (IS("/readyz") && cmd == EVHTTP_REQ_GET) {
-        atomic_load(&a->srv->draining) ? http_reply(req, 503, "text/plain", "draining\n")
-                                       : http_reply(req, 200, "text/plain", "ready\n");
+        if (atomic_load(&a->srv->draining))
+            http_reply(req, 503, "text/plain", "draining\n");
+        else if (writer_disk_low(a->srv->writer))
+            http_reply(req, 503, "text/plain", "low disk space under the database\n");
+        else
+            http_reply(req, 200, "text/plain", "ready\n");
         return;
     }
     if (IS("/metrics") && cmd == EVHTTP_REQ_GET) {
         struct sb b = {0};
-        metrics_render(&a->srv->metrics, writer_stats(a->srv->writer), &b);
+        struct state_counts sc;
+        state_counts(a->srv->state, &sc);
+        metrics_render(&a->srv->metrics, writer_stats(a->srv->writer), &sc, &b);
         http_reply(req, 200, "text/plain; version=0.0.4", b.buf);
         sb_clear(&b);
         return;

@@ -3,6 +3,7 @@
  */
 #include "gateway/config.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,7 +30,9 @@ static void load_admin(struct cfg *c, const json_t *root, struct config *conf)
 
 static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"origin", "checkpoint_key", "checkpoint_every", NULL};
+    static const char *const keys[] = {"origin",    "checkpoint_key", "checkpoint_every",
+                                       "max_queue", "denials_per_s",  "min_free_bytes",
+                                       NULL};
     json_t *a = cfg_object(c, "", root, "audit", true);
     json_t *empty = json_object();
     if (!a)
@@ -37,6 +40,10 @@ static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
     cfg_keys(c, "audit", a, keys);
     conf->audit_origin = xstrdup(cfg_string(c, "audit", a, "origin", false, "mandate-gateway"));
     conf->checkpoint_every = cfg_int(c, "audit", a, "checkpoint_every", false, 1000, 1, 1000000);
+    conf->max_queue = cfg_int(c, "audit", a, "max_queue", false, 65536, 16, 1 << 24);
+    conf->denials_per_s = cfg_int(c, "audit", a, "denials_per_s", false, 50, 1, 1000000);
+    conf->min_free_bytes =
+        cfg_int(c, "audit", a, "min_free_bytes", false, 256 << 20, 0, (int64_t)1 << 50);
     char *key = cfg_file(c, "audit", a, "checkpoint_key", true);
     char *err = NULL;
     if (key && jwk_load_private(key, "checkpoint", &conf->checkpoint_key, &err) != 0) {
@@ -301,4 +308,84 @@ void config_unref(struct config *conf)
 {
     if (conf && atomic_fetch_sub(&conf->refs, 1) == 1)
         config_free(conf);
+}
+
+/*
+ * Every key of gateway.json and whether SIGHUP applies it. What is not reloadable is bound at
+ * start (sockets, threads, the database and its writer, which owns its copy of the checkpoint
+ * key and origin); a reload that changes it logs the key and keeps the running value until the
+ * next restart. Reloadable keys need no comparison (CK_NONE): the new configuration simply
+ * replaces the old one for every request begun after the swap.
+ */
+enum ck_type { CK_STR, CK_INT, CK_I64, CK_KEY, CK_LISTEN, CK_NONE };
+
+struct config_key {
+    const char *path;
+    bool reloadable;
+    enum ck_type type;
+    size_t off, off2; /* CK_LISTEN: host and port */
+};
+
+#define CK(path, rel, type, field)                                                                 \
+    {                                                                                              \
+        path, rel, type, offsetof(struct config, field), 0                                         \
+    }
+static const struct config_key config_keys[] = {
+    {"listen", false, CK_LISTEN, offsetof(struct config, listen_host),
+     offsetof(struct config, listen_port)},
+    CK("workers", false, CK_INT, workers),
+    CK("database", false, CK_STR, database),
+    CK("log_level", true, CK_INT, log_level),
+    {"admin.listen", false, CK_LISTEN, offsetof(struct config, admin_host),
+     offsetof(struct config, admin_port)},
+    CK("admin.token_sha256", true, CK_NONE, admin_token_sha256),
+    CK("audit.origin", false, CK_STR, audit_origin),
+    CK("audit.checkpoint_key", false, CK_KEY, checkpoint_key),
+    CK("audit.checkpoint_every", false, CK_I64, checkpoint_every),
+    CK("audit.max_queue", false, CK_I64, max_queue),
+    CK("audit.denials_per_s", true, CK_NONE, denials_per_s),
+    CK("audit.min_free_bytes", false, CK_I64, min_free_bytes),
+    CK("limits", true, CK_NONE, max_body_bytes),
+    CK("rate_limit", true, CK_NONE, rate_per_s),
+    CK("issuers", true, CK_NONE, issuers),
+    CK("merchants", true, CK_NONE, merchants),
+};
+
+static bool key_differs(const struct config_key *k, const struct config *a, const struct config *b)
+{
+    const char *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
+    switch (k->type) {
+    case CK_STR:
+        return strcmp(*(char *const *)pa, *(char *const *)pb) != 0;
+    case CK_INT:
+        return *(const int *)pa != *(const int *)pb;
+    case CK_I64:
+        return *(const int64_t *)pa != *(const int64_t *)pb;
+    case CK_KEY:
+        return EVP_PKEY_eq(((const struct jwk *)pa)->pkey, ((const struct jwk *)pb)->pkey) != 1;
+    case CK_LISTEN: {
+        const char *ha = *(char *const *)pa, *hb = *(char *const *)pb;
+        return (ha == NULL) != (hb == NULL) || (ha && strcmp(ha, hb) != 0) ||
+               *(const int *)((const char *)a + k->off2) !=
+                   *(const int *)((const char *)b + k->off2);
+    }
+    case CK_NONE:
+        return false;
+    }
+    return false;
+}
+
+int config_reload_check(const struct config *running, const struct config *next)
+{
+    int n = 0;
+    for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
+        const struct config_key *k = &config_keys[i];
+        if (!k->reloadable && key_differs(k, running, next)) {
+            log_warn("reload: %s changed: it takes effect at the next restart; the running "
+                     "value stays in force",
+                     k->path);
+            n++;
+        }
+    }
+    return n;
 }

@@ -38,6 +38,9 @@ struct config {
     char *audit_origin;
     struct jwk checkpoint_key;
     int64_t checkpoint_every;
+    int64_t max_queue;      /* audit.max_queue: writer queue bound (SPEC §5) */
+    int64_t denials_per_s;  /* audit.denials_per_s: individual denial entries per client address */
+    int64_t min_free_bytes; /* audit.min_free_bytes: below it allows get 503 */
     int64_t max_body_bytes, max_header_bytes, upstream_timeout_ms;
     struct mandate_limits mandate_limits;
     double rate_per_s, rate_burst;
@@ -55,6 +58,12 @@ struct config {
 struct config *config_load(const char *path, struct cfg *c) MUST_CHECK;
 /** Free a configuration; NULL is a no-op. */
 void config_free(struct config *conf);
+/**
+ * Log (warn) every key that differs between the running configuration and next but is bound at
+ * start, so SIGHUP cannot apply it; returns how many. The reloadable keys are applied by swapping
+ * in next; the others keep their running values until a restart.
+ */
+int config_reload_check(const struct config *running, const struct config *next);
 /** Take a reference (any thread). */
 struct config *config_ref(struct config *conf);
 /** Drop a reference; the last one frees. NULL is a no-op. */

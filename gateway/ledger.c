@@ -7,8 +7,10 @@
 #include <string.h>
 
 struct entry {
-    struct entry *next;
+    struct entry *next;  /* hash chain */
+    struct entry *older; /* ending periods, in order of creation */
     int64_t spent;
+    int64_t end_unix_s; /* when its period ends (INT64_MAX: all time) */
     char key[];
 };
 
@@ -16,6 +18,8 @@ struct entry {
 
 struct ledger {
     struct entry *v[LEDGER_BUCKETS];
+    struct entry *oldest, *newest; /* entries whose period ends, first created first */
+    size_t n;
 };
 
 struct ledger *ledger_new(void)
@@ -35,12 +39,17 @@ void ledger_free(struct ledger *l)
     free(l);
 }
 
-static struct entry *find(struct ledger *l, const char *key, bool create)
+static struct entry **chain(struct ledger *l, const char *key)
 {
     uint64_t h = 1469598103934665603ULL;
     for (const char *p = key; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    struct entry **b = &l->v[h % LEDGER_BUCKETS];
+    return &l->v[h % LEDGER_BUCKETS];
+}
+
+static struct entry *find(struct ledger *l, const char *key, bool create)
+{
+    struct entry **b = chain(l, key);
     for (struct entry *e = *b; e; e = e->next)
         if (strcmp(e->key, key) == 0)
             return e;
@@ -51,6 +60,12 @@ static struct entry *find(struct ledger *l, const char *key, bool create)
     memcpy(e->key, key, n + 1);
     e->next = *b;
     *b = e;
+    e->end_unix_s = cap_key_end(key);
+    if (e->end_unix_s != INT64_MAX) {
+        *(l->newest ? &l->newest->older : &l->oldest) = e;
+        l->newest = e;
+    }
+    l->n++;
     return e;
 }
 
@@ -80,4 +95,26 @@ void ledger_release(struct ledger *l, const char *key, int64_t amount)
 void ledger_load(struct ledger *l, const char *key, int64_t amount)
 {
     find(l, key, true)->spent += amount;
+}
+
+void ledger_prune(struct ledger *l, int64_t now_unix_s, int budget)
+{
+    /* A period ended a day ago takes no more reservations; a late release of one is a no-op. */
+    while (l->oldest && l->oldest->end_unix_s + 86400 < now_unix_s && budget-- > 0) {
+        struct entry *e = l->oldest;
+        l->oldest = e->older;
+        if (!l->oldest)
+            l->newest = NULL;
+        struct entry **pp = chain(l, e->key);
+        while (*pp != e)
+            pp = &(*pp)->next;
+        *pp = e->next;
+        l->n--;
+        free(e);
+    }
+}
+
+size_t ledger_size(const struct ledger *l)
+{
+    return l->n;
 }

@@ -26,6 +26,13 @@ int64_t ledger_spent(struct ledger *l, const char *key);
 int ledger_reserve(struct ledger *l, const char *key, int64_t amount, int64_t cap) MUST_CHECK;
 /** Take back a reservation (released, or its commit failed). */
 void ledger_release(struct ledger *l, const char *key, int64_t amount);
+/**
+ * Forget periods that ended over a day before now_unix_s, at most budget of them (oldest first):
+ * no reservation can fall into them any more.
+ */
+void ledger_prune(struct ledger *l, int64_t now_unix_s, int budget);
+/** How many (key, period) totals are held. */
+size_t ledger_size(const struct ledger *l);
 /** Count amount under key unconditionally (start-up from the database). */
 void ledger_load(struct ledger *l, const char *key, int64_t amount);
 

@@ -13,8 +13,27 @@ void metrics_init(struct metrics *m)
     hist_init(&m->upstream_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
 }
 
-void metrics_render(struct metrics *m, struct writer_stats *ws, struct sb *b)
+static void render_state(const struct state_counts *sc, struct sb *b)
 {
+    sb_printf(b,
+              "# HELP mandate_state_entries Entries held in memory, by table.\n"
+              "# TYPE mandate_state_entries gauge\n"
+              "mandate_state_entries{table=\"jtis\"} %zu\n"
+              "mandate_state_entries{table=\"rate_buckets\"} %zu\n"
+              "mandate_state_entries{table=\"revocations\"} %zu\n"
+              "mandate_state_entries{table=\"ledger\"} %zu\n"
+              "# HELP mandate_state_lock_max_seconds Longest hold of the admission lock.\n"
+              "# TYPE mandate_state_lock_max_seconds gauge\n"
+              "mandate_state_lock_max_seconds %.6f\n",
+              sc->jtis, sc->buckets, sc->revocations, sc->ledger, (double)sc->lock_max_us / 1e6);
+    hist_render(sc->lock_us, "mandate_state_lock_seconds",
+                "Time the admission lock was held per admission.", 1e6, b);
+}
+
+void metrics_render(struct metrics *m, struct writer_stats *ws, const struct state_counts *sc,
+                    struct sb *b)
+{
+    render_state(sc, b);
     sb_printf(b,
               "# HELP mandate_requests_total Requests received on the proxy listener.\n"
               "# TYPE mandate_requests_total counter\nmandate_requests_total %llu\n",
@@ -40,12 +59,23 @@ void metrics_render(struct metrics *m, struct writer_stats *ws, struct sb *b)
                 "Entries per audit transaction (group commit).", 1, b);
     hist_render(&ws->commit_us, "mandate_audit_commit_seconds",
                 "Audit transaction time, BEGIN to COMMIT.", 1e6, b);
-    sb_printf(b,
-              "# HELP mandate_audit_entries_total Entries committed.\n"
-              "# TYPE mandate_audit_entries_total counter\nmandate_audit_entries_total %llu\n"
-              "# HELP mandate_audit_commit_failures_total Failed audit transactions.\n"
-              "# TYPE mandate_audit_commit_failures_total counter\n"
-              "mandate_audit_commit_failures_total %llu\n",
-              (unsigned long long)atomic_load(&ws->entries),
-              (unsigned long long)atomic_load(&ws->failures));
+    const struct {
+        const char *name, *help;
+        _Atomic uint64_t *v;
+    } counters[] = {
+        {"mandate_audit_entries_total", "Entries committed.", &ws->entries},
+        {"mandate_audit_commit_failures_total", "Audit transactions rolled back.", &ws->failures},
+        {"mandate_audit_retried_batches_total", "Failed batches retried item by item.",
+         &ws->retried},
+        {"mandate_audit_dropped_entries_total",
+         "Entries nobody waited for that were never written (each also logged).", &ws->dropped},
+        {"mandate_audit_queue_full_total", "Submissions refused because the queue was full.",
+         &ws->queue_full},
+        {"mandate_audit_checkpoint_failures_total", "Checkpoints not signed or not stored.",
+         &ws->checkpoint_failures},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(counters); i++)
+        sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name,
+                  counters[i].help, counters[i].name, counters[i].name,
+                  (unsigned long long)atomic_load(counters[i].v));
 }

@@ -11,6 +11,7 @@
 #include "audit/writer.h"
 #include "core/code.h"
 #include "core/hist.h"
+#include "gateway/state.h"
 
 struct metrics {
     _Atomic uint64_t requests;
@@ -22,7 +23,8 @@ struct metrics {
 
 /** Zero m and set up its histograms. */
 void metrics_init(struct metrics *m);
-/** Append the Prometheus text of m and of the audit writer's stats to b. */
-void metrics_render(struct metrics *m, struct writer_stats *ws, struct sb *b);
+/** Append the Prometheus text of m, of the audit writer's stats and of the state to b. */
+void metrics_render(struct metrics *m, struct writer_stats *ws, const struct state_counts *sc,
+                    struct sb *b);
 
 #endif

@@ -44,8 +44,10 @@ struct request {
     /* upstream */
     struct upconn *uc;
     struct evhttp_request *up;
+    struct evbuffer_cb_entry *sent_cb; /* watches the upstream output for written bytes */
     enum evhttp_request_error up_err;
     bool up_errored, headers_sent, paused, retried;
+    bool sent; /* some byte of the request left for the merchant: it may have acted on it */
 };
 
 static const char *method_name(enum evhttp_cmd_type t)
@@ -150,17 +152,28 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     }
 }
 
+/* The final reply was written out: the drain no longer waits for it. */
 static void on_flushed(struct evhttp_request *req, void *arg)
 {
-    (void)req;
+    struct worker *w = arg;
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+    w->unflushed--;
+}
+
+/* The client's connection closed before the final reply was written out (evhttp then never
+ * calls on_flushed): the drain must not wait for it either. */
+static void on_unflushed_close(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
     struct worker *w = arg;
     w->unflushed--;
 }
 
-/* The final reply is being handed to evhttp: the drain waits until it is written out. */
+/* The final reply is being handed to evhttp: the drain waits until it is written out or the
+ * connection is gone, whichever comes first (exactly one of the two callbacks runs). */
 static void last_reply(struct request *r)
 {
-    evhttp_connection_set_closecb(r->client, NULL, NULL);
+    evhttp_connection_set_closecb(r->client, on_unflushed_close, r->w);
     r->client = NULL;
     r->w->unflushed++;
     evhttp_request_set_on_complete_cb(r->req, on_flushed, r->w);
@@ -243,6 +256,30 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     r->req = NULL;
 }
 
+/* Framing and size errors carry no mandate to account for: counted, not audited (SPEC §5). */
+static bool framing_error(enum code code)
+{
+    return code == CODE_BAD_REQUEST || code == CODE_BODY_TOO_LARGE ||
+           code == CODE_HEADERS_TOO_LARGE;
+}
+
+/* Write the denial's entry, unless the client's denial budget for this second is spent or the
+ * disk is low: then it only counts towards the client's denial_summary (SPEC §5). */
+static void audit_denial(struct request *r, enum code code)
+{
+    struct server *srv = r->w->srv;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    if (r->client)
+        evhttp_connection_get_peer(r->client, &peer, &port);
+    if (!flood_denial(srv->flood, peer ? peer : "unknown", code, now_s(),
+                      writer_disk_low(srv->writer)))
+        return;
+    struct writer_item *it = writer_item_new(decision_entry(r));
+    if (!writer_submit(srv->writer, it))
+        writer_item_free(it); /* the writer counts and logs what it drops */
+}
+
 /* A denial: answered at once (denials need not wait for the disk), audited, counted, logged. */
 static void deny(struct request *r, enum code code, int64_t retry_after)
 {
@@ -254,9 +291,8 @@ static void deny(struct request *r, enum code code, int64_t retry_after)
         mandate_ref(&r->v.m, ref, sizeof(ref));
         log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
     }
-    struct writer_item *it = writer_item_new(decision_entry(r));
-    if (!writer_submit(r->w->srv->writer, it))
-        writer_item_free(it);
+    if (!framing_error(code))
+        audit_denial(r, code);
     count(r);
     send_error(r, code, retry_after);
     log_access(r, "deny");
@@ -373,8 +409,11 @@ static void finish(struct request *r, const char *result)
     r->up_us = mono_us() - r->up_start_us;
     hist_observe(&r->w->srv->metrics.upstream_us, (uint64_t)r->up_us);
     atomic_fetch_add_explicit(&r->w->srv->metrics.upstream_bytes, r->bytes, memory_order_relaxed);
-    /* 2xx: paid. A 4xx/5xx answer: not paid. No answer: nobody knows, so it keeps counting. */
-    enum spend_status spend = strcmp(result, "ok") != 0             ? SPEND_UNKNOWN
+    /* 2xx: paid. A 4xx/5xx answer: not paid. No answer to a request that was sent: nobody knows,
+     * so it keeps counting (SPEC §2.1 step 6). Never sent (refused, failed to start): released. */
+    bool ok = strcmp(result, "ok") == 0;
+    enum spend_status spend = !ok && r->sent                        ? SPEND_UNKNOWN
+                              : !ok                                 ? SPEND_RELEASED
                               : r->status >= 200 && r->status < 300 ? SPEND_COMMITTED
                                                                     : SPEND_RELEASED;
     settle(r, result, spend);
@@ -440,11 +479,28 @@ static void on_up_error(enum evhttp_request_error err, void *arg)
     r->up_errored = true;
 }
 
+/* Bytes left the upstream output buffer: the request (or part of it) went out. */
+static void on_up_written(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    if (info->n_deleted)
+        ((struct request *)arg)->sent = true;
+}
+
+static void unwatch_sent(struct request *r)
+{
+    if (r->sent_cb)
+        evbuffer_remove_cb_entry(
+            bufferevent_get_output(evhttp_connection_get_bufferevent(r->uc->evcon)), r->sent_cb);
+    r->sent_cb = NULL;
+}
+
 static void on_up_done(struct evhttp_request *up, void *arg)
 {
     struct request *r = arg;
     bool failed = !up || evhttp_request_get_response_code(up) == 0 || r->up_errored;
     r->up = NULL;
+    unwatch_sent(r);
     if (!failed) {
         upstream_release(r->w->pools, r->uc, true);
         r->uc = NULL;
@@ -543,7 +599,11 @@ static void forward(struct request *r)
         /* Copy, not move: a retry needs the body again. */
         evbuffer_add(evhttp_request_get_output_buffer(r->up), evbuffer_pullup(body, -1), len);
     }
+    struct evbuffer *upout =
+        bufferevent_get_output(evhttp_connection_get_bufferevent(r->uc->evcon));
+    r->sent_cb = evbuffer_add_cb(upout, on_up_written, r);
     if (evhttp_make_request(r->uc->evcon, r->up, cmd, evhttp_request_get_uri(r->req)) != 0) {
+        unwatch_sent(r);
         /* evhttp has freed r->up and will not call back */
         r->up = NULL;
         upstream_release(r->w->pools, r->uc, false);
@@ -608,7 +668,12 @@ static void handle(struct evhttp_request *req, void *arg)
         a->cap = p->cap.value;
         cap_key(p->iss, p->sub, &p->cap, p->cap_period, now_s(), a->spend_key);
     }
-    code = state_admit(w->srv->state, a, r->start_us);
+    /* Below the free-space watermark no allow is taken: the log must never end mid-entry. */
+    if (writer_disk_low(w->srv->writer)) {
+        deny(r, CODE_UNAVAILABLE, 0);
+        return;
+    }
+    code = state_admit(w->srv->state, a, r->start_us, now_s());
     if (code != CODE_OK) {
         deny(r, code, a->retry_after_s);
         return;

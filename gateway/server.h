@@ -13,6 +13,7 @@
 
 #include "audit/writer.h"
 #include "gateway/config.h"
+#include "gateway/flood.h"
 #include "gateway/metrics.h"
 #include "gateway/state.h"
 
@@ -24,6 +25,7 @@ struct server {
     _Atomic uint64_t conf_gen; /* bumped on every successful reload */
     struct state *state;
     struct writer *writer;
+    struct flood *flood; /* per-client denial budget (SPEC §5) */
     struct metrics metrics;
     struct worker **workers;
     int nworkers;

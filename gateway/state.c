@@ -1,5 +1,15 @@
 /*
  * state: hash tables of used jtis, revocations and rate buckets behind one mutex.
+ *
+ * Nothing here grows without bound, and nothing is ever swept in one go under the lock:
+ * - a used jti is kept until its mandate has been expired for clock_skew_s + STATE_GRACE_S (no
+ *   verification can then accept it); jtis sit in an expiry wheel of one list per second, and each
+ *   admission frees at most PRUNE_BUDGET of them, so pruning costs O(expired), never O(table);
+ * - a rate bucket idle long enough to have refilled completely is identical to a new one: buckets
+ *   are kept in least-recently-used order and dropped from the cold end;
+ * - ledger periods that have ended are dropped by the ledger (ledger_prune).
+ * Clocks: jti expiry is Unix seconds (`unix_s`, the clock of exp claims); rate buckets use the
+ * monotonic clock (`mono_us`); the two are never compared with each other.
  */
 #include "gateway/state.h"
 
@@ -10,9 +20,15 @@
 
 #include "core/sjson.h"
 
+#define WHEEL_SLOTS  4096 /* seconds; a jti expiring further ahead waits for later turns */
+#define PRUNE_BUDGET 64   /* slots examined per admission at most: bounds the lock hold */
+
+static const uint64_t lock_bounds[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
+
 /* A chained hash table from string keys to a small fixed record. */
 struct slot {
-    struct slot *next;
+    struct slot *next;          /* hash chain */
+    struct slot *lnext, *lprev; /* jtis: expiry wheel list (lnext only); buckets: LRU order */
     uint64_t hash;
     int64_t a, b; /* jti: used, exp; bucket: tokens (×1e6), last µs; revocation: unused */
     char key[];
@@ -23,12 +39,23 @@ struct table {
     size_t cap, n;
 };
 
+/* Jtis by the second their mandate expires (exp mod WHEEL_SLOTS). */
+struct wheel {
+    struct slot *v[WHEEL_SLOTS];
+    struct slot *deferred; /* met in the current list but expiring on a later turn */
+    int64_t done_unix_s;   /* every second before this has been pruned; 0: not started */
+};
+
 struct state {
     pthread_mutex_t mu;
     struct table jtis, revoked, buckets;
+    struct wheel wheel;
+    struct slot *lru_head, *lru_tail; /* rate buckets, least recently used first */
     struct ledger *ledger;
     double rate, burst;
-    uint64_t inserts; /* jti inserts since the last sweep */
+    int64_t retain_s; /* a jti is kept until exp + retain_s */
+    struct hist lock_us;
+    _Atomic uint64_t lock_max_us;
 };
 
 static const char *const kind_names[] = {"jti", "agent", "principal", "kid"};
@@ -114,30 +141,87 @@ static void table_clear(struct table *t)
     free(t->v);
 }
 
-/* Drop jtis whose mandates expired over an hour ago: they can never be presented again. */
-static void sweep(struct table *t, int64_t before)
+/* Unlink s from t's chain (it is there) and free it. */
+static void table_remove(struct table *t, struct slot *s)
 {
-    for (size_t i = 0; i < t->cap; i++) {
-        struct slot **pp = &t->v[i];
-        while (*pp) {
-            struct slot *s = *pp;
-            if (s->b < before) {
-                *pp = s->next;
-                free(s);
-                t->n--;
+    struct slot **pp = &t->v[s->hash & (t->cap - 1)];
+    while (*pp != s)
+        pp = &(*pp)->next;
+    *pp = s->next;
+    t->n--;
+    free(s);
+}
+
+static void wheel_add(struct wheel *w, struct slot *s)
+{
+    struct slot **list = &w->v[(uint64_t)s->b % WHEEL_SLOTS];
+    s->lnext = *list;
+    *list = s;
+}
+
+/* Free jtis whose exp is before unix_s - retain_s, at most PRUNE_BUDGET examined. */
+static void prune_jtis(struct state *st, int64_t now_unix_s)
+{
+    struct wheel *w = &st->wheel;
+    int64_t horizon = now_unix_s - st->retain_s;
+    if (!w->done_unix_s || horizon - w->done_unix_s > WHEEL_SLOTS)
+        w->done_unix_s = horizon - WHEEL_SLOTS; /* one turn visits every list */
+    int budget = PRUNE_BUDGET;
+    while (w->done_unix_s < horizon && budget > 0) {
+        struct slot **list = &w->v[(uint64_t)w->done_unix_s % WHEEL_SLOTS];
+        while (*list && budget-- > 0) {
+            struct slot *s = *list;
+            *list = s->lnext;
+            if (s->b < horizon) {
+                table_remove(&st->jtis, s);
             } else {
-                pp = &s->next;
+                s->lnext = w->deferred;
+                w->deferred = s;
             }
         }
+        if (*list)
+            return; /* out of budget: the next admission goes on here */
+        *list = w->deferred;
+        w->deferred = NULL;
+        w->done_unix_s++;
     }
 }
 
-struct state *state_new(double rate, double burst)
+static void lru_unlink(struct state *st, struct slot *b)
+{
+    *(b->lprev ? &b->lprev->lnext : &st->lru_head) = b->lnext;
+    *(b->lnext ? &b->lnext->lprev : &st->lru_tail) = b->lprev;
+}
+
+static void lru_append(struct state *st, struct slot *b)
+{
+    b->lnext = NULL;
+    b->lprev = st->lru_tail;
+    *(st->lru_tail ? &st->lru_tail->lnext : &st->lru_head) = b;
+    st->lru_tail = b;
+}
+
+/* Drop rate buckets idle long enough to be full again (they equal a new bucket). */
+static void prune_buckets(struct state *st, int64_t now_mono_us)
+{
+    int64_t refill_us = (int64_t)(st->burst / st->rate * 1e6);
+    for (int budget = PRUNE_BUDGET; budget > 0 && st->lru_head; budget--) {
+        struct slot *b = st->lru_head;
+        if (now_mono_us - b->b < refill_us)
+            return;
+        lru_unlink(st, b);
+        table_remove(&st->buckets, b);
+    }
+}
+
+struct state *state_new(double rate, double burst, int64_t clock_skew_s)
 {
     struct state *st = xcalloc(1, sizeof(*st));
     pthread_mutex_init(&st->mu, NULL);
     st->rate = rate;
     st->burst = burst;
+    st->retain_s = clock_skew_s + STATE_GRACE_S;
+    hist_init(&st->lock_us, lock_bounds, ARRAY_LEN(lock_bounds));
     st->ledger = ledger_new();
     return st;
 }
@@ -169,10 +253,13 @@ void state_load_jti(struct state *st, const char *iss, const char *jti, int64_t 
     uint64_t h = fnv(key, len);
     pthread_mutex_lock(&st->mu);
     struct slot *s = find(&st->jtis, key, len, h);
-    if (!s)
+    if (!s) {
         s = insert(&st->jtis, key, len, h);
-    s->a = used;
-    s->b = exp;
+        s->b = exp;
+        wheel_add(&st->wheel, s);
+    }
+    if (used > s->a)
+        s->a = used;
     pthread_mutex_unlock(&st->mu);
 }
 
@@ -211,15 +298,17 @@ static int revoked_locked(struct state *st, enum revoke_kind kind, const char *v
     return find(&st->revoked, key, len, fnv(key, len)) != NULL;
 }
 
+/* Is the mandate, its agent, its principal or its key revoked? Also for the cart (SPEC §2.3: a
+ * kid of any issuer, and the cart's jti): agent and principal are empty in a cart. */
 static int any_revoked_locked(struct state *st, const struct mandate *m)
 {
-    return st->revoked.n &&
-           (revoked_locked(st, REVOKE_JTI, m->jti) || revoked_locked(st, REVOKE_AGENT, m->agent) ||
-            revoked_locked(st, REVOKE_PRINCIPAL, m->sub) || revoked_locked(st, REVOKE_KID, m->kid));
+    return revoked_locked(st, REVOKE_JTI, m->jti) || revoked_locked(st, REVOKE_KID, m->kid) ||
+           (m->agent[0] && revoked_locked(st, REVOKE_AGENT, m->agent)) ||
+           (m->sub[0] && revoked_locked(st, REVOKE_PRINCIPAL, m->sub));
 }
 
 /* Rate bucket of an agent: take one token, or say how long until there is one. */
-static bool take_token(struct state *st, const char *key, size_t len, int64_t now_us,
+static bool take_token(struct state *st, const char *key, size_t len, int64_t now_mono_us,
                        int64_t *retry_after_s)
 {
     uint64_t h = fnv(key, len);
@@ -227,12 +316,15 @@ static bool take_token(struct state *st, const char *key, size_t len, int64_t no
     if (!b) {
         b = insert(&st->buckets, key, len, h);
         b->a = (int64_t)(st->burst * 1e6);
-        b->b = now_us;
+        b->b = now_mono_us;
+    } else {
+        lru_unlink(st, b);
     }
-    double tokens = (double)b->a / 1e6 + (double)(now_us - b->b) / 1e6 * st->rate;
+    lru_append(st, b);
+    double tokens = (double)b->a / 1e6 + (double)(now_mono_us - b->b) / 1e6 * st->rate;
     if (tokens > st->burst)
         tokens = st->burst;
-    b->b = now_us;
+    b->b = now_mono_us;
     if (tokens < 1.0) {
         b->a = (int64_t)(tokens * 1e6);
         *retry_after_s = (int64_t)ceil((1.0 - tokens) / st->rate);
@@ -243,17 +335,14 @@ static bool take_token(struct state *st, const char *key, size_t len, int64_t no
 }
 
 /* Count one more use of (iss, jti), valid until exp; returns the new count. */
-static int64_t use_jti(struct state *st, const char *key, size_t len, int64_t exp, int64_t now_us)
+static int64_t use_jti(struct state *st, const char *key, size_t len, int64_t exp)
 {
     uint64_t h = fnv(key, len);
     struct slot *j = find(&st->jtis, key, len, h);
     if (!j) {
-        if (++st->inserts >= 4096) {
-            sweep(&st->jtis, now_us / 1000000 - 3600);
-            st->inserts = 0;
-        }
         j = insert(&st->jtis, key, len, h);
         j->b = exp;
+        wheel_add(&st->wheel, j);
     }
     return ++j->a;
 }
@@ -264,7 +353,7 @@ static int64_t uses_of(struct state *st, const char *key, size_t len)
     return j ? j->a : 0;
 }
 
-enum code state_admit(struct state *st, struct admit *a, int64_t now_us)
+enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, int64_t now_unix_s)
 {
     const struct mandate *m = a->m;
     char jkey[2 * MANDATE_ID_MAX + 4], ckey[2 * MANDATE_ID_MAX + 4], bkey[2 * MANDATE_ID_MAX + 4];
@@ -274,22 +363,32 @@ enum code state_admit(struct state *st, struct admit *a, int64_t now_us)
     enum code rc = CODE_OK;
 
     pthread_mutex_lock(&st->mu);
-    if (any_revoked_locked(st, m))
+    int64_t locked_us = mono_us();
+    if (st->revoked.n &&
+        (any_revoked_locked(st, m) || (a->cart && any_revoked_locked(st, a->cart))))
         rc = CODE_MANDATE_REVOKED;
     else if (uses_of(st, jkey, jlen) >= m->uses)
         rc = CODE_MANDATE_USED;
     else if (a->cart && uses_of(st, ckey, clen) >= 1)
         rc = CODE_CART_USED;
-    else if (!take_token(st, bkey, blen, now_us, &a->retry_after_s))
+    else if (!take_token(st, bkey, blen, now_mono_us, &a->retry_after_s))
         rc = CODE_RATE_LIMITED;
     else if (a->cart && ledger_reserve(st->ledger, a->spend_key, a->amount, a->cap) != 0)
         rc = CODE_SPEND_CAP_EXCEEDED;
     if (rc == CODE_OK) {
-        a->used = use_jti(st, jkey, jlen, m->exp, now_us);
+        a->used = use_jti(st, jkey, jlen, m->exp);
         if (a->cart)
-            use_jti(st, ckey, clen, a->cart->exp, now_us);
+            use_jti(st, ckey, clen, a->cart->exp);
     }
+    prune_jtis(st, now_unix_s);
+    prune_buckets(st, now_mono_us);
+    ledger_prune(st->ledger, now_unix_s, PRUNE_BUDGET);
+    uint64_t held_us = (uint64_t)(mono_us() - locked_us);
     pthread_mutex_unlock(&st->mu);
+    hist_observe(&st->lock_us, held_us);
+    uint64_t max = atomic_load_explicit(&st->lock_max_us, memory_order_relaxed);
+    while (held_us > max && !atomic_compare_exchange_weak(&st->lock_max_us, &max, held_us))
+        ;
     return rc;
 }
 
@@ -325,4 +424,16 @@ void state_load_spend(struct state *st, const char *key, int64_t amount)
     pthread_mutex_lock(&st->mu);
     ledger_load(st->ledger, key, amount);
     pthread_mutex_unlock(&st->mu);
+}
+
+void state_counts(struct state *st, struct state_counts *out)
+{
+    pthread_mutex_lock(&st->mu);
+    out->jtis = st->jtis.n;
+    out->buckets = st->buckets.n;
+    out->revocations = st->revoked.n;
+    out->ledger = ledger_size(st->ledger);
+    pthread_mutex_unlock(&st->mu);
+    out->lock_us = &st->lock_us;
+    out->lock_max_us = atomic_load(&st->lock_max_us);
 }

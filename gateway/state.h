@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/code.h"
+#include "core/hist.h"
 #include "core/mandate.h"
 #include "gateway/ledger.h"
 
@@ -18,8 +19,15 @@ struct state;
 
 enum revoke_kind { REVOKE_JTI, REVOKE_AGENT, REVOKE_PRINCIPAL, REVOKE_KID };
 
-/** A new empty state with the rate limit (tokens per second per agent, bucket size). */
-struct state *state_new(double rate, double burst);
+/* A jti is remembered until its mandate has been expired for clock_skew_s + this: a verification
+ * that began just before the expiry cannot race its removal. */
+#define STATE_GRACE_S 60
+
+/**
+ * A new empty state with the rate limit (tokens per second per agent, bucket size) and the
+ * clock skew the mandate checks allow (how long after exp a jti must still be remembered).
+ */
+struct state *state_new(double rate, double burst, int64_t clock_skew_s);
 /** Free; NULL is a no-op. */
 void state_free(struct state *st);
 /** Change the rate limit (SIGHUP). */
@@ -47,16 +55,27 @@ struct admit {
 };
 
 /**
- * Check a request against revocations, its mandate's uses, its cart, its agent's rate bucket and
- * its principal's spend cap, and if all pass consume one use, the cart, one token and the amount,
- * all under one lock. Returns CODE_OK or the first failing check's code (nothing consumed).
+ * Check a request against revocations (of the mandate and of its cart), its mandate's uses, its
+ * cart, its agent's rate bucket and its principal's spend cap, and if all pass consume one use,
+ * the cart, one token and the amount, all under one lock. Returns CODE_OK or the first failing
+ * check's code (nothing consumed). Also frees a bounded amount of what has expired. now_mono_us
+ * (CLOCK_MONOTONIC) drives the rate buckets, now_unix_s (wall clock) the jti and ledger expiry.
  */
-enum code state_admit(struct state *st, struct admit *a, int64_t now_us);
+enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, int64_t now_unix_s);
 /** Give back everything state_admit() took (the commit failed; nothing was forwarded). */
 void state_undo(struct state *st, const struct admit *a);
 /** Take back a reservation whose payment did not happen (4xx/5xx, or never forwarded). */
 void state_release(struct state *st, const char *spend_key, int64_t amount);
 /** Count amount under a ledger key (start-up). */
 void state_load_spend(struct state *st, const char *key, int64_t amount);
+
+/* Sizes and the admission lock's hold times, for /metrics and tests. */
+struct state_counts {
+    size_t jtis, buckets, revocations, ledger;
+    const struct hist *lock_us; /* time the admission lock was held, µs */
+    uint64_t lock_max_us;
+};
+/** Fill out with the current sizes (lock_us stays owned by st). */
+void state_counts(struct state *st, struct state_counts *out);
 
 #endif

@@ -121,10 +121,15 @@ void worker_stop(struct worker *w)
     event_active(w->stop_ev, 0, 0);
 }
 
-void worker_join_free(struct worker *w)
+void worker_join(struct worker *w)
 {
     if (w->started)
         pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_free(struct worker *w)
+{
     evhttp_free(w->http); /* closes idle client connections and the listener */
     upstream_pools_free(w->pools);
     writer_mailbox_clear(&w->mb);

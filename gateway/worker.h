@@ -44,8 +44,13 @@ struct worker *worker_new(struct server *s, int id, char **err) MUST_CHECK;
 int worker_start(struct worker *w) MUST_CHECK;
 /** Ask it (from any thread) to stop accepting, finish in-flight requests and exit its loop. */
 void worker_stop(struct worker *w);
-/** Wait for its thread (if it was started) and free it. */
-void worker_join_free(struct worker *w);
+/** Wait for its thread, if it was started (after worker_stop). */
+void worker_join(struct worker *w);
+/**
+ * Free it (after worker_join). Call only once nothing can deliver to its mailbox any more, i.e.
+ * after writer_stop(): items of requests cut off by the drain deadline may still be queued there.
+ */
+void worker_free(struct worker *w);
 /** The configuration for a new request on w (picks up a reload); borrowed until the next call. */
 struct config *worker_config(struct worker *w);
 

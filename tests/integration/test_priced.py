@@ -148,3 +148,31 @@ def test_kill9_between_reservation_and_outcome(s):
     assert s.book(s.pay(c3, cap=20000), c3)[0] == 201
     s.gw.stop()
     replay_ok(s)
+
+
+def test_refused_upstream_releases_the_reservation(shop):
+    """Nothing listens upstream: the payment was never sent, so its reservation is released
+    (SPEC §2.1 step 6), not kept as unknown; with a 20,000 all-time cap a second 15,000 payment
+    still fits."""
+    shop.start(upstream=False)
+    for _ in range(2):
+        c = shop.cart(total=15000)
+        st, _, body, _ = shop.book(shop.pay(c, cap=20000, period="total"), c)
+        assert (st, body["error"]) == (502, "upstream_unavailable"), body
+    shop.gw.stop()
+    r = run(binary("mandate-audit"), "export", "--db", os.path.join(shop.d, "gateway.db"))
+    spends = [json.loads(l).get("spend") for l in r.stdout.splitlines()
+              if '"kind":"outcome"' in l]
+    assert spends == ["released", "released"]
+
+
+def test_revoked_cart_key_or_cart_stops_payment(s):
+    """SPEC §2.3: a revocation names a kid of any issuer; the merchant's cart key and a cart's
+    jti stop the payments that use them."""
+    c = s.cart(total=1000)
+    payload = json.loads(__import__("base64").urlsafe_b64decode(c.split(".")[1] + "=="))
+    assert s.admin("POST", "/admin/revocations", {"jti": payload["jti"]})[0] == 201
+    denied(s, 403, "mandate_revoked", s.pay(c), c)
+    c2 = s.cart(total=1000)
+    assert s.admin("POST", "/admin/revocations", {"kid": "lux1"})[0] == 201
+    denied(s, 403, "mandate_revoked", s.pay(c2), c2)

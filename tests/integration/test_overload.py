@@ -1,0 +1,130 @@
+"""Overload, floods and failure (SPEC §5 "Overload and denial floods", issue 9): the per-client
+denial budget and its denial_summary entries, the free-disk watermark, framing errors counted but
+not audited, reload of keys bound at start, and a drain that is not held up by clients that left."""
+import json
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+
+from conftest import binary, run, wait_for, write_json
+
+
+def entries(g):
+    r = run(binary("mandate-audit"), "export", "--db", os.path.join(g.d, "gateway.db"))
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def verify(g):
+    r = run(binary("mandate-audit"), "verify", "--db", os.path.join(g.d, "gateway.db"),
+            "--checkpoint-key", os.path.join(g.d, "checkpoint.pub.pem"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_garbage_flood_is_summarised(gateway):
+    """Beyond denials_per_s a client's denials are counted into one denial_summary entry per
+    second; every denial is accounted for exactly once and the answers do not change."""
+    gateway.conf["audit"]["denials_per_s"] = 5
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    n = 60
+    for _ in range(n):
+        st, _, body, _ = g.request("GET", "/lux/search", "garbage.token.here")
+        assert (st, body["error"]) == (401, "mandate_malformed")
+    assert g.gw.stop() == 0  # flushes pending summaries
+    es = entries(g)
+    individual = [e for e in es if e["kind"] == "decision" and e["decision"] == "deny"]
+    summaries = [e for e in es if e["kind"] == "denial_summary"]
+    assert summaries, "no denial_summary entry"
+    seconds = {e["ts_ms"] // 1000 for e in summaries}
+    assert len(individual) <= 5 * (len(seconds) + 1)
+    assert len(individual) + sum(e["count"] for e in summaries) == n
+    for e in summaries:
+        assert e["client"] == "127.0.0.1" and e["ts_ms"] % 1000 == 0
+        assert e["codes"] == {"mandate_malformed": e["count"]}
+    verify(g)
+
+
+def test_low_disk_refuses_allows_and_readyz(gateway):
+    """Below audit.min_free_bytes no allow is taken (503, nothing consumed or forwarded), readyz
+    fails, and denials are only summarised."""
+    gateway.conf["audit"]["min_free_bytes"] = 1 << 50
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    g.gw.expect_error(r"bytes free under .* below audit.min_free_bytes")
+    tok = g.mint(uses=1)
+    st, _, body, _ = g.request("GET", "/lux/search", tok)
+    assert (st, body["error"]) == (503, "unavailable")
+    assert g.received() == []
+    st, _, _, text = g.admin("GET", "/readyz", token=None)
+    assert st == 503 and b"disk" in text
+    assert g.request("GET", "/lux/search", "garbage.token.here")[0] == 401
+    assert g.gw.stop() == 0
+    es = entries(g)
+    assert not [e for e in es if e["kind"] == "decision"]
+    assert sum(e["count"] for e in es if e["kind"] == "denial_summary") == 2
+
+
+def test_framing_errors_are_counted_not_audited(g_started):
+    g = g_started
+    st, _, body, _ = g.request("GET", "/lux/search", g.mint(),
+                               headers={"X-Big": "x" * 5000})
+    assert (st, body["error"]) == (431, "headers_too_large")
+    st, _, _, text = g.admin("GET", "/metrics")
+    assert 'mandate_decisions_total{code="headers_too_large"} 1' in text.decode()
+    assert g.gw.stop() == 0
+    assert not [e for e in entries(g) if e["kind"] == "decision"]
+
+
+@pytest.fixture
+def g_started(gateway):
+    return gateway.start()
+
+
+def test_reload_logs_keys_bound_at_start_and_keeps_them(g_started):
+    """SIGHUP applies what is reloadable; each key bound at start is logged and keeps its running
+    value (the checkpoint origin and key stay the writer's own)."""
+    g = g_started
+    conf = json.loads(open(g.config_path).read())
+    conf["workers"] = 3
+    conf["audit"]["origin"] = "other.example/audit"
+    conf["audit"]["checkpoint_every"] = 7
+    conf["limits"]["max_body_bytes"] = 10
+    write_json(g.config_path, conf)
+    g.gw.send(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in g.gw.output(), what="reload")
+    out = g.gw.output()
+    for key in ("workers", "audit.origin", "audit.checkpoint_every"):
+        assert f'"msg":"reload: {key} changed' in out, out
+    assert '"msg":"reload: limits' not in out
+    # limits applied: a body over the new bound is refused.
+    st, _, body, _ = g.request("POST", "/lux/quote", g.mint(action="quote_room"), body="x" * 50)
+    assert (st, body["error"]) == (413, "body_too_large")
+    assert g.request("GET", "/lux/search", g.mint())[0] == 200
+    assert g.gw.stop() == 0  # signs a final checkpoint with the writer's own key and origin
+    verify(g)
+    r = run(binary("mandate-audit"), "verify", "--db", os.path.join(g.d, "gateway.db"),
+            "--checkpoint-key", os.path.join(g.d, "checkpoint.pub.pem"),
+            "--origin", "test.example/audit")
+    assert r.returncode == 0, r.stdout
+
+
+def test_drain_not_held_by_clients_that_reset(g_started):
+    """Clients that reset right after sending must not leave the drain waiting for replies that
+    can never be written: SIGTERM then exits well before the 10 s drain deadline."""
+    g = g_started
+    for _ in range(40):
+        s = socket.create_connection(("127.0.0.1", g.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(b"GET /lux/search HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()  # RST
+    assert g.request("GET", "/lux/search", g.mint())[0] == 200
+    t0 = time.monotonic()
+    g.gw.send(signal.SIGTERM)
+    assert g.gw.wait(9) == 0
+    assert time.monotonic() - t0 < 5
+    assert "still in flight at the drain deadline" not in g.gw.output()
