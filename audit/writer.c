@@ -168,7 +168,10 @@ bool writer_submit(struct writer *w, struct writer_item *it)
 {
     it->next = NULL;
     pthread_mutex_lock(&w->mu);
-    bool full = w->queued >= w->max_queue;
+    /* An item that settles state memory already changed goes in even past the bound: dropping it
+     * would make the database disagree with memory after a restart. There are at most as many as
+     * allows in flight, which the bound itself limits. */
+    bool full = w->queued >= w->max_queue && !it->settles;
     if (full || w->closed) {
         pthread_mutex_unlock(&w->mu);
         if (full)

@@ -53,9 +53,11 @@ struct writer_item {
     struct writer_item *next;
     struct entry_body body; /* the entry's fields, encoded by writer_item_new() */
     bool bad;               /* not to be written: unencodable, or refused by the store */
-    uint8_t tries;          /* transactions it was part of that failed as a whole */
-    char *jws[2];           /* owned: mandate texts to store beside the entry (or NULL) */
-    char jws_sha[2][65];    /* their hex SHA-256 */
+    bool settles;  /* records a change memory already made (a spend outcome): never refused for a
+                      full queue */
+    uint8_t tries; /* transactions it was part of that failed as a whole */
+    char *jws[2];  /* owned: mandate texts to store beside the entry (or NULL) */
+    char jws_sha[2][65]; /* their hex SHA-256 */
     struct writer_op ops[WRITER_MAX_OPS];
     int nops;
     struct writer_mailbox *mb; /* NULL: nobody waits; the writer frees the item */

@@ -399,6 +399,7 @@ static void settle(struct request *r, const char *result, enum spend_status spen
         if (spend == SPEND_RELEASED)
             state_release(r->w->srv->state, r->admit.spend_key, r->admit.amount);
         writer_item_op(it, WOP_SPEND, r->id, r->admit.spend_key, r->admit.amount, spend);
+        it->settles = true;
     }
     if (!writer_submit(r->w->srv->writer, it))
         writer_item_free(it);

@@ -260,6 +260,11 @@ static void test_bounded_queue(void **state)
     assert_in_range(accepted + orphans, 2, 4);
     assert_int_equal(atomic_load(&writer_stats(w)->queue_full), 2);
     assert_int_equal(atomic_load(&writer_stats(w)->dropped), 1);
+    /* An outcome that settles a spend memory already released is never refused. */
+    struct writer_item *settle = item(NULL, "settle", NULL);
+    settle->settles = true;
+    assert_true(writer_submit(w, settle));
+    orphans++;
 
     assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(lock);
