@@ -21,7 +21,7 @@ void http_reply(struct evhttp_request *req, int status, const char *type, const 
     evbuffer_free(b);
 }
 
-void http_reply_json(struct evhttp_request *req, int status, json_t *body)
+size_t http_reply_json(struct evhttp_request *req, int status, json_t *body)
 {
     char *s = sjson_dump(body);
     json_decref(body);
@@ -29,7 +29,9 @@ void http_reply_json(struct evhttp_request *req, int status, json_t *body)
     free(s);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
     http_reply(req, status, "application/json", line);
+    size_t n = strlen(line);
     free(line);
+    return n;
 }
 
 json_t *http_body_json(struct evhttp_request *req, size_t max)

@@ -469,14 +469,10 @@ static void ser_bare(struct sb *b, const struct httpsig_sf_bare *v)
         break;
     case HTTPSIG_SF_DECIMAL: {
         uint64_t a = v->num < 0 ? (uint64_t)0 - (uint64_t)v->num : (uint64_t)v->num;
-        int fd = 3;
-        uint64_t frac = a % 1000;
-        while (fd > 1 && frac % 10 == 0) {
-            frac /= 10;
-            fd--;
-        }
-        snprintf(num, sizeof(num), "%s%" PRIu64 ".%0*" PRIu64, v->num < 0 ? "-" : "", a / 1000, fd,
-                 frac);
+        int n = snprintf(num, sizeof(num), "%s%" PRIu64 ".%03" PRIu64, v->num < 0 ? "-" : "",
+                         a / 1000, a % 1000);
+        while (n > 2 && num[n - 1] == '0' && num[n - 2] != '.') /* RFC 8941: no trailing zeros */
+            num[--n] = '\0';
         sb_str(b, num);
         break;
     }

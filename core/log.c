@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 enum log_level log_min_level = LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -57,14 +59,41 @@ void sb_printf(struct sb *b, const char *fmt, ...)
     free(s);
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, nothing
+ * past U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
 void sb_json_str(struct sb *b, const char *s)
 {
     sb_putn(b, "\"", 1);
     const char *run = s;
-    for (; *s; s++) {
+    while (*s) {
         unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+        size_t n = c < 0x80 ? 1 : utf8_len((const unsigned char *)s);
+        if (n > 1 || (n == 1 && c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)) {
+            s += n;
             continue;
+        }
+        /* A control byte, a quote, a backslash, or a byte that is not UTF-8: every line must stay
+         * valid JSON, so a stray byte is written as the code point of the same value. */
         sb_putn(b, run, (size_t)(s - run));
         char esc[8];
         if (c == '"' || c == '\\')
@@ -72,7 +101,7 @@ void sb_json_str(struct sb *b, const char *s)
         else
             snprintf(esc, sizeof(esc), "\\u%04x", c);
         sb_puts(b, esc);
-        run = s + 1;
+        run = ++s;
     }
     sb_putn(b, run, (size_t)(s - run));
     sb_putn(b, "\"", 1);
@@ -130,4 +159,19 @@ void log_write(enum log_level level, const char *request_id, const char *fmt, ..
     (void)w; /* nothing sensible to do when stderr is gone */
     free(msg);
     sb_clear(&b);
+}
+
+/* libevent's own messages, as our JSON lines (one write each, escaped like ours). */
+static void libevent_log(int severity, const char *msg)
+{
+    enum log_level l = severity == EVENT_LOG_DEBUG  ? LOG_DEBUG
+                       : severity == EVENT_LOG_MSG  ? LOG_INFO
+                       : severity == EVENT_LOG_WARN ? LOG_WARN
+                                                    : LOG_ERROR;
+    log_write(l, NULL, "libevent: %s", msg);
+}
+
+void log_route_libevent(void)
+{
+    event_set_log_callback(libevent_log);
 }

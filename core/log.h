@@ -47,4 +47,7 @@ void sb_clear(struct sb *b);
 /** The time as "2026-11-22T05:39:04.123Z" into buf (at least 32 bytes). */
 void log_timestamp(char *buf, size_t n);
 
+/** Send libevent's own messages through log_write (JSON lines) instead of raw stderr. */
+void log_route_libevent(void);
+
 #endif

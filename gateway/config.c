@@ -230,14 +230,31 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
     }
 }
 
+/* The JSON path of the k-th route of the table: merchants[i].routes[j]. */
+static void route_json_path(const struct config *conf, size_t k, char out[CFG_PATH_MAX])
+{
+    const struct merchant *m = conf->routes.v[k].merchant;
+    size_t j = 0;
+    for (size_t i = 0; i < k; i++)
+        j += conf->routes.v[i].merchant == m;
+    char mp[CFG_PATH_MAX], rp[CFG_PATH_MAX];
+    cfg_index(mp, "merchants", (size_t)(m - conf->merchants));
+    cfg_join(rp, mp, "routes");
+    cfg_index(out, rp, j);
+}
+
 static void check_routes(struct cfg *c, const struct config *conf)
 {
     size_t by;
     long j = route_unreachable(&conf->routes, &by);
-    if (j >= 0)
-        cfg_error(c, "merchants", "route %s %s can never match: %s %s comes first",
-                  conf->routes.v[j].method, conf->routes.v[j].path, conf->routes.v[by].method,
-                  conf->routes.v[by].path);
+    if (j >= 0) {
+        char at[CFG_PATH_MAX], first[CFG_PATH_MAX];
+        route_json_path(conf, (size_t)j, at);
+        route_json_path(conf, by, first);
+        cfg_error(c, at, "route %s %s can never match: %s (%s %s) comes first",
+                  conf->routes.v[j].method, conf->routes.v[j].path, first,
+                  conf->routes.v[by].method, conf->routes.v[by].path);
+    }
 }
 
 struct config *config_load(const char *path, struct cfg *c)

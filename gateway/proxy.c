@@ -252,7 +252,7 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     json_t *body = json_pack("{ss ss ss}", "error", code_name(code), "message", code_message(code),
                              "request_id", r->id);
     last_reply(r);
-    http_reply_json(r->req, r->status, body);
+    r->bytes = http_reply_json(r->req, r->status, body);
     r->req = NULL;
 }
 

@@ -3,7 +3,9 @@
  */
 #include "gateway/server.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,10 +151,24 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(s->base, NULL);
 }
 
+/* As many descriptors as the hard limit allows: connections are bounded by max_connections and
+ * the accept back-off, not by a soft limit someone forgot to raise. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("cannot raise the descriptor limit: %s", strerror(errno));
+    }
+}
+
 int server_run(struct config *conf)
 {
     int rc = 2;
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    log_route_libevent();
     log_min_level = conf->log_level;
     if (evthread_use_pthreads() != 0)
         abort();

@@ -4,12 +4,14 @@
 #include "gateway/worker.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "gateway/proxy.h"
 
 #define DRAIN_TIMEOUT_US (10 * 1000000)
+#define ACCEPT_PAUSE_MS  100 /* out of descriptors: how long accepting pauses */
 
 static void on_mailbox(evutil_socket_t fd, short what, void *arg)
 {
@@ -44,6 +46,36 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     evconnlistener_disable(w->lst);
     w->drain_deadline_us = mono_us() + DRAIN_TIMEOUT_US;
     on_drain(-1, 0, w);
+}
+
+static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (!atomic_load(&w->srv->draining))
+        evconnlistener_enable(w->lst);
+}
+
+/* accept() failed. Out of descriptors (EMFILE/ENFILE), the pending connection stays in the
+ * backlog and the listener would wake again at once: pause accepting instead of spinning, and
+ * say so at most once a second for the whole process. */
+static _Thread_local struct worker *this_worker; /* the error callback's argument is evhttp's */
+
+static void on_accept_error(struct evconnlistener *lst, void *arg)
+{
+    (void)arg;
+    struct worker *w = this_worker;
+    int err = EVUTIL_SOCKET_ERROR();
+    static _Atomic int64_t logged_mono_s;
+    int64_t now_mono_s = mono_us() / 1000000, last = atomic_load(&logged_mono_s);
+    if (now_mono_s != last && atomic_compare_exchange_strong(&logged_mono_s, &last, now_mono_s))
+        log_warn("accept: %s; pausing new connections for %d ms", strerror(err), ACCEPT_PAUSE_MS);
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        evconnlistener_disable(lst);
+        struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+        evtimer_add(w->resume_ev, &pause);
+    }
 }
 
 static struct evconnlistener *listen_on(struct event_base *base, const char *host, int port,
@@ -92,18 +124,21 @@ struct worker *worker_new(struct server *s, int id, char **err)
         return NULL;
     }
     evhttp_bind_listener(w->http, w->lst);
+    evconnlistener_set_error_cb(w->lst, on_accept_error);
     proxy_setup(w);
     w->pools = upstream_pools_new(w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
     writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);
+    w->resume_ev = evtimer_new(w->base, on_resume_accept, w);
     return w;
 }
 
 static void *run(void *arg)
 {
     struct worker *w = arg;
+    this_worker = w;
     event_base_dispatch(w->base);
     return NULL;
 }
@@ -135,6 +170,7 @@ void worker_free(struct worker *w)
     writer_mailbox_clear(&w->mb);
     event_free(w->stop_ev);
     event_free(w->drain_ev);
+    event_free(w->resume_ev);
     event_base_free(w->base);
     config_unref(w->conf);
     free(w->vcache);

@@ -35,6 +35,7 @@ struct worker {
     int unflushed; /* replies handed to evhttp and not yet written out */
     bool started;
     struct event *stop_ev, *drain_ev;
+    struct event *resume_ev; /* re-enables accepting after a pause for lack of descriptors */
     int64_t drain_deadline_us;
 };
 

@@ -722,6 +722,7 @@ int service_run(struct wallet_config *w)
         wallet_config_free(w);
         return 2;
     }
+    log_route_libevent();
     wl.base = event_base_new();
     wl.http = evhttp_new(wl.base);
     evhttp_set_max_body_size(wl.http, MAX_BODY);

@@ -91,16 +91,16 @@ class Proc:
     """A started program; stop() signals it by PID and waits (bounded), then kills.
 
     Our own programs (under $BUILD) are checked when the test ends: stopped with SIGTERM, they must
-    exit 0, and their output must hold no sanitizer report and no "level":"error" line other than
-    those the test declared with expect_error(regex)."""
+    exit 0, every line of their output must be JSON, and it must hold no sanitizer report and no
+    "level":"error" line other than those the test declared with expect_error(regex)."""
 
-    def __init__(self, args, log_path, env=None):
+    def __init__(self, args, log_path, env=None, preexec_fn=None):
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.ours = os.path.abspath(args[0]).startswith(BUILD + os.sep)
         self.allowed = []
         self.p = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=preexec_fn)
         self.pid = self.p.pid
 
     def expect_error(self, pattern):
@@ -138,6 +138,11 @@ class Proc:
         out = self.output()
         bad = [l for l in out.splitlines() if SANITIZER.search(l)]
         for line in out.splitlines():
+            try:
+                json.loads(line)
+            except ValueError:
+                if not SANITIZER.search(line):
+                    bad.append("not a JSON line: " + line[:200])
             if '"level":"error"' in line and not any(a.search(line) for a in self.allowed):
                 bad.append(line)
         return bad

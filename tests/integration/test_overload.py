@@ -128,3 +128,63 @@ def test_drain_not_held_by_clients_that_reset(g_started):
     assert g.gw.wait(9) == 0
     assert time.monotonic() - t0 < 5
     assert "still in flight at the drain deadline" not in g.gw.output()
+
+
+def access_lines(g):
+    return [json.loads(l) for l in g.gw.output().splitlines() if '"type":"access"' in l]
+
+
+def test_access_log_counts_denial_bodies_and_escapes_bad_utf8(g_started):
+    """The access log's bytes count what a denial sent; a path with bytes that are not UTF-8 is
+    logged as valid JSON (the fixture fails the test on any line that is not)."""
+    g = g_started
+    st, _, _, data = g.request("GET", "/lux/search")
+    assert st == 401
+    out = raw_request(g.port, b"GET /lux/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404") or out.startswith(b"HTTP/1.1 400"), out[:100]
+    wait_for(lambda: len(access_lines(g)) >= 2, what="two access lines")
+    first, second = access_lines(g)[:2]
+    assert first["code"] == "mandate_missing" and first["bytes"] == len(data)
+    assert second["path"] == "/lux/\u00ff\u00fe"
+
+
+def raw_request(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        return s.recv(65536)
+
+
+def test_out_of_descriptors_backs_off_quietly(gateway):
+    """At the descriptor limit the accept loop pauses instead of spinning and logging: idle
+    connections past the limit cost a few log lines, and once they close service resumes."""
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    g = gateway
+    g.start_upstream()
+    from conftest import Proc, binary as _b, wait_port
+    g.gw = Proc([_b("mandate-gateway"), "--config", g.config_path],
+                os.path.join(g.d, "gateway.log"), preexec_fn=low_limit)
+    g.procs.append(g.gw)
+    wait_port(g.port, g.gw.p)
+    held = []
+    for _ in range(100):
+        try:
+            held.append(socket.create_connection(("127.0.0.1", g.port), timeout=1))
+        except OSError:
+            break
+    # Logged at most once a second: two lines prove a second or more spent at the limit.
+    wait_for(lambda: g.gw.output().count("pausing new connections") >= 2, what="accept back-off")
+    assert os.path.getsize(g.gw.log_path) < 100 * 1024
+    for s in held:
+        s.close()
+    wait_for(lambda: _ok(g), timeout=10, what="service after the descriptors came back")
+
+
+def _ok(g):
+    try:
+        return g.request("GET", "/lux/search", g.mint(), timeout=2)[0] == 200
+    except OSError:
+        return False

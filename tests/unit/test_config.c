@@ -151,7 +151,8 @@ static void test_unreachable_route(void **state)
     expect(GW_PREFIX "\"merchants\":[{\"id\":\"lux\",\"upstream\":\"http://127.0.0.1:9000\","
                      "\"routes\":[{\"method\":\"GET\",\"path\":\"/lux/*\",\"action\":\"a\"},"
                      "{\"method\":\"GET\",\"path\":\"/lux/b/*\",\"action\":\"b\"}]}]}",
-           "route GET /lux/b/* can never match: GET /lux/* comes first");
+           "merchants[0].routes[1]: route GET /lux/b/* can never match: merchants[0].routes[0] "
+           "(GET /lux/*) comes first");
 }
 
 static void test_priced_route_needs_merchant_keys(void **state)
