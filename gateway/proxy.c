@@ -72,10 +72,12 @@ static const char *method_name(enum evhttp_cmd_type t)
     }
 }
 
-static bool idempotent(enum evhttp_cmd_type t)
+/* SPEC §5: only an unpriced GET or HEAD is sent again, and only when its pooled connection was
+ * found closed before any byte of it was written: the merchant cannot have acted on it. */
+static bool retryable(const struct request *r)
 {
-    return t == EVHTTP_REQ_GET || t == EVHTTP_REQ_HEAD || t == EVHTTP_REQ_PUT ||
-           t == EVHTTP_REQ_DELETE || t == EVHTTP_REQ_OPTIONS;
+    enum evhttp_cmd_type t = evhttp_request_get_command(r->req);
+    return !r->route->priced && !r->sent && (t == EVHTTP_REQ_GET || t == EVHTTP_REQ_HEAD);
 }
 
 /* RFC 9110 §7.6.1 hop-by-hop fields, never forwarded either way. */
@@ -518,8 +520,7 @@ static void on_up_done(struct evhttp_request *up, void *arg)
     r->uc = NULL;
     /* A pooled connection that was closed under us before any answer: once, on a new one. */
     if (!r->headers_sent && r->bytes == 0 && reused && !r->retried && r->req &&
-        (!r->up_errored || r->up_err == EVREQ_HTTP_EOF) &&
-        idempotent(evhttp_request_get_command(r->req))) {
+        (!r->up_errored || r->up_err == EVREQ_HTTP_EOF) && retryable(r)) {
         r->retried = true;
         forward(r);
         return;

@@ -216,6 +216,9 @@ class Gateway:
                                {"method": "GET", "path": "/delay/*", "action": "search"},
                                {"method": "GET", "path": "/big/*", "action": "search"},
                                {"method": "GET", "path": "/status/*", "action": "search"},
+                               {"method": "GET", "path": "/drop/*", "action": "search"},
+                               {"method": "PUT", "path": "/drop/*", "action": "book_room",
+                                "priced": True},
                            ]}],
         }
         # The merchant's key: the gateway checks carts with it (priced routes need it).

@@ -5,6 +5,7 @@ per request in the file given as argv[2]) and answers by path:
   /big/<n>           streams n bytes (Content-Length framed, written in 64 KiB pieces)
   /status/<code>     answers with that status and a JSON body
   /close/...         answers, then closes the connection
+  /drop/...          reads the request, then closes the connection without answering
   anything else      200 {"ok": true, "path": ...}
 Usage: stub_upstream.py PORT RECORD_FILE"""
 import json
@@ -33,6 +34,9 @@ class Handler(BaseHTTPRequestHandler):
                                 "body": body.decode(errors="replace")}) + "\n")
         if self.path.startswith("/slow"):
             time.sleep(3600)
+        if self.path.startswith("/drop"):
+            self.close_connection = True  # read the request, then close without an answer
+            return
         if self.path.startswith("/delay/"):
             time.sleep(int(self.path.split("/")[2]) / 1000)
         if self.path.startswith("/big/"):

@@ -188,3 +188,19 @@ def _ok(g):
         return g.request("GET", "/lux/search", g.mint(), timeout=2)[0] == 200
     except OSError:
         return False
+
+
+def test_priced_put_dropped_after_reading_is_delivered_once(g_started):
+    """SPEC §5 retries: the merchant read the priced PUT and closed without answering. It may
+    have acted on it, so it is never sent again: 502, delivered exactly once, spend unknown."""
+    g = g_started
+    for _ in range(6):  # every worker has a pooled (reused) connection to the merchant
+        assert g.request("GET", "/lux/search", g.mint())[0] == 200
+    before = len(g.received())
+    c = g.cart(total=1000)
+    st, _, body, _ = g.request("PUT", "/drop/1", g.pay(c), headers={"Mandate-Cart": c}, body="{}")
+    assert (st, body["error"]) == (502, "upstream_unavailable"), body
+    assert [r["path"] for r in g.barrier()[before:]] == ["/drop/1"]
+    assert g.gw.stop() == 0
+    outcomes = [e for e in entries(g) if e["kind"] == "outcome" and "spend" in e]
+    assert [e["spend"] for e in outcomes] == ["unknown"]
