@@ -192,6 +192,13 @@ static void clean(void)
     }
 }
 
+/* libFuzzer ends with exit(): the temporary directory goes with it. */
+static void remove_dir(void)
+{
+    clean();
+    rmdir(dir);
+}
+
 static void add_issuer(const char *id, const char *kid)
 {
     struct jwks *set = xcalloc(1, sizeof(*set));
@@ -212,6 +219,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(dir, sizeof(dir), "%s/fuzz_auditdb.XXXXXX",
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     must(mkdtemp(dir) != NULL);
+    atexit(remove_dir);
     snprintf(path, sizeof(path), "%s/in.db", dir);
     char seedp[96];
     snprintf(seedp, sizeof(seedp), "%s/seed.db", dir);
