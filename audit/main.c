@@ -145,13 +145,11 @@ static int parse(int argc, char **argv, struct args *a)
 
 static sqlite3 *open_db(const char *path)
 {
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL) != SQLITE_OK ||
-        sqlite3_exec(db, "SELECT 1 FROM entries LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
-        fprintf(stderr, "mandate-audit: %s: %s\n", path, db ? sqlite3_errmsg(db) : "cannot open");
-        sqlite3_close(db);
-        return NULL;
+    char *err = NULL;
+    sqlite3 *db = store_open_evidence(path, &err);
+    if (!db) {
+        fprintf(stderr, "mandate-audit: %s\n", err);
+        free(err);
     }
     return db;
 }

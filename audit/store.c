@@ -53,6 +53,29 @@ static int exec_retry(sqlite3 *db, const char *sql, char **msg)
     }
 }
 
+sqlite3 *store_open_evidence(const char *path, char **err)
+{
+    sqlite3 *db = NULL;
+    char *msg = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        *err = xasprintf("%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
+        goto fail;
+    }
+    /* The database is evidence, maybe hostile: its schema runs no functions with side effects. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_busy_timeout(db, STORE_BUSY_MS);
+    if (exec_retry(db, "SELECT 1 FROM entries LIMIT 1", &msg) != SQLITE_OK) {
+        *err = xasprintf("%s: %s", path, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        goto fail;
+    }
+    return db;
+fail:
+    sqlite3_close(db);
+    return NULL;
+}
+
 static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
 {
     return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) == SQLITE_OK

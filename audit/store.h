@@ -31,6 +31,12 @@ enum store_mode { STORE_CREATE, STORE_READONLY };
 struct store *store_open(const char *path, enum store_mode mode, char **err) MUST_CHECK;
 /** The underlying connection (for read-only queries of mandate-audit). */
 sqlite3 *store_db(struct store *st);
+/**
+ * Open a log to audit (mandate-audit): read-only, its schema untrusted, waiting out a busy or
+ * recovering database (a copy of a crashed gateway's, opened by several tools at once) instead
+ * of failing. NULL with *err (caller frees); close with sqlite3_close.
+ */
+sqlite3 *store_open_evidence(const char *path, char **err) MUST_CHECK;
 /** Close; NULL is a no-op. */
 void store_close(struct store *st);
 

@@ -13,6 +13,7 @@
 
 #include "audit/checkpoint.h"
 #include "audit/merkle.h"
+#include "audit/store.h"
 #include "core/b64url.h"
 #include "core/jws.h"
 #include "core/mandate.h"
@@ -777,18 +778,8 @@ int verify_file(const char *path, const struct verify_opts *o, bool replay,
     sqlite3 *db = NULL;
     int rc = 2;
     *err = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        *err = xasprintf("%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
+    if (!(db = store_open_evidence(path, err)))
         goto out;
-    }
-    /* The database is evidence, maybe hostile: its schema runs no functions with side effects. */
-    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
-    sqlite3_busy_timeout(db, 5000);
-    if (sqlite3_exec(db, "SELECT 1 FROM entries LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
-        *err = xasprintf("%s: %s", path, sqlite3_errmsg(db));
-        goto out;
-    }
     if ((replay ? replay_log(db, o, rep) : verify_log(db, o, rep)) != 0) {
         *err = xasprintf("%s: cannot read the log: %s", path, sqlite3_errmsg(db));
         goto out;

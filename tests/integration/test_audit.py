@@ -678,3 +678,27 @@ def test_checkpoint_encoding_is_strict(logged, tmp_path):
     plus.write_bytes(forge_checkpoint(g, f"+{size}", merkle_root(leaves)))
     rc, rep = audit(g, db0, "--checkpoint", str(plus))
     assert rc == 1 and rep["violation"] == "bad checkpoint signature", rep
+
+
+def test_tools_share_a_crashed_copy(gateway):
+    """Several mandate-audit commands at once on a copy of a killed gateway's database (its WAL
+    needs recovery) all open it: none fails with "database is locked"."""
+    import subprocess
+    g = gateway.start()
+    for _ in range(20):
+        assert g.request("GET", "/lux/search", g.mint())[0] == 200
+    db = os.path.join(g.d, "gateway.db")
+    assert os.path.getsize(db + "-wal") > 0
+    g.gw.stop(signal.SIGKILL)
+    for round_ in range(10):
+        d = os.path.join(g.d, f"copy{round_}")
+        os.mkdir(d)
+        for ext in ("", "-wal"):
+            shutil.copy(db + ext, os.path.join(d, "gateway.db" + ext))
+        copy = os.path.join(d, "gateway.db")
+        ps = [subprocess.Popen([binary("mandate-audit"), cmd, "--db", copy], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+              for cmd in ("export", "show", "export", "show")]
+        for p in ps:
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 0 and "locked" not in err, err
