@@ -54,6 +54,15 @@ const char *tls_error_string(unsigned long e, char *buf, size_t cap)
         snprintf(buf, cap, "no OpenSSL error");
         return buf;
     }
+    /* bufferevent_openssl also queues SSL_get_error()'s result (a small number) as an error. */
+    if (e == SSL_ERROR_SSL) {
+        snprintf(buf, cap, "TLS protocol error");
+        return buf;
+    }
+    if (e == SSL_ERROR_SYSCALL) {
+        snprintf(buf, cap, "connection closed or I/O error during TLS");
+        return buf;
+    }
     /* "certificate verify failed" reads better in a log than "error:0A000086:SSL routines::". */
     const char *reason = ERR_reason_error_string(e);
     if (reason)
@@ -61,6 +70,11 @@ const char *tls_error_string(unsigned long e, char *buf, size_t cap)
     else
         ERR_error_string_n(e, buf, cap);
     return buf;
+}
+
+int tls_error_is_unexpected_eof(unsigned long e)
+{
+    return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
 }
 
 const char *tls_verify_error(const SSL *ssl)
@@ -363,8 +377,15 @@ struct tls_server *tls_server_new(const char *cert_file, const char *key_file,
         goto fail;
     }
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
-    /* Our order, not the client's: the list above is already best first. */
-    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /*
+     * Our cipher order, not the client's: the list above is already best first.
+     * IGNORE_UNEXPECTED_EOF: a client that closes TCP without close_notify (most do) reads as
+     * a plain EOF. OpenSSL 3 otherwise reports "unexpected eof while reading", which libevent
+     * 2.1 turns into BEV_EVENT_ERROR even with allow_dirty_shutdown. Safe here because a
+     * request is never delimited by the close: HTTP framing detects truncation. Upstream
+     * contexts do not set it (a response body may be read until close).
+     */
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
     /*
      * Session tickets stay on (OpenSSL's default): SSL_CTX_new draws random ticket keys for each
      * context, so a reload, which builds a new context, rotates them. The session id context is

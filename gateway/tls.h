@@ -69,9 +69,16 @@ int tls_peer_subject(SSL *ssl, char *out, size_t cap) MUST_CHECK;
 /**
  * Text of OpenSSL error e into buf and returns buf. With e == 0, the last error queued on this
  * thread, clearing the queue ("no OpenSSL error" when it is empty). For a bufferevent_openssl's
- * BEV_EVENT_ERROR pass bufferevent_get_openssl_error(bev).
+ * BEV_EVENT_ERROR pass the first bufferevent_get_openssl_error(bev): it pops the most recent
+ * error first; the last one it pops is SSL_get_error()'s code, which this also names.
  */
 const char *tls_error_string(unsigned long e, char *buf, size_t cap);
+/**
+ * True when e says the peer closed TCP without a TLS close_notify. Server contexts already report
+ * that as a plain EOF; on an upstream it is BEV_EVENT_ERROR with this error, which means a
+ * truncated body when the body was to be read until the close, and is harmless otherwise.
+ */
+int tls_error_is_unexpected_eof(unsigned long e);
 /**
  * Why the peer's certificate was refused (e.g. "hostname mismatch", "unable to get local issuer
  * certificate"), or NULL when it was not: for the log line of a failed upstream handshake.

@@ -178,6 +178,23 @@ static void test_right_ca(void **state)
     char subj[256];
     assert_int_equal(tls_peer_subject(h.s, subj, sizeof(subj)), 0);
     assert_string_equal(subj, ""); /* no client certificate asked for */
+
+    /*
+     * TCP closed without close_notify: the server reads a plain EOF, the upstream client an
+     * error it can recognise (a body read until the close would be truncated).
+     */
+    char b;
+    assert_int_equal(BIO_shutdown_wr(SSL_get_wbio(h.c)), 1);
+    assert_int_equal(BIO_shutdown_wr(SSL_get_wbio(h.s)), 1);
+    int r = SSL_read(h.s, &b, 1);
+    assert_int_equal(SSL_get_error(h.s, r), SSL_ERROR_ZERO_RETURN);
+    r = SSL_read(h.c, &b, 1);
+    assert_int_equal(SSL_get_error(h.c, r), SSL_ERROR_SSL);
+    /* The alert the client then tries to send may queue "broken pipe" after it. */
+    int eof = 0;
+    for (unsigned long e; (e = ERR_get_error());)
+        eof |= tls_error_is_unexpected_eof(e);
+    assert_true(eof);
     hs_free(&h);
 
     h = connect_to(ts, tc, "localhost");
@@ -452,6 +469,12 @@ static void test_errors(void **state)
     ERR_raise(ERR_LIB_SSL, SSL_R_CERTIFICATE_VERIFY_FAILED);
     assert_string_equal(tls_error_string(0, buf, sizeof(buf)), "certificate verify failed");
     assert_int_equal(ERR_peek_error(), 0);
+    assert_string_equal(tls_error_string(SSL_ERROR_SYSCALL, buf, sizeof(buf)),
+                        "connection closed or I/O error during TLS");
+    assert_true(
+        tls_error_is_unexpected_eof(ERR_PACK(ERR_LIB_SSL, 0, SSL_R_UNEXPECTED_EOF_WHILE_READING)));
+    assert_false(
+        tls_error_is_unexpected_eof(ERR_PACK(ERR_LIB_SSL, 0, SSL_R_CERTIFICATE_VERIFY_FAILED)));
 
     free(cert);
     free(key);
