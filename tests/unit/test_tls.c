@@ -356,19 +356,28 @@ static void test_alpn(void **state)
     tls_server_unref(ts);
 }
 
-/* Handshake, read the TLS 1.3 tickets, return the client's session. */
+/*
+ * Handshake (with the client certificate when subj is not NULL: the subject the server saw goes
+ * there), read the TLS 1.3 tickets, return the client's session.
+ */
 static SSL_SESSION *session_from(struct tls_server *ts, struct tls_client *tc, SSL_SESSION *reuse,
-                                 int *reused)
+                                 int *reused, char subj[256])
 {
     SSL *c = tls_client_ssl(tc, "localhost");
     if (reuse)
         assert_int_equal(SSL_set_session(c, reuse), 1);
+    if (subj) {
+        assert_int_equal(SSL_use_certificate_file(c, path_of("client.pem"), SSL_FILETYPE_PEM), 1);
+        assert_int_equal(SSL_use_PrivateKey_file(c, path_of("client.key"), SSL_FILETYPE_PEM), 1);
+    }
     struct hs h = handshake(c, tls_server_ssl(ts));
     assert_int_equal(h.client, 1);
     assert_int_equal(h.server, 1);
     char b;
     assert_true(SSL_read(c, &b, 1) <= 0); /* processes NewSessionTicket */
     *reused = SSL_session_reused(h.s);
+    if (subj)
+        assert_int_equal(tls_peer_subject(h.s, subj, 256), 0);
     /*
      * A connection freed without a close_notify marks its session "bad": not resumable. So
      * shut down cleanly, as a bufferevent should (see the report on SSL_shutdown).
@@ -386,22 +395,34 @@ static void test_tickets(void **state)
     struct tls_server *ts = server(NULL, NULL);
     struct tls_client *tc = client(path_of("ca.pem"));
     int reused;
-    SSL_SESSION *sess = session_from(ts, tc, NULL, &reused);
+    SSL_SESSION *sess = session_from(ts, tc, NULL, &reused, NULL);
     assert_false(reused);
     assert_true(SSL_SESSION_is_resumable(sess));
-    SSL_SESSION *again = session_from(ts, tc, sess, &reused);
+    SSL_SESSION *again = session_from(ts, tc, sess, &reused, NULL);
     assert_true(reused);
     SSL_SESSION_free(again);
 
     /* A reload builds a new context: new ticket keys, so the old ticket is not accepted. */
     struct tls_server *reloaded = server(NULL, NULL);
-    again = session_from(reloaded, tc, sess, &reused);
+    again = session_from(reloaded, tc, sess, &reused, NULL);
     assert_false(reused);
     SSL_SESSION_free(again);
     SSL_SESSION_free(sess);
     tls_server_unref(reloaded);
-    tls_client_free(tc);
     tls_server_unref(ts);
+
+    /* A resumed session still knows the client certificate, for the access log. */
+    ts = server(path_of("ca.pem"), NULL);
+    char subj[256];
+    sess = session_from(ts, tc, NULL, &reused, subj);
+    assert_false(reused);
+    again = session_from(ts, tc, sess, &reused, subj);
+    assert_true(reused);
+    assert_string_equal(subj, "CN=agent-7,O=Agents\\, Inc,C=FR");
+    SSL_SESSION_free(again);
+    SSL_SESSION_free(sess);
+    tls_server_unref(ts);
+    tls_client_free(tc);
 }
 
 static void expect_error(const char *cert, const char *key, const char *ca, const char *min,
