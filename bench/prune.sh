@@ -9,7 +9,8 @@
 # Everything on 127.0.0.1, free ports, a fresh temporary directory (kept: its path is printed),
 # processes stopped by PID with SIGTERM; the whole run is bounded by MAX_S (default 330 s).
 # Environment: CONNS (default 64), WORKERS (default 2), BUILD (default build/hf), KEEP=0 to remove
-# the directory at the end.
+# the directory at the end, KEEP_DB=1 to keep its audit database (removed by default: ~1.5 kB per
+# mandate). If N is not reached within MAX_S, the figures are taken at what was reached.
 set -euo pipefail
 N=${1:-1000000}
 FIRST=${2:-100000}
@@ -40,6 +41,7 @@ cleanup() {
         grep -v '"type":"access"' "$D/gateway.log" > "$D/gateway.notices.log"
         rm -f "$D/gateway.log"
     fi
+    [ "${KEEP_DB:-0}" = 1 ] || rm -f "$D"/gateway.db* # ~1.5 kB per mandate: 1.4 GB for 1M
     [ "${KEEP:-1}" = 0 ] && rm -rf "$D"
 }
 trap cleanup EXIT
@@ -110,14 +112,20 @@ echo "prune.sh: $N single-use ES256 mandates (exp = iat + 10, clock_skew_s 5), $
 echo "gateway source: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- core gateway audit || echo ' + uncommitted changes in core/gateway/audit')"
 sample start | tee "$D/samples.txt"
 LEFT=$((MAX_S - ($(date +%s) - T0) - 20))
-"$B/bench/mandate_load" "$D/wallet-1.pem" w1 "$PORT" /v1/echo "$FIRST" "$CONNS" 10 "$LEFT" | sed 's/^/load 1: /' || true
-S1=$(sample "after_$FIRST"); echo "$S1" | tee -a "$D/samples.txt"
+L1=$("$B/bench/mandate_load" "$D/wallet-1.pem" w1 "$PORT" /v1/echo "$FIRST" "$CONNS" 10 "$LEFT" || true)
+echo "load 1: $L1"
+DONE1=$(echo "$L1" | sed -n 's/^requests=\([0-9]*\).*/\1/p')
+S1=$(sample "after_$DONE1"); echo "$S1" | tee -a "$D/samples.txt"
 LEFT=$((MAX_S - ($(date +%s) - T0) - 20))
-"$B/bench/mandate_load" "$D/wallet-1.pem" w1 "$PORT" /v1/echo "$((N - FIRST))" "$CONNS" 10 "$LEFT" | sed 's/^/load 2: /' || true
-S2=$(sample "after_$N"); echo "$S2" | tee -a "$D/samples.txt"
+L2=$("$B/bench/mandate_load" "$D/wallet-1.pem" w1 "$PORT" /v1/echo "$((N - FIRST))" "$CONNS" 10 "$LEFT" || true)
+echo "load 2: $L2"
+DONE=$((DONE1 + $(echo "$L2" | sed -n 's/^requests=\([0-9]*\).*/\1/p')))
+S2=$(sample "after_$DONE"); echo "$S2" | tee -a "$D/samples.txt"
+SECS=$(echo "$L1 $L2" | grep -o 'seconds=[0-9.]*' | awk -F= '{s += $2} END {print s}')
+awk -v d="$DONE" -v n="$N" -v s="$SECS" 'BEGIN {printf "%d of %d mandates through the gateway in %.0f s: %.0f/s%s\n", d, n, s, d / s, d < n ? " (stopped by the time bound)" : ""}'
 
 ls -l "$D"/gateway.db* | awk '{s += $5} END {printf "database (gateway.db + -wal + -shm): %.1f MB\n", s / 1048576}'
-grep -h '^mandate_decisions_total\|^mandate_requests_total' "$D/metrics.after_$N.txt" | grep -v ' 0$' || true
+grep -h '^mandate_decisions_total\|^mandate_requests_total' "$D/metrics.after_$DONE.txt" | grep -v ' 0$' || true
 NOTICES=$(grep -v '"type":"access"' "$D/gateway.log" || true)
 echo "gateway log: $(wc -l < "$D/gateway.log") lines, $(echo "$NOTICES" | grep -c '"level":"error"' || true) errors, $(echo "$NOTICES" | grep -c '"level":"warn"' || true) warnings (first 5 below)"
 echo "$NOTICES" | grep '"level":"\(error\|warn\)"' | head -5 || true
@@ -125,7 +133,7 @@ kill -0 "$GW" 2> /dev/null || echo "GATEWAY DIED (see $D/gateway.log)"
 
 get() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k {print $2}'; }
 R1=$(get "$S1" rss_kb) R2=$(get "$S2" rss_kb) MAX=$(get "$S2" lock_max_s)
-awk -v r1="$R1" -v r2="$R2" -v max="$MAX" -v first="$FIRST" -v n="$N" 'BEGIN {
+awk -v r1="$R1" -v r2="$R2" -v max="$MAX" -v first="$DONE1" -v n="$DONE" 'BEGIN {
     d = (r2 - r1) / 1024
     printf "RSS(%d) - RSS(%d) = %.1f MB (%.1f -> %.1f MB): %s (< 16 MB)\n", n, first, d, r1 / 1024, r2 / 1024, d < 16 ? "PASS" : "FAIL"
     printf "admission lock max = %.3f ms: %s (< 1 ms)\n", max * 1000, max < 0.001 ? "PASS" : "FAIL"
