@@ -7,7 +7,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libevent libevent_pthreads openssl jansson sqlite3
+PKGS    := libevent libevent_pthreads libevent_openssl openssl jansson sqlite3
 TESTPKGS := cmocka libjwt
 
 OPT     ?= -O2

@@ -8,6 +8,7 @@
 #define CODE_LIST(X)                                                                               \
     X(OK, "ok", 200, "allowed")                                                                    \
     X(BAD_REQUEST, "bad_request", 400, "the HTTP request is malformed")                            \
+    X(REQUEST_TIMEOUT, "request_timeout", 408, "the request head did not arrive in time")          \
     X(MANDATE_MISSING, "mandate_missing", 401, "an Authorization: Mandate header is required")     \
     X(MANDATE_MALFORMED, "mandate_malformed", 401, "the mandate is not a well-formed token")       \
     X(MANDATE_BAD_SIGNATURE, "mandate_bad_signature", 401,                                         \
@@ -60,5 +61,7 @@ const char *code_name(enum code c);
 int code_status(enum code c);
 /** A sentence for people, for the "message" of an error body. */
 const char *code_message(enum code c);
+/** The reason phrase of an HTTP status, e.g. "Not Found" ("Unknown" for one we never send). */
+const char *code_reason(int status);
 
 #endif

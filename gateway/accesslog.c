@@ -44,6 +44,8 @@ void accesslog_write(const struct access *a)
     field(&b, "agent", a->agent);
     field(&b, "decision", a->decision);
     field(&b, "code", a->code);
+    if (a->tls_client && a->tls_client[0])
+        field(&b, "tls_client", a->tls_client);
     number(&b, "status", a->status);
     number(&b, "bytes", (long long)a->bytes);
     number(&b, "check_us", a->check_us);

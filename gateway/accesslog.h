@@ -9,6 +9,7 @@
 struct access {
     const char *request_id, *method, *path, *route, *merchant, *action, *principal, *agent;
     const char *decision, *code;
+    const char *tls_client; /* the client certificate's subject, "" without one */
     int status;
     uint64_t bytes;
     int64_t check_us, upstream_us;

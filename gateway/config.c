@@ -8,17 +8,63 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/util.h>
+
 #include "core/log.h"
 #include "core/sha256.h"
+#include "gateway/tls.h"
 
 static const char *const top_keys[] = {"listen",    "workers",   "database",   "admin",
                                        "audit",     "limits",    "rate_limit", "issuers",
-                                       "merchants", "log_level", NULL};
+                                       "merchants", "log_level", "tls",        NULL};
 static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
+
+/* A "tls" object inside obj at path: the listener's certificate, key, optional client CA and
+ * minimum version, loaded now so that --check-config proves they load and match. */
+static int resolve(const char *host, int port, struct sockaddr_storage *out, int *len)
+{
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    char ps[8];
+    snprintf(ps, sizeof(ps), "%d", port);
+    if (evutil_getaddrinfo(host, ps, &hints, &ai) != 0)
+        return -1;
+    memcpy(out, ai->ai_addr, ai->ai_addrlen);
+    *len = (int)ai->ai_addrlen;
+    evutil_freeaddrinfo(ai);
+    return 0;
+}
+
+static struct tls_server *load_tls(struct cfg *c, const char *path, const json_t *obj)
+{
+    static const char *const keys[] = {"cert_file", "key_file", "client_ca_file", "min_version",
+                                       NULL};
+    static const char *const versions[] = {"1.2", "1.3", NULL};
+    json_t *t = cfg_object(c, path, obj, "tls", false);
+    if (!t)
+        return NULL;
+    char p[CFG_PATH_MAX];
+    cfg_join(p, path, "tls");
+    cfg_keys(c, p, t, keys);
+    char *cert = cfg_file(c, p, t, "cert_file", true);
+    char *key = cfg_file(c, p, t, "key_file", true);
+    char *ca =
+        json_object_get(t, "client_ca_file") ? cfg_file(c, p, t, "client_ca_file", true) : NULL;
+    int v = cfg_enum(c, p, t, "min_version", false, versions, 0);
+    struct tls_server *ts = NULL;
+    char *err = NULL;
+    if (cert && key && v >= 0 && !(ts = tls_server_new(cert, key, ca, versions[v], &err))) {
+        cfg_error(c, p, "%s", err);
+        free(err);
+    }
+    free(cert);
+    free(key);
+    free(ca);
+    return ts;
+}
 
 static void load_admin(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"listen", "token_sha256", NULL};
+    static const char *const keys[] = {"listen", "token_sha256", "tls", NULL};
     json_t *a = cfg_object(c, "", root, "admin", false);
     if (!a)
         return;
@@ -26,6 +72,7 @@ static void load_admin(struct cfg *c, const json_t *root, struct config *conf)
     conf->has_admin =
         cfg_listen(c, "admin", a, "listen", true, &conf->admin_host, &conf->admin_port) == 0;
     cfg_sha256(c, "admin", a, "token_sha256", conf->admin_token_sha256);
+    conf->admin_tls = load_tls(c, "admin", a);
 }
 
 static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
@@ -58,13 +105,10 @@ static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
 
 static void load_limits(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"max_body_bytes",
-                                       "max_header_bytes",
-                                       "max_mandate_bytes",
-                                       "clock_skew_s",
-                                       "max_ttl_s",
-                                       "upstream_timeout_ms",
-                                       NULL};
+    static const char *const keys[] = {
+        "max_body_bytes",  "max_header_bytes", "max_headers",         "max_mandate_bytes",
+        "clock_skew_s",    "max_ttl_s",        "upstream_timeout_ms", "header_timeout_ms",
+        "idle_timeout_ms", "body_timeout_ms",  "max_connections",     NULL};
     json_t *empty = json_object();
     json_t *l = cfg_object(c, "", root, "limits", false);
     if (!l)
@@ -79,6 +123,12 @@ static void load_limits(struct cfg *c, const json_t *root, struct config *conf)
     conf->mandate_limits.max_ttl_s = cfg_int(c, "limits", l, "max_ttl_s", false, 300, 1, 86400);
     conf->upstream_timeout_ms =
         cfg_int(c, "limits", l, "upstream_timeout_ms", false, 15000, 1, 3600000);
+    conf->max_headers = cfg_int(c, "limits", l, "max_headers", false, 100, 8, 10000);
+    conf->header_timeout_ms =
+        cfg_int(c, "limits", l, "header_timeout_ms", false, 10000, 1, 3600000);
+    conf->idle_timeout_ms = cfg_int(c, "limits", l, "idle_timeout_ms", false, 60000, 1, 3600000);
+    conf->body_timeout_ms = cfg_int(c, "limits", l, "body_timeout_ms", false, 30000, 1, 3600000);
+    conf->max_connections = cfg_int(c, "limits", l, "max_connections", false, 10000, 1, 1000000);
     json_t *r = cfg_object(c, "", root, "rate_limit", false);
     static const char *const rkeys[] = {"per_agent_per_s", "burst", NULL};
     if (!r)
@@ -134,20 +184,28 @@ static void load_issuers(struct cfg *c, const json_t *root, struct config *conf)
     }
 }
 
+/* "http://host:port" or "https://host:port" (an optional final "/"), resolved now: the request
+ * path never waits for a name lookup. */
 static int parse_upstream(const char *s, struct merchant *m)
 {
-    if (strncmp(s, "http://", 7) != 0)
+    bool tls = strncmp(s, "https://", 8) == 0;
+    if (!tls && strncmp(s, "http://", 7) != 0)
         return -1;
-    const char *hp = s + 7;
+    const char *hp = s + (tls ? 8 : 7);
     size_t n = strlen(hp);
     if (n && hp[n - 1] == '/')
         n--;
     char *tmp = xstrndup(hp, n);
     int rc = strchr(tmp, '/') ? -1 : hostport_parse(tmp, &m->upstream_host, &m->upstream_port);
-    if (rc == 0)
+    if (rc == 0 &&
+        resolve(m->upstream_host, m->upstream_port, &m->upstream_addr, &m->upstream_addrlen) != 0)
+        rc = -1;
+    if (rc == 0) {
         m->upstream_hostport = tmp;
-    else
+        m->upstream_tls = tls;
+    } else {
         free(tmp);
+    }
     return rc;
 }
 
@@ -191,7 +249,8 @@ static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
 
 static void load_merchants(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"id", "upstream", "jwks_file", "routes", NULL};
+    static const char *const keys[] = {"id",        "upstream", "upstream_ca_file",
+                                       "jwks_file", "routes",   NULL};
     json_t *arr = cfg_array(c, "", root, "merchants", true);
     conf->merchants = xcalloc(json_array_size(arr) + 1, sizeof(struct merchant));
     size_t i;
@@ -214,8 +273,20 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
         if (up && parse_upstream(up, m) != 0) {
             char pp[CFG_PATH_MAX];
             cfg_join(pp, p, "upstream");
-            cfg_error(c, pp, "expected http://host:port");
+            cfg_error(c, pp,
+                      "expected http://host:port or https://host:port (a name that resolves)");
         }
+        char *ca = json_object_get(it, "upstream_ca_file")
+                       ? cfg_file(c, p, it, "upstream_ca_file", true)
+                       : NULL;
+        char *err = NULL;
+        if (m->upstream_tls && !(m->upstream_tls_ctx = tls_client_new(ca, &err))) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, p, ca ? "upstream_ca_file" : "upstream");
+            cfg_error(c, pp, "%s", err);
+            free(err);
+        }
+        free(ca);
         if (json_object_get(it, "jwks_file"))
             load_jwks(c, p, it, m->id, &conf->merchant_keys);
         size_t first = conf->routes.n;
@@ -280,6 +351,7 @@ struct config *config_load(const char *path, struct cfg *c)
     if (lvl && log_level_parse(lvl, &level) != 0)
         cfg_error(c, "log_level", "expected one of debug, info, warn, error");
     conf->log_level = (int)level;
+    conf->tls = load_tls(c, "", root);
     load_admin(c, root, conf);
     load_audit(c, root, conf);
     load_limits(c, root, conf);
@@ -303,12 +375,15 @@ void config_free(struct config *conf)
     free(conf->admin_host);
     free(conf->audit_origin);
     jwk_clear(&conf->checkpoint_key);
+    tls_server_unref(conf->tls);
+    tls_server_unref(conf->admin_tls);
     keyring_clear(&conf->issuers);
     keyring_clear(&conf->merchant_keys);
     for (size_t i = 0; i < conf->nmerchants; i++) {
         free(conf->merchants[i].id);
         free(conf->merchants[i].upstream_host);
         free(conf->merchants[i].upstream_hostport);
+        tls_client_free(conf->merchants[i].upstream_tls_ctx);
     }
     free(conf->merchants);
     route_clear(&conf->routes);
@@ -362,7 +437,10 @@ static const struct config_key config_keys[] = {
     CK("audit.max_queue", false, CK_I64, max_queue),
     CK("audit.denials_per_s", true, CK_NONE, denials_per_s),
     CK("audit.min_free_bytes", false, CK_I64, min_free_bytes),
+    CK("limits.max_connections", false, CK_I64, max_connections),
     CK("limits", true, CK_NONE, max_body_bytes),
+    CK("tls", true, CK_NONE, tls),
+    CK("admin.tls", false, CK_NONE, admin_tls),
     CK("rate_limit", true, CK_NONE, rate_per_s),
     CK("issuers", true, CK_NONE, issuers),
     CK("merchants", true, CK_NONE, merchants),

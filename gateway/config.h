@@ -10,16 +10,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "core/cfg.h"
 #include "core/jwk.h"
 #include "core/mandate.h"
 #include "gateway/route.h"
 
+struct tls_server;
+struct tls_client;
+
 struct merchant {
     char *id;
     char *upstream_host;
     int upstream_port;
-    char *upstream_hostport; /* "host:port", for Host and Forwarded */
+    char *upstream_hostport;               /* "host:port", for Host and Forwarded */
+    struct sockaddr_storage upstream_addr; /* resolved at load */
+    int upstream_addrlen;
+    bool upstream_tls;                   /* https:// */
+    struct tls_client *upstream_tls_ctx; /* with upstream_tls: CA file or the system store */
 };
 
 struct config {
@@ -41,7 +50,10 @@ struct config {
     int64_t max_queue;      /* audit.max_queue: writer queue bound (SPEC §5) */
     int64_t denials_per_s;  /* audit.denials_per_s: individual denial entries per client address */
     int64_t min_free_bytes; /* audit.min_free_bytes: below it allows get 503 */
-    int64_t max_body_bytes, max_header_bytes, upstream_timeout_ms;
+    int64_t max_body_bytes, max_header_bytes, max_headers, upstream_timeout_ms;
+    int64_t header_timeout_ms, idle_timeout_ms, body_timeout_ms, max_connections;
+    struct tls_server *tls;       /* the proxy listener's TLS, or NULL (plain HTTP) */
+    struct tls_server *admin_tls; /* the admin listener's */
     struct mandate_limits mandate_limits;
     double rate_per_s, rate_burst;
     struct keyring issuers;

@@ -1,38 +1,44 @@
 /*
  * proxy: the request lifecycle of the mandate-enforcing reverse proxy.
+ *
+ * One struct request per request, one allocation holding it, a copy of its head (the parsed
+ * slices point into it) and its header array. The client's body is read only after the allow is
+ * durable, and streamed: Content-Length bodies are moved as they are, chunked bodies decoded and
+ * re-chunked (extensions and trailers dropped). The merchant's answer is parsed strictly, interim
+ * 1xx answers relayed, and its body streamed back with the same framing rules. Backpressure both
+ * ways: a side whose output passes HIGH_WATER stops the other side's reads until it is flushed.
  */
 #include "gateway/proxy.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <openssl/rand.h>
 
-#include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
 #include "gateway/accesslog.h"
+#include "gateway/conn.h"
 #include "gateway/enforce.h"
+#include "gateway/upstream.h"
 #include "gateway/worker.h"
 
-#define MAX_HEADERS       100
-#define CLIENT_HIGH_WATER (256 * 1024) /* pause the upstream above this much unsent to a client */
-#define CLIENT_TIMEOUT_S  30           /* reading a request, writing a response */
+#define HIGH_WATER (256 * 1024) /* pause the sending side above this much unsent */
+
+enum body_kind { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
 
 struct request {
     struct worker *w;
-    struct evhttp_request *req; /* the client's; NULL once its connection is gone */
-    struct evhttp_connection *client;
+    struct conn *c; /* NULL once the client is gone */
     struct config *conf;
     char id[33];
-    char method[8];
-    char *path;
+    char method[16];
+    char *path; /* NUL-terminated copy of the raw path */
+    char *head; /* the request head as received (hp's slices point here) */
+    struct hp_request hp;
     const struct route *route;
     struct verdict v;
     struct admit admit;
@@ -41,144 +47,56 @@ struct request {
     uint64_t bytes;
     int64_t start_us, check_us, up_start_us, up_us;
     char receipt[90];
-    /* upstream */
+    char tls_client[256]; /* the client certificate's subject, for the access log */
+    bool waiting_durable; /* the allow is queued for commit */
+    /* the client's body */
+    enum body_kind body;
+    int64_t body_left; /* BODY_LENGTH: bytes still to read */
+    struct hp_chunked body_dec;
+    bool body_reading, body_done;
+    /* the merchant */
     struct upconn *uc;
-    struct evhttp_request *up;
-    struct evbuffer_cb_entry *sent_cb; /* watches the upstream output for written bytes */
-    enum evhttp_request_error up_err;
-    bool up_errored, headers_sent, paused, retried;
-    bool sent; /* some byte of the request left for the merchant: it may have acted on it */
+    struct evbuffer_cb_entry *sent_cb;
+    bool sent;         /* a byte of the request left for the merchant */
+    bool retried;      /* sent once more on a new connection (SPEC §5) */
+    bool resp_started; /* a byte of the answer arrived */
+    bool head_sent;    /* the answer's head went to the client */
+    struct hp_response resp;
+    enum body_kind resp_body;
+    int64_t resp_left;
+    struct hp_chunked resp_dec;
+    bool rechunk;     /* the client gets the body chunked (it came chunked or close-delimited) */
+    bool client_keep; /* the client connection stays open after this answer */
+    bool up_paused;   /* the merchant's reads wait for the client to drain */
 };
 
-static const char *method_name(enum evhttp_cmd_type t)
+static void forward(struct request *r);
+static void finish(struct request *r, const char *result);
+
+/* --- ids, counting, logging --------------------------------------------------------------- */
+
+void proxy_new_request_id(char id[33])
 {
-    switch (t) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    default:
-        return "OTHER";
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof(b)) != 1)
+        abort();
+    hex_encode(b, sizeof(b), id);
+}
+
+struct hp_request *proxy_scratch_request(struct worker *w, const struct hp_limits *lim)
+{
+    if (w->scratch_cap < lim->max_headers) {
+        free(w->scratch_headers);
+        w->scratch_headers = xcalloc(lim->max_headers, sizeof(struct hp_header));
+        w->scratch_cap = lim->max_headers;
     }
+    w->scratch.headers = w->scratch_headers;
+    return &w->scratch;
 }
 
-/* SPEC §5: only an unpriced GET or HEAD is sent again, and only when its pooled connection was
- * found closed before any byte of it was written: the merchant cannot have acted on it. */
-static bool retryable(const struct request *r)
+static void count(struct worker *w, enum code code)
 {
-    enum evhttp_cmd_type t = evhttp_request_get_command(r->req);
-    return !r->route->priced && !r->sent && (t == EVHTTP_REQ_GET || t == EVHTTP_REQ_HEAD);
-}
-
-/* RFC 9110 §7.6.1 hop-by-hop fields, never forwarded either way. */
-static bool hop_by_hop(const char *name)
-{
-    static const char *const hop[] = {"Connection",
-                                      "Keep-Alive",
-                                      "Proxy-Connection",
-                                      "Proxy-Authenticate",
-                                      "Proxy-Authorization",
-                                      "TE",
-                                      "Trailer",
-                                      "Transfer-Encoding",
-                                      "Upgrade"};
-    for (size_t i = 0; i < ARRAY_LEN(hop); i++)
-        if (strcasecmp(name, hop[i]) == 0)
-            return true;
-    return false;
-}
-
-/* Is name listed in any Connection header of hs (comma-separated tokens)? */
-static bool connection_named(struct evkeyvalq *hs, const char *name)
-{
-    size_t nl = strlen(name);
-    for (struct evkeyval *h = hs->tqh_first; h; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, "Connection") != 0)
-            continue;
-        const char *p = h->value;
-        while (*p) {
-            while (*p == ' ' || *p == '\t' || *p == ',')
-                p++;
-            const char *e = p;
-            while (*e && *e != ',' && *e != ' ' && *e != '\t')
-                e++;
-            if ((size_t)(e - p) == nl && strncasecmp(p, name, nl) == 0)
-                return true;
-            p = e;
-        }
-    }
-    return false;
-}
-
-static bool tchar_name(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s)))
-            return false;
-    return true;
-}
-
-static void request_free(struct request *r)
-{
-    if (r->client)
-        evhttp_connection_set_closecb(r->client, NULL, NULL);
-    r->w->inflight--;
-    config_unref(r->conf);
-    free(r->path);
-    free(r);
-}
-
-/* The client went away: forget its request object (evhttp frees it after this returns). */
-static void on_client_close(struct evhttp_connection *evcon, void *arg)
-{
-    (void)evcon;
-    struct request *r = arg;
-    r->req = NULL;
-    r->client = NULL;
-    if (r->paused && r->uc) {
-        /* Nobody will drain what is buffered for it: let the upstream finish into the void. */
-        r->paused = false;
-        bufferevent_enable(evhttp_connection_get_bufferevent(r->uc->evcon), EV_READ);
-    }
-}
-
-/* The final reply was written out: the drain no longer waits for it. */
-static void on_flushed(struct evhttp_request *req, void *arg)
-{
-    struct worker *w = arg;
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
-    w->unflushed--;
-}
-
-/* The client's connection closed before the final reply was written out (evhttp then never
- * calls on_flushed): the drain must not wait for it either. */
-static void on_unflushed_close(struct evhttp_connection *evcon, void *arg)
-{
-    (void)evcon;
-    struct worker *w = arg;
-    w->unflushed--;
-}
-
-/* The final reply is being handed to evhttp: the drain waits until it is written out or the
- * connection is gone, whichever comes first (exactly one of the two callbacks runs). */
-static void last_reply(struct request *r)
-{
-    evhttp_connection_set_closecb(r->client, on_unflushed_close, r->w);
-    r->client = NULL;
-    r->w->unflushed++;
-    evhttp_request_set_on_complete_cb(r->req, on_flushed, r->w);
+    atomic_fetch_add_explicit(&w->srv->metrics.decisions[code], 1, memory_order_relaxed);
 }
 
 static void log_access(struct request *r, const char *decision)
@@ -194,11 +112,32 @@ static void log_access(struct request *r, const char *decision)
                        m->agent,
                        decision,
                        code_name(r->code),
+                       r->tls_client,
                        r->status,
                        r->bytes,
                        r->check_us,
                        r->up_us};
     accesslog_write(&a);
+}
+
+void proxy_count_framing(struct conn *c, enum code code, const char *request_id)
+{
+    atomic_fetch_add_explicit(&c->w->srv->metrics.requests, 1, memory_order_relaxed);
+    count(c->w, code);
+    struct access a = {
+        request_id,        "", "", "", "", "", "", "", "deny", code_name(code), c->tls_client,
+        code_status(code), 0,  0,  0};
+    accesslog_write(&a);
+}
+
+/* --- audit entries -------------------------------------------------------------------------- */
+
+static void add_mandate(json_t *ms, const struct mandate *m)
+{
+    char sha[65];
+    hex_encode(m->sha256, 32, sha);
+    sjson_append(ms, json_pack("{ss ss ss ss ss}", "typ", mandate_typ_name(m->typ), "iss", m->iss,
+                               "kid", m->kid, "jti", m->jti, "sha256", sha));
 }
 
 /* The decision entry (SPEC §4) for r; mandates listed when the token parsed. */
@@ -211,180 +150,27 @@ static json_t *decision_entry(struct request *r)
                           r->route ? r->route->action : "", "decision",
                           r->code == CODE_OK ? "allow" : "deny", "code", code_name(r->code));
     json_t *ms = json_array();
-    if (m->jti[0] && m->iss[0]) {
-        char sha[65];
-        hex_encode(m->sha256, 32, sha);
-        sjson_append(ms, json_pack("{ss ss ss ss ss}", "typ", mandate_typ_name(m->typ), "iss",
-                                   m->iss, "kid", m->kid, "jti", m->jti, "sha256", sha));
-    }
+    if (m->jti[0] && m->iss[0])
+        add_mandate(ms, m);
     if (r->v.has_cart) {
-        const struct mandate *c = &r->v.cart;
-        char sha[65];
-        hex_encode(c->sha256, 32, sha);
-        sjson_append(ms, json_pack("{ss ss ss ss ss}", "typ", mandate_typ_name(c->typ), "iss",
-                                   c->iss, "kid", c->kid, "jti", c->jti, "sha256", sha));
-        sjson_set(e, "amount", money_to_json(&c->total));
+        add_mandate(ms, &r->v.cart);
+        sjson_set(e, "amount", money_to_json(&r->v.cart.total));
     }
     sjson_set(e, "mandates", ms);
     return e;
 }
 
-static void count(struct request *r)
-{
-    atomic_fetch_add_explicit(&r->w->srv->metrics.decisions[r->code], 1, memory_order_relaxed);
-}
-
-/* Answer with SPEC §2.2's JSON body; no audit, no metrics. */
-static void send_error(struct request *r, enum code code, int64_t retry_after)
-{
-    r->status = code_status(code);
-    if (!r->req)
-        return;
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
-    evhttp_add_header(out, "X-Request-Id", r->id);
-    char buf[64];
-    if (code_status(code) == 401) {
-        snprintf(buf, sizeof(buf), "Mandate error=\"%s\"", code_name(code));
-        evhttp_add_header(out, "WWW-Authenticate", buf);
-    }
-    if (code == CODE_RATE_LIMITED) {
-        snprintf(buf, sizeof(buf), "%lld", (long long)(retry_after > 0 ? retry_after : 1));
-        evhttp_add_header(out, "Retry-After", buf);
-    }
-    json_t *body = json_pack("{ss ss ss}", "error", code_name(code), "message", code_message(code),
-                             "request_id", r->id);
-    last_reply(r);
-    r->bytes = http_reply_json(r->req, r->status, body);
-    r->req = NULL;
-}
-
-/* Framing and size errors carry no mandate to account for: counted, not audited (SPEC §5). */
-static bool framing_error(enum code code)
-{
-    return code == CODE_BAD_REQUEST || code == CODE_BODY_TOO_LARGE ||
-           code == CODE_HEADERS_TOO_LARGE;
-}
-
 /* Write the denial's entry, unless the client's denial budget for this second is spent or the
  * disk is low: then it only counts towards the client's denial_summary (SPEC §5). */
-static void audit_denial(struct request *r, enum code code)
+static void audit_denial(struct request *r)
 {
     struct server *srv = r->w->srv;
-    char *peer = NULL;
-    ev_uint16_t port = 0;
-    if (r->client)
-        evhttp_connection_get_peer(r->client, &peer, &port);
-    if (!flood_denial(srv->flood, peer ? peer : "unknown", code, now_s(),
+    if (!flood_denial(srv->flood, r->c ? r->c->peer : "unknown", r->code, now_s(),
                       writer_disk_low(srv->writer)))
         return;
     struct writer_item *it = writer_item_new(decision_entry(r));
     if (!writer_submit(srv->writer, it))
         writer_item_free(it); /* the writer counts and logs what it drops */
-}
-
-/* A denial: answered at once (denials need not wait for the disk), audited, counted, logged. */
-static void deny(struct request *r, enum code code, int64_t retry_after)
-{
-    r->code = code;
-    r->check_us = mono_us() - r->start_us;
-    hist_observe(&r->w->srv->metrics.check_us, (uint64_t)r->check_us);
-    if (log_min_level <= LOG_DEBUG && r->v.m.kid[0]) {
-        char ref[96];
-        mandate_ref(&r->v.m, ref, sizeof(ref));
-        log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
-    }
-    if (!framing_error(code))
-        audit_denial(r, code);
-    count(r);
-    send_error(r, code, retry_after);
-    log_access(r, "deny");
-    request_free(r);
-}
-
-/* Path checks before routing: no dot segments and no encoded separators, so that what we route
- * on is what the merchant will see. */
-static bool path_ok(const char *p)
-{
-    if (p[0] != '/')
-        return false;
-    for (const char *s = p; *s; s++) {
-        if (*s == '%' && (strncasecmp(s, "%2e", 3) == 0 || strncasecmp(s, "%2f", 3) == 0 ||
-                          strncasecmp(s, "%5c", 3) == 0 || strncasecmp(s, "%00", 3) == 0))
-            return false;
-        if (*s == '\\')
-            return false;
-        if (*s == '/' && s[1] == '.' &&
-            (s[2] == '/' || s[2] == '\0' || (s[2] == '.' && (s[3] == '/' || s[3] == '\0'))))
-            return false;
-    }
-    return true;
-}
-
-/* Header-level checks evhttp does not make (SPEC §2.2 400/413/431). */
-static enum code check_http(struct request *r)
-{
-    struct evhttp_request *req = r->req;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    size_t n = 0, bytes = strlen(evhttp_request_get_uri(req)) + 16;
-    int cl = 0, te = 0;
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        n++;
-        bytes += strlen(h->key) + strlen(h->value) + 4;
-        if (!tchar_name(h->key))
-            return CODE_BAD_REQUEST;
-        if (strcasecmp(h->key, "Content-Length") == 0) {
-            cl++;
-            for (const char *p = h->value; *p; p++)
-                if (!isdigit((unsigned char)*p))
-                    return CODE_BAD_REQUEST;
-        }
-        if (strcasecmp(h->key, "Transfer-Encoding") == 0)
-            te++;
-    }
-    if (n > MAX_HEADERS || bytes > (size_t)r->conf->max_header_bytes)
-        return CODE_HEADERS_TOO_LARGE;
-    if (cl > 1 || (cl && te))
-        return CODE_BAD_REQUEST;
-    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > (size_t)r->conf->max_body_bytes)
-        return CODE_BODY_TOO_LARGE;
-    if (!path_ok(r->path))
-        return CODE_BAD_REQUEST;
-    return CODE_OK;
-}
-
-static void forward(struct request *r);
-static void settle(struct request *r, const char *result, enum spend_status spend);
-
-/* After the jti is durable (or the commit failed): forward, or answer 503. */
-static void on_durable(struct writer_item *it)
-{
-    struct request *r = it->arg;
-    bool ok = it->ok;
-    if (ok)
-        snprintf(r->receipt, sizeof(r->receipt), "%llu:", (unsigned long long)it->seq);
-    if (ok)
-        hex_encode(it->leaf, 32, r->receipt + strlen(r->receipt));
-    writer_item_free(it);
-    if (!ok) {
-        /* Nothing was forwarded: give back what was consumed and say the store failed. */
-        state_undo(r->w->srv->state, &r->admit);
-        r->code = CODE_UNAVAILABLE;
-        count(r);
-        send_error(r, CODE_UNAVAILABLE, 0);
-        log_access(r, "deny");
-        request_free(r);
-        return;
-    }
-    if (!r->req) {
-        /* The client left while we waited: nothing is forwarded, the use stays consumed and a
-         * reservation is released (no payment can have happened). */
-        r->status = 499;
-        settle(r, "not_forwarded", SPEND_RELEASED);
-        log_access(r, "allow");
-        request_free(r);
-        return;
-    }
-    forward(r);
 }
 
 /* The outcome entry; on a priced route it also settles the reservation (SPEC §2.1 step 6). */
@@ -407,260 +193,80 @@ static void settle(struct request *r, const char *result, enum spend_status spen
         writer_item_free(it);
 }
 
-static void finish(struct request *r, const char *result)
+/* --- the request object --------------------------------------------------------------------- */
+
+static void request_free(struct request *r)
 {
-    r->up_us = mono_us() - r->up_start_us;
-    hist_observe(&r->w->srv->metrics.upstream_us, (uint64_t)r->up_us);
-    atomic_fetch_add_explicit(&r->w->srv->metrics.upstream_bytes, r->bytes, memory_order_relaxed);
-    /* 2xx: paid. A 4xx/5xx answer: not paid. No answer to a request that was sent: nobody knows,
-     * so it keeps counting (SPEC §2.1 step 6). Never sent (refused, failed to start): released. */
-    bool ok = strcmp(result, "ok") == 0;
-    enum spend_status spend = !ok && r->sent                        ? SPEND_UNKNOWN
-                              : !ok                                 ? SPEND_RELEASED
-                              : r->status >= 200 && r->status < 300 ? SPEND_COMMITTED
-                                                                    : SPEND_RELEASED;
-    settle(r, result, spend);
-    log_access(r, "allow");
+    if (r->c)
+        r->c->req = NULL;
+    r->w->inflight--;
+    config_unref(r->conf);
+    free(r);
+}
+
+/* Is the client's body (if any) read to its end, so the connection can carry the next request? */
+static bool body_consumed(const struct request *r)
+{
+    return r->body == BODY_NONE || r->body_done;
+}
+
+/* Answer with SPEC §2.2's JSON body (no audit, no metrics) and end r's use of the client. */
+static void send_error(struct request *r, enum code code, int64_t retry_after)
+{
+    r->status = code_status(code);
+    if (!r->c)
+        return;
+    char extra[128] = "";
+    if (r->status == 401)
+        snprintf(extra, sizeof(extra), "WWW-Authenticate: Mandate error=\"%s\"\r\n",
+                 code_name(code));
+    else if (code == CODE_RATE_LIMITED)
+        snprintf(extra, sizeof(extra), "Retry-After: %lld\r\n",
+                 (long long)(retry_after > 0 ? retry_after : 1));
+    struct conn *c = r->c;
+    r->c = NULL;
+    c->req = NULL;
+    /* A body we did not read stays unread: the connection cannot find the next request. */
+    r->bytes = conn_reply_error(c, r->status, code_name(code), code_message(code), r->id, extra,
+                                r->hp.keep_alive && body_consumed(r));
+}
+
+/* A denial: answered at once (denials need not wait for the disk), audited, counted, logged. */
+static void deny(struct request *r, enum code code, int64_t retry_after)
+{
+    r->code = code;
+    r->check_us = mono_us() - r->start_us;
+    hist_observe(&r->w->srv->metrics.check_us, (uint64_t)r->check_us);
+    if (log_min_level <= LOG_DEBUG && r->v.m.kid[0]) {
+        char ref[96];
+        mandate_ref(&r->v.m, ref, sizeof(ref));
+        log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
+    }
+    if (code != CODE_BODY_TOO_LARGE) /* size errors carry no mandate to account for */
+        audit_denial(r);
+    count(r->w, code);
+    send_error(r, code, retry_after);
+    log_access(r, "deny");
     request_free(r);
 }
 
-static void resume_upstream(struct evhttp_connection *evcon, void *arg)
+/* A header's value as a NUL-terminated string inside r's head copy, or NULL. */
+static const char *header(struct request *r, const char *name)
 {
-    (void)evcon;
-    struct request *r = arg;
-    if (r->paused && r->uc) {
-        r->paused = false;
-        bufferevent_enable(evhttp_connection_get_bufferevent(r->uc->evcon), EV_READ);
-    }
+    struct hp_str v;
+    if (!hp_header(&r->hp, name, &v))
+        return NULL;
+    ((char *)v.p)[v.n] = '\0'; /* the byte after a value is OWS or CR: never part of a slice */
+    return v.p;
 }
 
-static int on_up_headers(struct evhttp_request *up, void *arg)
-{
-    struct request *r = arg;
-    r->status = evhttp_request_get_response_code(up);
-    if (!r->req)
-        return 0; /* client gone: read and discard the answer, then reuse the connection */
-    struct evkeyvalq *in = evhttp_request_get_input_headers(up);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
-    bool conn = evhttp_find_header(in, "Connection") != NULL; /* no Connection: no scan */
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        if (hop_by_hop(h->key) || (conn && connection_named(in, h->key)) ||
-            strcasecmp(h->key, "Mandate-Receipt") == 0 || strcasecmp(h->key, "X-Request-Id") == 0)
-            continue;
-        evhttp_add_header(out, h->key, h->value);
-    }
-    evhttp_add_header(out, "Mandate-Receipt", r->receipt);
-    evhttp_add_header(out, "X-Request-Id", r->id);
-    evhttp_send_reply_start(r->req, r->status, evhttp_request_get_response_code_line(up));
-    r->headers_sent = true;
-    return 0;
-}
+/* --- deciding ------------------------------------------------------------------------------- */
 
-static void on_up_chunk(struct evhttp_request *up, void *arg)
-{
-    struct request *r = arg;
-    struct evbuffer *buf = evhttp_request_get_input_buffer(up);
-    size_t n = evbuffer_get_length(buf);
-    r->bytes += n;
-    if (!r->req) {
-        evbuffer_drain(buf, n);
-        return;
-    }
-    evhttp_send_reply_chunk_with_cb(r->req, buf, resume_upstream, r);
-    /* Backpressure: a slow client must not make us buffer the whole response. */
-    struct bufferevent *cb = evhttp_connection_get_bufferevent(r->client);
-    if (evbuffer_get_length(bufferevent_get_output(cb)) > CLIENT_HIGH_WATER && !r->paused) {
-        r->paused = true;
-        bufferevent_disable(evhttp_connection_get_bufferevent(r->uc->evcon), EV_READ);
-    }
-}
+static void on_durable(struct writer_item *it);
 
-static void on_up_error(enum evhttp_request_error err, void *arg)
+static void admit_and_commit(struct request *r)
 {
-    struct request *r = arg;
-    r->up_err = err;
-    r->up_errored = true;
-}
-
-/* Bytes left the upstream output buffer: the request (or part of it) went out. */
-static void on_up_written(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf;
-    if (info->n_deleted)
-        ((struct request *)arg)->sent = true;
-}
-
-static void unwatch_sent(struct request *r)
-{
-    if (r->sent_cb)
-        evbuffer_remove_cb_entry(
-            bufferevent_get_output(evhttp_connection_get_bufferevent(r->uc->evcon)), r->sent_cb);
-    r->sent_cb = NULL;
-}
-
-static void on_up_done(struct evhttp_request *up, void *arg)
-{
-    struct request *r = arg;
-    bool failed = !up || evhttp_request_get_response_code(up) == 0 || r->up_errored;
-    r->up = NULL;
-    unwatch_sent(r);
-    if (!failed) {
-        upstream_release(r->w->pools, r->uc, true);
-        r->uc = NULL;
-        if (r->req) {
-            last_reply(r);
-            evhttp_send_reply_end(r->req);
-            r->req = NULL;
-        }
-        finish(r, "ok");
-        return;
-    }
-    bool reused = r->uc->reused;
-    upstream_release(r->w->pools, r->uc, false);
-    r->uc = NULL;
-    /* A pooled connection that was closed under us before any answer: once, on a new one. */
-    if (!r->headers_sent && r->bytes == 0 && reused && !r->retried && r->req &&
-        (!r->up_errored || r->up_err == EVREQ_HTTP_EOF) && retryable(r)) {
-        r->retried = true;
-        forward(r);
-        return;
-    }
-    bool timeout = r->up_errored && r->up_err == EVREQ_HTTP_TIMEOUT;
-    if (!r->headers_sent) {
-        send_error(r, timeout ? CODE_UPSTREAM_TIMEOUT : CODE_UPSTREAM_UNAVAILABLE, 0);
-    } else if (r->req) {
-        /* Mid-body failure: the only honest signal left is to cut the connection. */
-        struct evhttp_connection *c = r->client;
-        evhttp_connection_set_closecb(c, NULL, NULL);
-        r->client = NULL;
-        r->req = NULL;
-        evhttp_connection_free(c);
-    }
-    finish(r, timeout ? "timeout" : "error");
-}
-
-static void add_forward_headers(struct request *r, struct evkeyvalq *out)
-{
-    const struct mandate *m = &r->v.m;
-    const struct merchant *mc = r->route->merchant;
-    evhttp_add_header(out, "Host", mc->upstream_hostport);
-    evhttp_add_header(out, "Mandate-Principal", m->sub);
-    evhttp_add_header(out, "Mandate-Agent", m->agent);
-    evhttp_add_header(out, "Mandate-Action", r->route->action);
-    if (r->v.has_cart) {
-        char amount[40];
-        money_format(&r->v.cart.total, amount, sizeof(amount));
-        evhttp_add_header(out, "Mandate-Amount", amount);
-    }
-    evhttp_add_header(out, "Mandate-Receipt", r->receipt);
-    evhttp_add_header(out, "X-Request-Id", r->id);
-    char *peer = NULL;
-    ev_uint16_t port = 0;
-    evhttp_connection_get_peer(r->client, &peer, &port);
-    const char *host = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Host");
-    char fwd[512];
-    snprintf(fwd, sizeof(fwd), "for=\"%s%s%s:%u\";proto=http%s%s%s",
-             peer && strchr(peer, ':') ? "[" : "", peer ? peer : "unknown",
-             peer && strchr(peer, ':') ? "]" : "", port, host ? ";host=\"" : "",
-             host && strlen(host) < 200 && !strpbrk(host, "\"\\") ? host : "", host ? "\"" : "");
-    evhttp_add_header(out, "Forwarded", fwd);
-    evhttp_add_header(out, "Connection", "keep-alive");
-}
-
-static void forward(struct request *r)
-{
-    const struct merchant *mc = r->route->merchant;
-    if (!r->up_start_us)
-        r->up_start_us = mono_us();
-    r->uc = upstream_acquire(r->w->pools, mc->upstream_host, mc->upstream_port,
-                             r->conf->upstream_timeout_ms, r->retried);
-    r->up_errored = false;
-    r->up = evhttp_request_new(on_up_done, r);
-    evhttp_request_set_header_cb(r->up, on_up_headers);
-    evhttp_request_set_chunked_cb(r->up, on_up_chunk);
-    evhttp_request_set_error_cb(r->up, on_up_error);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->up);
-    bool conn = evhttp_find_header(in, "Connection") != NULL; /* no Connection: no scan */
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        if (hop_by_hop(h->key) || (conn && connection_named(in, h->key)) ||
-            strcasecmp(h->key, "Authorization") == 0 || strncasecmp(h->key, "Mandate-", 8) == 0 ||
-            strcasecmp(h->key, "X-Request-Id") == 0 || strcasecmp(h->key, "Forwarded") == 0 ||
-            strcasecmp(h->key, "Host") == 0 || strcasecmp(h->key, "Content-Length") == 0)
-            continue;
-        evhttp_add_header(out, h->key, h->value);
-    }
-    add_forward_headers(r, out);
-    struct evbuffer *body = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(body);
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
-    if (len || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH) {
-        char cl[24];
-        snprintf(cl, sizeof(cl), "%zu", len);
-        evhttp_add_header(out, "Content-Length", cl);
-        /* Copy, not move: a retry needs the body again. */
-        evbuffer_add(evhttp_request_get_output_buffer(r->up), evbuffer_pullup(body, -1), len);
-    }
-    struct evbuffer *upout =
-        bufferevent_get_output(evhttp_connection_get_bufferevent(r->uc->evcon));
-    r->sent_cb = evbuffer_add_cb(upout, on_up_written, r);
-    if (evhttp_make_request(r->uc->evcon, r->up, cmd, evhttp_request_get_uri(r->req)) != 0) {
-        unwatch_sent(r);
-        /* evhttp has freed r->up and will not call back */
-        r->up = NULL;
-        upstream_release(r->w->pools, r->uc, false);
-        r->uc = NULL;
-        send_error(r, CODE_UPSTREAM_UNAVAILABLE, 0);
-        finish(r, "error");
-    }
-}
-
-static void new_request_id(char out[33])
-{
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof(b)) != 1)
-        abort();
-    hex_encode(b, sizeof(b), out);
-}
-
-static void handle(struct evhttp_request *req, void *arg)
-{
-    struct worker *w = arg;
-    struct request *r = xcalloc(1, sizeof(*r));
-    r->w = w;
-    r->req = req;
-    r->client = evhttp_request_get_connection(req);
-    r->start_us = mono_us();
-    r->conf = config_ref(worker_config(w));
-    w->inflight++;
-    atomic_fetch_add_explicit(&w->srv->metrics.requests, 1, memory_order_relaxed);
-    new_request_id(r->id);
-    snprintf(r->method, sizeof(r->method), "%s", method_name(evhttp_request_get_command(req)));
-    const char *uri = evhttp_request_get_uri(req);
-    r->path = xstrndup(uri, strcspn(uri, "?#"));
-    evhttp_connection_set_closecb(r->client, on_client_close, r);
-
-    if (atomic_load(&w->srv->draining)) {
-        deny(r, CODE_UNAVAILABLE, 0);
-        return;
-    }
-    enum code code = check_http(r);
-    if (code != CODE_OK) {
-        deny(r, code, 0);
-        return;
-    }
-    r->route = route_match(&r->conf->routes, r->method, r->path, strlen(r->path));
-    if (!r->route) {
-        deny(r, CODE_ROUTE_NOT_FOUND, 0);
-        return;
-    }
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    code = enforce(r->conf, r->route, evhttp_find_header(in, "Authorization"),
-                   evhttp_find_header(in, "Mandate-Cart"), now_s(), w->vcache, &r->v);
-    if (code != CODE_OK) {
-        deny(r, code, 0);
-        return;
-    }
+    struct worker *w = r->w;
     struct admit *a = &r->admit;
     a->m = &r->v.m;
     if (r->v.has_cart) {
@@ -675,17 +281,16 @@ static void handle(struct evhttp_request *req, void *arg)
         deny(r, CODE_UNAVAILABLE, 0);
         return;
     }
-    code = state_admit(w->srv->state, a, r->start_us, now_s());
+    enum code code = state_admit(w->srv->state, a, r->start_us, now_s());
     if (code != CODE_OK) {
         deny(r, code, a->retry_after_s);
         return;
     }
-
     /* Allow: the entry and the consumed jti commit before a byte goes upstream. */
     r->code = CODE_OK;
     r->check_us = mono_us() - r->start_us;
     hist_observe(&w->srv->metrics.check_us, (uint64_t)r->check_us);
-    count(r);
+    count(w, CODE_OK);
     struct writer_item *it = writer_item_new(decision_entry(r));
     char *tok = xstrndup(r->v.token, r->v.token_len);
     writer_item_add_jws(it, tok, r->v.m.sha256);
@@ -701,22 +306,549 @@ static void handle(struct evhttp_request *req, void *arg)
     it->mb = &w->mb;
     it->done = on_durable;
     it->arg = r;
+    r->waiting_durable = true;
     if (!writer_submit(w->srv->writer, it)) {
         it->ok = false;
         on_durable(it);
     }
 }
 
-void proxy_setup(struct worker *w)
+/* After the jti is durable (or the commit failed): forward, or answer 503. */
+static void on_durable(struct writer_item *it)
 {
-    struct config *c = w->conf;
-    evhttp_set_gencb(w->http, handle, w);
-    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_OPTIONS);
-    /* evhttp's own limits sit above ours, so that most oversize requests reach check_http() and
-     * get SPEC's JSON answer; beyond them evhttp answers (or drops) by itself. */
-    evhttp_set_max_headers_size(w->http, c->max_header_bytes * 4);
-    evhttp_set_max_body_size(w->http, c->max_body_bytes * 2 + 4096);
-    evhttp_set_timeout(w->http, CLIENT_TIMEOUT_S);
+    struct request *r = it->arg;
+    bool ok = it->ok;
+    r->waiting_durable = false;
+    if (ok) {
+        int n = snprintf(r->receipt, sizeof(r->receipt), "%llu:", (unsigned long long)it->seq);
+        hex_encode(it->leaf, 32, r->receipt + n);
+    }
+    writer_item_free(it);
+    if (!ok) {
+        /* Nothing was forwarded: give back what was consumed and say the store failed. */
+        state_undo(r->w->srv->state, &r->admit);
+        r->code = CODE_UNAVAILABLE;
+        count(r->w, CODE_UNAVAILABLE);
+        send_error(r, CODE_UNAVAILABLE, 0);
+        log_access(r, "deny");
+        request_free(r);
+        return;
+    }
+    if (!r->c) {
+        /* The client left while we waited: nothing is forwarded, the use stays consumed and a
+         * reservation is released (no payment can have happened). */
+        r->status = 499;
+        settle(r, "not_forwarded", SPEND_RELEASED);
+        log_access(r, "allow");
+        request_free(r);
+        return;
+    }
+    forward(r);
+}
+
+void proxy_begin(struct conn *c, size_t head_len)
+{
+    struct worker *w = c->w;
+    struct config *conf = worker_config(w);
+    struct hp_request *scratch = &w->scratch;
+    size_t path_n = scratch->path.n, nh = (size_t)conf->max_headers;
+    struct request *r =
+        xcalloc(1, sizeof(*r) + nh * sizeof(struct hp_header) + head_len + 1 + path_n + 1);
+    r->hp.headers = (struct hp_header *)(r + 1);
+    r->head = (char *)(r->hp.headers + nh);
+    r->path = r->head + head_len + 1;
+    evbuffer_remove(bufferevent_get_input(c->bev), r->head, head_len);
+    struct hp_limits lim = {(size_t)conf->max_header_bytes, nh};
+    if (hp_parse_request(r->head, head_len, &lim, &r->hp) != (int)head_len)
+        abort(); /* the same bytes parsed a moment ago */
+    memcpy(r->path, r->hp.path.p, path_n);
+    snprintf(r->method, sizeof(r->method), "%.*s", (int)r->hp.method_str.n, r->hp.method_str.p);
+    r->w = w;
+    r->c = c;
+    c->req = r;
+    if (c->tls_client[0])
+        memcpy(r->tls_client, c->tls_client, sizeof(r->tls_client));
+    r->conf = config_ref(conf);
+    r->start_us = mono_us();
+    w->inflight++;
+    atomic_fetch_add_explicit(&w->srv->metrics.requests, 1, memory_order_relaxed);
+    proxy_new_request_id(r->id);
+    r->body = r->hp.chunked ? BODY_CHUNKED : r->hp.content_length > 0 ? BODY_LENGTH : BODY_NONE;
+    r->body_left = r->hp.content_length;
+
+    if (atomic_load(&w->srv->draining)) {
+        deny(r, CODE_UNAVAILABLE, 0);
+        return;
+    }
+    /* SPEC §5: a declared body over the limit is refused before the mandate is looked at. */
+    if (r->hp.content_length > conf->max_body_bytes) {
+        deny(r, CODE_BODY_TOO_LARGE, 0);
+        return;
+    }
+    r->route = route_match(&conf->routes, r->method, r->path, path_n);
+    if (!r->route) {
+        deny(r, CODE_ROUTE_NOT_FOUND, 0);
+        return;
+    }
+    enum code code = enforce(conf, r->route, header(r, "authorization"), header(r, "mandate-cart"),
+                             now_s(), w->vcache, &r->v);
+    if (code != CODE_OK) {
+        deny(r, code, 0);
+        return;
+    }
+    admit_and_commit(r);
+}
+
+/* --- the request to the merchant ------------------------------------------------------------ */
+
+/* RFC 9110 §7.6.1 hop-by-hop fields, never forwarded either way, and the fields we set
+ * ourselves (framing) or must never pass on. */
+static bool hop_by_hop(struct hp_str name)
+{
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "proxy-authenticate",
+                                      "proxy-authorization",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "content-length"};
+    for (size_t i = 0; i < ARRAY_LEN(hop); i++)
+        if (hp_str_ieq(name, hop[i]))
+            return true;
+    return false;
+}
+
+/* Is name listed in a Connection header of h[0..n)? */
+static bool connection_named(const struct hp_header *h, size_t n, struct hp_str name)
+{
+    struct hp_tokens it;
+    struct hp_str tok;
+    hp_tokens_init(&it, h, n, "connection");
+    while (hp_tokens_next(&it, &tok))
+        if (tok.n == name.n && strncasecmp(tok.p, name.p, name.n) == 0)
+            return true;
+    return false;
+}
+
+/* The client's headers that the merchant may see: no credentials, no spoofable Mandate-*,
+ * X-Request-Id or Forwarded, no Host (the merchant's own goes instead), no Expect (we answer
+ * 100-continue ourselves). */
+static bool forwardable(const struct request *r, struct hp_str name)
+{
+    static const char *const ours[] = {"authorization", "x-request-id", "forwarded", "host",
+                                       "expect"};
+    if (hop_by_hop(name) || connection_named(r->hp.headers, r->hp.n_headers, name) ||
+        (name.n >= 8 && strncasecmp(name.p, "mandate-", 8) == 0))
+        return false;
+    for (size_t i = 0; i < ARRAY_LEN(ours); i++)
+        if (hp_str_ieq(name, ours[i]))
+            return false;
+    return true;
+}
+
+static void write_request_head(struct request *r, struct evbuffer *out)
+{
+    const struct mandate *m = &r->v.m;
+    const struct merchant *mc = r->route->merchant;
+    evbuffer_add_printf(out, "%s %.*s HTTP/1.1\r\nHost: %s\r\n", r->method, (int)r->hp.target.n,
+                        r->hp.target.p, mc->upstream_hostport);
+    for (size_t i = 0; i < r->hp.n_headers; i++) {
+        const struct hp_header *h = &r->hp.headers[i];
+        if (forwardable(r, h->name))
+            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.n, h->name.p, (int)h->value.n,
+                                h->value.p);
+    }
+    evbuffer_add_printf(out, "Mandate-Principal: %s\r\nMandate-Agent: %s\r\nMandate-Action: %s\r\n",
+                        m->sub, m->agent, r->route->action);
+    if (r->v.has_cart) {
+        char amount[40];
+        money_format(&r->v.cart.total, amount, sizeof(amount));
+        evbuffer_add_printf(out, "Mandate-Amount: %s\r\n", amount);
+    }
+    struct hp_str host = r->hp.host;
+    bool host_ok =
+        host.p && host.n < 200 && !memchr(host.p, '"', host.n) && !memchr(host.p, '\\', host.n);
+    bool v6 = strchr(r->c->peer, ':') != NULL;
+    evbuffer_add_printf(out,
+                        "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n"
+                        "Forwarded: for=\"%s%s%s:%d\";proto=%s%s%.*s%s\r\n",
+                        r->receipt, r->id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "",
+                        r->c->peer_port, r->c->tls ? "https" : "http", host_ok ? ";host=\"" : "",
+                        host_ok ? (int)host.n : 0, host_ok ? host.p : "", host_ok ? "\"" : "");
+    if (r->body == BODY_LENGTH)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)r->hp.content_length);
+    else if (r->body == BODY_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    else if (r->hp.method == HP_METHOD_POST || r->hp.method == HP_METHOD_PUT ||
+             r->hp.method == HP_METHOD_PATCH)
+        evbuffer_add(out, "Content-Length: 0\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* Bytes left the merchant's output buffer: the request (or part of it) went out. */
+static void on_up_written(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    if (info->n_deleted)
+        ((struct request *)arg)->sent = true;
+}
+
+/* Give the merchant connection back (keep: it may carry another request) or close it. */
+static void drop_upstream(struct request *r, bool keep)
+{
+    if (!r->uc)
+        return;
+    evbuffer_remove_cb_entry(bufferevent_get_output(r->uc->bev), r->sent_cb);
+    upstream_release(r->uc, keep);
+    r->uc = NULL;
+}
+
+/* Move what the client's input holds of its body to the merchant, within the backpressure
+ * bound. A malformed chunk ends the request: the merchant's connection is closed, so it never
+ * sees a complete request (SPEC §5, outcome bad_body). */
+static void pump_body(struct request *r)
+{
+    struct evbuffer *in = bufferevent_get_input(r->c->bev);
+    struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+    while (!r->body_done && evbuffer_get_length(in) && evbuffer_get_length(out) < HIGH_WATER) {
+        if (r->body == BODY_LENGTH) {
+            size_t n = evbuffer_get_length(in);
+            if ((int64_t)n > r->body_left)
+                n = (size_t)r->body_left;
+            evbuffer_remove_buffer(in, out, n);
+            r->body_left -= (int64_t)n;
+            r->body_done = r->body_left == 0;
+            continue;
+        }
+        size_t avail = evbuffer_get_contiguous_space(in), used;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)avail);
+        struct hp_str data;
+        int rc = hp_chunked_feed(&r->body_dec, p, avail, &used, &data);
+        if (rc < 0) {
+            evbuffer_drain(in, used);
+            drop_upstream(r, false);
+            r->status = hp_error_status((enum hp_error) - rc);
+            struct conn *c = r->c;
+            r->c = NULL;
+            c->req = NULL;
+            conn_reply_error(c, r->status, code_name(hp_error_code((enum hp_error) - rc)),
+                             hp_error_str((enum hp_error) - rc), r->id, NULL, false);
+            finish(r, "bad_body");
+            return;
+        }
+        if (rc == HP_CHUNK_DATA && data.n) {
+            evbuffer_add_printf(out, "%zx\r\n", data.n);
+            evbuffer_add(out, data.p, data.n);
+            evbuffer_add(out, "\r\n", 2);
+        }
+        if (rc == HP_CHUNK_DONE) {
+            evbuffer_add(out, "0\r\n\r\n", 5);
+            r->body_done = true;
+        }
+        evbuffer_drain(in, used);
+    }
+    if (r->body_done)
+        r->body_reading = false;
+    /* Reads resume when the merchant's output drains (on_up_write). */
+    if (!r->body_done && evbuffer_get_length(out) >= HIGH_WATER)
+        bufferevent_disable(r->c->bev, EV_READ);
+}
+
+static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_write(struct bufferevent *bev, void *arg);
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+
+static void forward(struct request *r)
+{
+    const struct merchant *mc = r->route->merchant;
+    if (!r->up_start_us)
+        r->up_start_us = mono_us();
+    r->uc = upstream_acquire(r->w->pools, mc, r->conf->upstream_timeout_ms, r->retried, on_up_read,
+                             on_up_write, on_up_event, r);
+    if (!r->uc) {
+        send_error(r, CODE_UPSTREAM_UNAVAILABLE, 0);
+        finish(r, "error");
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+    r->sent_cb = evbuffer_add_cb(out, on_up_written, r);
+    write_request_head(r, out);
+    if (r->body == BODY_NONE || r->body_done)
+        return;
+    if (r->body == BODY_CHUNKED)
+        hp_chunked_init(
+            &r->body_dec, (uint64_t)r->conf->max_body_bytes,
+            &(struct hp_limits){(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers});
+    /* Expect: 100-continue is ours to answer, and only now that the request is allowed. */
+    if (r->hp.expect_continue && r->hp.minor == 1 &&
+        evbuffer_get_length(bufferevent_get_input(r->c->bev)) == 0)
+        evbuffer_add(bufferevent_get_output(r->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    r->body_reading = true;
+    struct timeval bt = {r->conf->body_timeout_ms / 1000, (r->conf->body_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(r->c->bev, &bt, NULL);
+    pump_body(r);
+}
+
+/* --- the merchant's answer ------------------------------------------------------------------ */
+
+/* Response headers the client may see: not hop-by-hop, not Connection-named, and not ours. */
+static bool passable(const struct request *r, struct hp_str name)
+{
+    return !hop_by_hop(name) && !connection_named(r->resp.headers, r->resp.n_headers, name) &&
+           !hp_str_ieq(name, "mandate-receipt") && !hp_str_ieq(name, "x-request-id");
+}
+
+static void write_response_head(struct request *r, struct evbuffer *out,
+                                const struct hp_response *h, bool interim)
+{
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
+    for (size_t i = 0; i < h->n_headers; i++)
+        if (passable(r, h->headers[i].name))
+            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.n,
+                                h->headers[i].name.p, (int)h->headers[i].value.n,
+                                h->headers[i].value.p);
+    if (interim) {
+        evbuffer_add(out, "\r\n", 2);
+        return;
+    }
+    evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->receipt, r->id);
+    if (r->resp_body == BODY_LENGTH || (r->resp_body == BODY_NONE && h->content_length >= 0))
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)h->content_length);
+    else if (r->rechunk)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!r->client_keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* The upstream head is complete in buf[0..n): relay an interim answer, or start the final one. */
+static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
+{
+    struct evbuffer *out = bufferevent_get_output(r->c->bev);
+    if (r->resp.status < 200) {
+        /* 1xx (not 101): passed on to an HTTP/1.1 client, and the final answer awaited. Our own
+         * 100 Continue already went out; the merchant's is not repeated. */
+        if (r->resp.status != 100 && r->hp.minor == 1)
+            write_response_head(r, out, &r->resp, true);
+        evbuffer_drain(in, n);
+        return;
+    }
+    r->status = r->resp.status;
+    r->resp_body = r->resp.body == HP_BODY_LENGTH        ? BODY_LENGTH
+                   : r->resp.body == HP_BODY_CHUNKED     ? BODY_CHUNKED
+                   : r->resp.body == HP_BODY_UNTIL_CLOSE ? BODY_UNTIL_CLOSE
+                                                         : BODY_NONE;
+    r->resp_left = r->resp.content_length;
+    bool streamed = r->resp_body == BODY_CHUNKED || r->resp_body == BODY_UNTIL_CLOSE;
+    r->rechunk = streamed && r->hp.minor == 1;
+    /* An HTTP/1.0 client learns where a streamed body ends only from the close. */
+    r->client_keep = r->hp.keep_alive && body_consumed(r) && !(streamed && !r->rechunk);
+    if (r->resp_body == BODY_CHUNKED)
+        hp_chunked_init(
+            &r->resp_dec, UINT64_MAX,
+            &(struct hp_limits){(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers});
+    write_response_head(r, out, &r->resp, false);
+    r->head_sent = true;
+    evbuffer_drain(in, n);
+}
+
+/* Move the answer's body to the client; returns true when it is complete. */
+static bool relay_body(struct request *r, struct evbuffer *in, struct evbuffer *out, int *err)
+{
+    while (evbuffer_get_length(in) && evbuffer_get_length(out) < HIGH_WATER) {
+        if (r->resp_body == BODY_LENGTH || r->resp_body == BODY_UNTIL_CLOSE) {
+            size_t n = evbuffer_get_length(in);
+            if (r->resp_body == BODY_LENGTH && (int64_t)n > r->resp_left)
+                n = (size_t)r->resp_left;
+            r->bytes += n;
+            if (r->rechunk)
+                evbuffer_add_printf(out, "%zx\r\n", n);
+            evbuffer_remove_buffer(in, out, n);
+            if (r->rechunk)
+                evbuffer_add(out, "\r\n", 2);
+            if (r->resp_body == BODY_LENGTH && (r->resp_left -= (int64_t)n) == 0)
+                return true;
+            continue;
+        }
+        size_t avail = evbuffer_get_contiguous_space(in), used;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)avail);
+        struct hp_str data;
+        int rc = hp_chunked_feed(&r->resp_dec, p, avail, &used, &data);
+        if (rc < 0) {
+            *err = rc;
+            return false;
+        }
+        if (rc == HP_CHUNK_DATA && data.n) {
+            r->bytes += data.n;
+            evbuffer_add_printf(out, "%zx\r\n", data.n);
+            evbuffer_add(out, data.p, data.n);
+            evbuffer_add(out, "\r\n", 2);
+        }
+        evbuffer_drain(in, used);
+        if (rc == HP_CHUNK_DONE)
+            return true;
+    }
+    return r->resp_body == BODY_LENGTH && r->resp_left == 0;
+}
+
+/* The answer is complete: end the client's chunked body, hand both connections on. */
+static void answer_done(struct request *r)
+{
+    if (r->rechunk)
+        evbuffer_add(bufferevent_get_output(r->c->bev), "0\r\n\r\n", 5);
+    bool up_keep = r->resp.keep_alive && r->resp_body != BODY_UNTIL_CLOSE;
+    drop_upstream(r, up_keep);
+    struct conn *c = r->c;
+    r->c = NULL;
+    c->req = NULL;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    conn_request_done(c, r->client_keep);
+    finish(r, "ok");
+}
+
+/* Cut the client off mid-answer: the only honest signal left (SPEC §2.1: never a false end). */
+static void cut_client(struct request *r)
+{
+    struct conn *c = r->c;
+    r->c = NULL;
+    c->req = NULL;
+    conn_request_done(c, false);
+    bufferevent_disable(c->bev, EV_WRITE);
+}
+
+/* Nothing usable came back: retry (SPEC §5), or answer 502/504, or cut the client off. */
+static void upstream_failed(struct request *r, bool timeout)
+{
+    bool retry = !r->resp_started && !r->sent && r->uc->reused && !r->retried &&
+                 !r->route->priced && r->body == BODY_NONE &&
+                 (r->hp.method == HP_METHOD_GET || r->hp.method == HP_METHOD_HEAD);
+    drop_upstream(r, false);
+    if (retry) {
+        r->retried = true;
+        forward(r);
+        return;
+    }
+    if (!r->head_sent)
+        send_error(r, timeout ? CODE_UPSTREAM_TIMEOUT : CODE_UPSTREAM_UNAVAILABLE, 0);
+    else if (r->c)
+        cut_client(r);
+    finish(r, timeout ? "timeout" : "error");
+}
+
+static void on_up_read(struct bufferevent *bev, void *arg)
+{
+    struct request *r = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    r->resp_started = r->resp_started || evbuffer_get_length(in) > 0;
+    while (!r->head_sent && evbuffer_get_length(in)) {
+        struct hp_limits lim = {(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers};
+        r->resp.headers = proxy_scratch_request(r->w, &lim)->headers;
+        size_t n = evbuffer_get_length(in);
+        if (n > lim.max_header_bytes + 1)
+            n = lim.max_header_bytes + 1;
+        int rc = hp_parse_response((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, &lim,
+                                   r->hp.method == HP_METHOD_HEAD, &r->resp);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            log_write(LOG_WARN, r->id, "upstream %s: %s", r->route->merchant->id,
+                      hp_error_str((enum hp_error) - rc));
+            upstream_failed(r, false);
+            return;
+        }
+        on_response_head(r, in, (size_t)rc);
+    }
+    if (!r->head_sent)
+        return;
+    /* The response headers were copied out; nothing below reads r->resp's slices again. */
+    int err = 0;
+    struct evbuffer *out = bufferevent_get_output(r->c->bev);
+    if (r->resp_body == BODY_NONE || relay_body(r, in, out, &err)) {
+        answer_done(r);
+        return;
+    }
+    if (err) {
+        log_write(LOG_WARN, r->id, "upstream %s: %s", r->route->merchant->id,
+                  hp_error_str((enum hp_error) - err));
+        upstream_failed(r, false);
+        return;
+    }
+    if (evbuffer_get_length(out) >= HIGH_WATER) {
+        bufferevent_disable(bev, EV_READ);
+        r->up_paused = true;
+    }
+}
+
+static void on_up_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct request *r = arg;
+    if (r->body_reading && r->c) {
+        bufferevent_enable(r->c->bev, EV_READ);
+        pump_body(r);
+    }
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct request *r = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if ((what & BEV_EVENT_EOF) && r->head_sent && r->resp_body == BODY_UNTIL_CLOSE) {
+        r->resp.keep_alive = false;
+        answer_done(r);
+        return;
+    }
+    upstream_failed(r, (what & BEV_EVENT_TIMEOUT) != 0);
+}
+
+/* --- the client's side while the request is served ------------------------------------------ */
+
+void proxy_client_readable(struct request *r)
+{
+    if (r->body_reading && r->uc)
+        pump_body(r);
+    /* Otherwise: bytes of a pipelined request, parsed once this answer is done. */
+}
+
+void proxy_client_drained(struct request *r)
+{
+    if (r->up_paused && r->uc) {
+        r->up_paused = false;
+        bufferevent_enable(r->uc->bev, EV_READ);
+        on_up_read(r->uc->bev, r);
+    }
+}
+
+void proxy_client_gone(struct request *r)
+{
+    r->c = NULL;
+    if (r->waiting_durable)
+        return; /* on_durable settles it as not_forwarded */
+    drop_upstream(r, false);
+    r->status = 499;
+    finish(r, "client_gone");
+}
+
+/* --- the end -------------------------------------------------------------------------------- */
+
+static void finish(struct request *r, const char *result)
+{
+    r->up_us = r->up_start_us ? mono_us() - r->up_start_us : 0;
+    hist_observe(&r->w->srv->metrics.upstream_us, (uint64_t)r->up_us);
+    atomic_fetch_add_explicit(&r->w->srv->metrics.upstream_bytes, r->bytes, memory_order_relaxed);
+    /* 2xx: paid. A 4xx/5xx answer: not paid. No answer to a request that was sent: nobody knows,
+     * so it keeps counting (SPEC §2.1 step 6). Never sent (refused, failed to start): released. */
+    bool ok = strcmp(result, "ok") == 0;
+    enum spend_status spend = !ok && r->sent                        ? SPEND_UNKNOWN
+                              : !ok                                 ? SPEND_RELEASED
+                              : r->status >= 200 && r->status < 300 ? SPEND_COMMITTED
+                                                                    : SPEND_RELEASED;
+    settle(r, result, spend);
+    log_access(r, "allow");
+    request_free(r);
 }

@@ -6,21 +6,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+
+#include "core/log.h"
 #include "core/util.h"
+#include "gateway/config.h"
+#include "gateway/tls.h"
 
-#define UPSTREAM_MAX_CONNS 512 /* per upstream per worker; beyond, requests queue on one */
+#define UPSTREAM_MAX_IDLE 64 /* idle connections kept per upstream per worker */
 
-struct pool {
-    char *host;
-    int port;
-    struct upconn **v;
-    size_t n;
-    size_t rr;
+struct upstream_pool {
+    char *key; /* "https://host:port" or "http://host:port" */
+    struct upconn *idle;
+    size_t nidle;
 };
 
 struct upstream_pools {
     struct event_base *base;
-    struct pool *v;
+    struct upstream_pool **v; /* each pool on its own: connections point to theirs */
     size_t n;
 };
 
@@ -31,68 +35,125 @@ struct upstream_pools *upstream_pools_new(struct event_base *base)
     return p;
 }
 
+static void conn_close(struct upconn *c)
+{
+    bufferevent_free(c->bev);
+    free(c);
+}
+
 void upstream_pools_free(struct upstream_pools *p)
 {
     if (!p)
         return;
     for (size_t i = 0; i < p->n; i++) {
-        for (size_t j = 0; j < p->v[i].n; j++) {
-            evhttp_connection_free(p->v[i].v[j]->evcon);
-            free(p->v[i].v[j]);
+        for (struct upconn *c = p->v[i]->idle, *next; c; c = next) {
+            next = c->next;
+            conn_close(c);
         }
-        free(p->v[i].v);
-        free(p->v[i].host);
+        free(p->v[i]->key);
+        free(p->v[i]);
     }
     free(p->v);
     free(p);
 }
 
-static struct pool *pool_for(struct upstream_pools *p, const char *host, int port)
+static struct upstream_pool *pool_for(struct upstream_pools *p, const struct merchant *m)
 {
+    char key[300];
+    snprintf(key, sizeof(key), "%s://%s", m->upstream_tls ? "https" : "http", m->upstream_hostport);
     for (size_t i = 0; i < p->n; i++)
-        if (p->v[i].port == port && strcmp(p->v[i].host, host) == 0)
-            return &p->v[i];
+        if (strcmp(p->v[i]->key, key) == 0)
+            return p->v[i];
+    /* Pools are few (one per upstream address) and live as long as the worker. */
     p->v = xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
-    struct pool *pl = &p->v[p->n++];
-    memset(pl, 0, sizeof(*pl));
-    pl->host = xstrdup(host);
-    pl->port = port;
+    struct upstream_pool *pl = p->v[p->n++] = xcalloc(1, sizeof(*pl));
+    pl->key = xstrdup(key);
     return pl;
 }
 
-static struct upconn *open_conn(struct upstream_pools *p, struct pool *pl)
+static void unlink_idle(struct upconn *c)
+{
+    struct upconn **pp = &c->pool->idle;
+    while (*pp != c)
+        pp = &(*pp)->next;
+    *pp = c->next;
+    c->pool->nidle--;
+}
+
+/* An idle connection said something or closed: it cannot carry a request any more. */
+static void on_idle_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct upconn *c = arg;
+    unlink_idle(c);
+    conn_close(c);
+}
+
+static void on_idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    on_idle_read(bev, arg);
+}
+
+static struct upconn *open_conn(struct upstream_pools *p, struct upstream_pool *pl,
+                                const struct merchant *m)
 {
     struct upconn *c = xcalloc(1, sizeof(*c));
-    c->evcon = evhttp_connection_base_new(p->base, NULL, pl->host, (unsigned short)pl->port);
-    if (!c->evcon)
-        abort(); /* allocation only */
-    evhttp_connection_set_retries(c->evcon, 0);
-    pl->v = xrealloc(pl->v, (pl->n + 1) * sizeof(*pl->v));
-    pl->v[pl->n++] = c;
+    c->pool = pl;
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (m->upstream_tls) {
+        SSL *ssl = tls_client_ssl(m->upstream_tls_ctx, m->upstream_host);
+        if (!ssl) {
+            free(c);
+            return NULL;
+        }
+        c->bev = bufferevent_openssl_socket_new(p->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(p->base, -1, opts);
+    }
+    if (!c->bev) {
+        free(c);
+        return NULL;
+    }
+    /* A refused connection is reported through the event callback, never here. */
+    if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&m->upstream_addr,
+                                   m->upstream_addrlen) != 0)
+        log_debug("upstream %s: connect failed at once", pl->key);
     return c;
 }
 
-struct upconn *upstream_acquire(struct upstream_pools *p, const char *host, int port,
-                                int64_t timeout_ms, bool fresh)
+struct upconn *upstream_acquire(struct upstream_pools *p, const struct merchant *m,
+                                int64_t timeout_ms, bool fresh, bufferevent_data_cb readcb,
+                                bufferevent_data_cb writecb, bufferevent_event_cb eventcb,
+                                void *arg)
 {
-    struct pool *pl = pool_for(p, host, port);
-    struct upconn *c = NULL;
-    for (size_t i = 0; !fresh && i < pl->n && !c; i++)
-        if (!pl->v[i]->busy)
-            c = pl->v[i];
-    if (!c && pl->n < UPSTREAM_MAX_CONNS)
-        c = open_conn(p, pl);
-    if (!c) /* at the cap: evhttp queues the request on a busy connection */
-        c = pl->v[pl->rr++ % pl->n];
+    struct upstream_pool *pl = pool_for(p, m);
+    struct upconn *c = fresh ? NULL : pl->idle;
+    if (c)
+        unlink_idle(c);
+    else if (!(c = open_conn(p, pl, m)))
+        return NULL;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evhttp_connection_set_timeout_tv(c->evcon, &tv);
-    c->busy = true;
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_setcb(c->bev, readcb, writecb, eventcb, arg);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     return c;
 }
 
-void upstream_release(struct upstream_pools *p, struct upconn *c, bool keep)
+void upstream_release(struct upconn *c, bool keep)
 {
-    (void)p;
-    c->busy = false;
-    c->reused = keep;
+    struct upstream_pool *pl = c->pool;
+    if (!keep || pl->nidle >= UPSTREAM_MAX_IDLE ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->reused = true;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
+    bufferevent_enable(c->bev, EV_READ);
+    c->next = pl->idle;
+    pl->idle = c;
+    pl->nidle++;
 }

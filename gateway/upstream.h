@@ -1,8 +1,10 @@
 /*
- * upstream: per-worker keep-alive pools of evhttp client connections, one pool per upstream
- * host:port. A request takes an idle connection (or opens one) and gives it back when its answer
- * is complete; evhttp keeps the socket open between requests and notices when the merchant closes
- * an idle one. Pools belong to one worker thread and are never shared.
+ * upstream: per-worker keep-alive pools of bufferevent connections to merchants (plain or TLS),
+ * one pool per upstream address. A request takes an idle connection (or opens one) and gives it
+ * back when its answer was read completely and the merchant keeps it open. An idle connection is
+ * watched: anything it says or a close makes the pool drop it, so a request is never written to a
+ * connection the merchant already closed (that it could not be retried safely, SPEC §5). What goes
+ * over a connection is proxy.c's; pools belong to one worker thread and are never shared.
  */
 #ifndef GATEWAY_UPSTREAM_H
 #define GATEWAY_UPSTREAM_H
@@ -10,28 +12,38 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
+
+struct merchant;
+struct upstream_pool;
 
 struct upconn {
-    struct evhttp_connection *evcon;
-    bool busy;
-    bool reused; /* has carried a request before: it may have been closed under us */
+    struct upconn *next; /* the pool's idle list */
+    struct upstream_pool *pool;
+    struct bufferevent *bev;
+    bool reused; /* has carried a request before */
 };
 
 struct upstream_pools;
 
-/** New empty pools for a worker's base; connect/read timeouts of timeout_ms. */
+/** New empty pools for a worker's base. */
 struct upstream_pools *upstream_pools_new(struct event_base *base);
-/** Close every connection; NULL is a no-op. */
+/** Close every idle connection and free; NULL is a no-op. */
 void upstream_pools_free(struct upstream_pools *p);
 /**
- * An idle connection to host:port (fresh: always a new one), marked busy, with timeout_ms for
- * connecting and for each read. Never NULL.
+ * A connection to m's upstream for one request: an idle one of the pool (fresh: always a new
+ * one, connecting). Its callbacks are set to cb*(…, arg), reads enabled, and timeout_ms bounds
+ * connecting and every read and write. NULL if no connection object can be made (TLS set-up).
  */
-struct upconn *upstream_acquire(struct upstream_pools *p, const char *host, int port,
-                                int64_t timeout_ms, bool fresh);
-/** Give c back; keep=false after an error (evhttp has reset it: the next use reconnects). */
-void upstream_release(struct upstream_pools *p, struct upconn *c, bool keep);
+struct upconn *upstream_acquire(struct upstream_pools *p, const struct merchant *m,
+                                int64_t timeout_ms, bool fresh, bufferevent_data_cb readcb,
+                                bufferevent_data_cb writecb, bufferevent_event_cb eventcb,
+                                void *arg);
+/**
+ * Give c back after a request: keep=true puts it in its pool's idle list (the answer was read
+ * whole and the merchant keeps the connection open), keep=false closes it.
+ */
+void upstream_release(struct upconn *c, bool keep);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "gateway/conn.h"
 #include "gateway/proxy.h"
 
 #define DRAIN_TIMEOUT_US (10 * 1000000)
@@ -44,6 +45,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     evconnlistener_disable(w->lst);
+    conn_drain_all(w);
     w->drain_deadline_us = mono_us() + DRAIN_TIMEOUT_US;
     on_drain(-1, 0, w);
 }
@@ -60,12 +62,16 @@ static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
 /* accept() failed. Out of descriptors (EMFILE/ENFILE), the pending connection stays in the
  * backlog and the listener would wake again at once: pause accepting instead of spinning, and
  * say so at most once a second for the whole process. */
-static _Thread_local struct worker *this_worker; /* the error callback's argument is evhttp's */
+static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lst;
+    conn_accept(arg, fd, sa, salen);
+}
 
 static void on_accept_error(struct evconnlistener *lst, void *arg)
 {
-    (void)arg;
-    struct worker *w = this_worker;
+    struct worker *w = arg;
     int err = EVUTIL_SOCKET_ERROR();
     static _Atomic int64_t logged_mono_s;
     int64_t now_mono_s = mono_us() / 1000000, last = atomic_load(&logged_mono_s);
@@ -78,8 +84,7 @@ static void on_accept_error(struct evconnlistener *lst, void *arg)
     }
 }
 
-static struct evconnlistener *listen_on(struct event_base *base, const char *host, int port,
-                                        char **err)
+static struct evconnlistener *listen_on(struct worker *w, const char *host, int port, char **err)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
@@ -91,7 +96,7 @@ static struct evconnlistener *listen_on(struct event_base *base, const char *hos
         return NULL;
     }
     struct evconnlistener *l = evconnlistener_new_bind(
-        base, NULL, NULL,
+        w->base, on_accept, w,
         LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
         1024, (struct sockaddr *)&ss, len);
     if (!l)
@@ -106,26 +111,22 @@ struct worker *worker_new(struct server *s, int id, char **err)
     w->srv = s;
     w->conf = server_config(s);
     w->conf_gen = atomic_load(&s->conf_gen);
-    /* The changelist folds evhttp's enable/disable calls into the next epoll_wait instead of an
-     * epoll_ctl each (several per proxied request). Safe here: no descriptor is dup()ed. */
+    /* The changelist folds bufferevent enable/disable calls into the next epoll_wait instead of
+     * an epoll_ctl each (several per proxied request). Safe here: no descriptor is dup()ed. */
     struct event_config *ec = event_config_new();
     event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
-    w->http = evhttp_new(w->base);
-    if (!w->base || !w->http)
+    if (!w->base)
         abort();
-    w->lst = listen_on(w->base, w->conf->listen_host, w->conf->listen_port, err);
+    w->lst = listen_on(w, w->conf->listen_host, w->conf->listen_port, err);
     if (!w->lst) {
-        evhttp_free(w->http);
         event_base_free(w->base);
         config_unref(w->conf);
         free(w);
         return NULL;
     }
-    evhttp_bind_listener(w->http, w->lst);
     evconnlistener_set_error_cb(w->lst, on_accept_error);
-    proxy_setup(w);
     w->pools = upstream_pools_new(w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
     writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
@@ -138,7 +139,6 @@ struct worker *worker_new(struct server *s, int id, char **err)
 static void *run(void *arg)
 {
     struct worker *w = arg;
-    this_worker = w;
     event_base_dispatch(w->base);
     return NULL;
 }
@@ -165,7 +165,8 @@ void worker_join(struct worker *w)
 
 void worker_free(struct worker *w)
 {
-    evhttp_free(w->http); /* closes idle client connections and the listener */
+    conn_free_all(w); /* requests cut off by the drain deadline end as client_gone */
+    evconnlistener_free(w->lst);
     upstream_pools_free(w->pools);
     writer_mailbox_clear(&w->mb);
     event_free(w->stop_ev);
@@ -174,6 +175,7 @@ void worker_free(struct worker *w)
     event_base_free(w->base);
     config_unref(w->conf);
     free(w->vcache);
+    free(w->scratch_headers);
     free(w);
 }
 

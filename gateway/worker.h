@@ -1,5 +1,5 @@
 /*
- * worker: one thread, one event loop, one evhttp server on the shared port (SO_REUSEPORT), its
+ * worker: one thread, one event loop, one listener on the shared port (SO_REUSEPORT), its
  * own upstream pools and its own mailbox for the audit writer's answers. Everything a request
  * touches on the worker happens on this thread.
  */
@@ -11,11 +11,11 @@
 #include <stdbool.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/listener.h>
 
 #include "audit/writer.h"
 #include "gateway/enforce.h"
+#include "gateway/http_parse.h"
 #include "gateway/server.h"
 #include "gateway/upstream.h"
 
@@ -24,15 +24,18 @@ struct worker {
     struct server *srv;
     pthread_t thread;
     struct event_base *base;
-    struct evhttp *http;
     struct evconnlistener *lst;
     struct writer_mailbox mb;
     struct upstream_pools *pools;
     struct config *conf;   /* this worker's reference to the current configuration */
     struct vcache *vcache; /* verified mandates under conf */
     uint64_t conf_gen;
-    int inflight;  /* requests begun and not finished; only this thread touches it */
-    int unflushed; /* replies handed to evhttp and not yet written out */
+    int inflight;              /* requests begun and not finished; only this thread touches it */
+    int unflushed;             /* connections flushing their last answer before they close */
+    struct conn *conns;        /* every open client connection of this worker */
+    struct hp_request scratch; /* conn.c's head parses, before a request owns a copy */
+    struct hp_header *scratch_headers;
+    size_t scratch_cap;
     bool started;
     struct event *stop_ev, *drain_ev;
     struct event *resume_ev; /* re-enables accepting after a pause for lack of descriptors */

@@ -12,6 +12,7 @@ need_cmd pkg-config pkg-config
 need_cmd cc gcc
 need_pc libevent libevent-dev
 need_pc libevent_pthreads libevent-dev
+need_pc libevent_openssl libevent-dev
 need_pc openssl libssl-dev
 need_pc jansson libjansson-dev
 need_pc sqlite3 libsqlite3-dev

@@ -134,18 +134,19 @@ def access_lines(g):
     return [json.loads(l) for l in g.gw.output().splitlines() if '"type":"access"' in l]
 
 
-def test_access_log_counts_denial_bodies_and_escapes_bad_utf8(g_started):
-    """The access log's bytes count what a denial sent; a path with bytes that are not UTF-8 is
-    logged as valid JSON (the fixture fails the test on any line that is not)."""
+def test_access_log_counts_denial_bodies_and_framing_errors(g_started):
+    """The access log's bytes count what a denial sent; a target with raw bytes over 0x7E is a
+    framing error (SPEC §5), logged as a valid JSON line (the fixture fails the test on any line
+    that is not) with its status and request id."""
     g = g_started
     st, _, _, data = g.request("GET", "/lux/search")
     assert st == 401
     out = raw_request(g.port, b"GET /lux/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert out.startswith(b"HTTP/1.1 404") or out.startswith(b"HTTP/1.1 400"), out[:100]
+    assert out.startswith(b"HTTP/1.1 400"), out[:100]
     wait_for(lambda: len(access_lines(g)) >= 2, what="two access lines")
     first, second = access_lines(g)[:2]
     assert first["code"] == "mandate_missing" and first["bytes"] == len(data)
-    assert second["path"] == "/lux/\u00ff\u00fe"
+    assert second["code"] == "bad_request" and second["status"] == 400
 
 
 def raw_request(port, data):
