@@ -3,8 +3,9 @@
  *
  * Nothing here grows without bound, and nothing is ever swept in one go under the lock:
  * - a used jti is kept until its mandate has been expired for clock_skew_s + STATE_GRACE_S (no
- *   verification can then accept it); jtis sit in an expiry wheel of one list per second, and each
- *   admission frees at most PRUNE_BUDGET of them, so pruning costs O(expired), never O(table);
+ *   verification can then accept it); tables grow by incremental rehashing; jtis sit in an expiry
+ * wheel of one list per second, and each admission frees at most PRUNE_BUDGET of them, so pruning
+ * costs O(expired), never O(table);
  * - a rate bucket idle long enough to have refilled completely is identical to a new one: buckets
  *   are kept in least-recently-used order and dropped from the cold end;
  * - ledger periods that have ended are dropped by the ledger (ledger_prune).
@@ -34,9 +35,15 @@ struct slot {
     char key[];
 };
 
+/* Growing rehashes incrementally (as redis does): the old array is moved MIGRATE_STEP chains per
+ * insert, so no admission ever rehashes a whole table under the lock (7 ms at 100k entries). */
+#define MIGRATE_STEP 64
+
 struct table {
     struct slot **v;
     size_t cap, n;
+    struct slot **old; /* being moved into v; NULL when not growing */
+    size_t old_cap, moved;
 };
 
 /* Jtis by the second their mandate expires (exp mod WHEEL_SLOTS). */
@@ -93,35 +100,58 @@ static size_t make_key(char *buf, size_t cap, const char *x, const char *y)
     return xl + yl + 1;
 }
 
-static struct slot *find(struct table *t, const char *key, size_t len, uint64_t h)
+static struct slot *find_in(struct slot **v, size_t cap, const char *key, size_t len, uint64_t h)
 {
-    if (!t->cap)
-        return NULL;
-    for (struct slot *s = t->v[h & (t->cap - 1)]; s; s = s->next)
+    for (struct slot *s = v[h & (cap - 1)]; s; s = s->next)
         if (s->hash == h && memcmp(s->key, key, len + 1) == 0)
             return s;
     return NULL;
 }
 
+static struct slot *find(struct table *t, const char *key, size_t len, uint64_t h)
+{
+    if (!t->cap)
+        return NULL;
+    struct slot *s = find_in(t->v, t->cap, key, len, h);
+    return s || !t->old ? s : find_in(t->old, t->old_cap, key, len, h);
+}
+
+/* Move up to steps chains of the old array into the new one. */
+static void migrate(struct table *t, size_t steps)
+{
+    for (; t->old && steps > 0; steps--) {
+        for (struct slot *s = t->old[t->moved], *next; s; s = next) {
+            next = s->next;
+            s->next = t->v[s->hash & (t->cap - 1)];
+            t->v[s->hash & (t->cap - 1)] = s;
+        }
+        t->old[t->moved] = NULL;
+        if (++t->moved == t->old_cap) {
+            free(t->old);
+            t->old = NULL;
+        }
+    }
+}
+
 static void grow(struct table *t)
 {
-    size_t cap = t->cap ? t->cap * 2 : 64;
-    struct slot **v = xcalloc(cap, sizeof(*v));
-    for (size_t i = 0; i < t->cap; i++)
-        for (struct slot *s = t->v[i], *next; s; s = next) {
-            next = s->next;
-            s->next = v[s->hash & (cap - 1)];
-            v[s->hash & (cap - 1)] = s;
-        }
-    free(t->v);
-    t->v = v;
-    t->cap = cap;
+    migrate(t, SIZE_MAX); /* a previous growth is long finished in practice */
+    t->old = t->v;
+    t->old_cap = t->cap;
+    t->moved = 0;
+    t->cap = t->cap ? t->cap * 2 : 64;
+    t->v = xcalloc(t->cap, sizeof(*t->v));
+    if (!t->old_cap) {
+        free(t->old);
+        t->old = NULL;
+    }
 }
 
 static struct slot *insert(struct table *t, const char *key, size_t len, uint64_t h)
 {
     if (t->n + 1 > t->cap * 3 / 4)
         grow(t);
+    migrate(t, MIGRATE_STEP);
     struct slot *s = xcalloc(1, sizeof(*s) + len + 1);
     memcpy(s->key, key, len + 1);
     s->hash = h;
@@ -133,6 +163,7 @@ static struct slot *insert(struct table *t, const char *key, size_t len, uint64_
 
 static void table_clear(struct table *t)
 {
+    migrate(t, SIZE_MAX);
     for (size_t i = 0; i < t->cap; i++)
         for (struct slot *s = t->v[i], *next; s; s = next) {
             next = s->next;
@@ -145,8 +176,11 @@ static void table_clear(struct table *t)
 static void table_remove(struct table *t, struct slot *s)
 {
     struct slot **pp = &t->v[s->hash & (t->cap - 1)];
-    while (*pp != s)
+    while (*pp && *pp != s)
         pp = &(*pp)->next;
+    if (!*pp) /* not moved yet: still in the old array */
+        for (pp = &t->old[s->hash & (t->old_cap - 1)]; *pp != s;)
+            pp = &(*pp)->next;
     *pp = s->next;
     t->n--;
     free(s);
@@ -282,6 +316,7 @@ json_t *state_revocations(struct state *st)
 {
     json_t *arr = json_array();
     pthread_mutex_lock(&st->mu);
+    migrate(&st->revoked, SIZE_MAX); /* so that one array holds them all */
     for (size_t i = 0; i < st->revoked.cap; i++)
         for (struct slot *s = st->revoked.v[i]; s; s = s->next) {
             const char *value = s->key + strlen(s->key) + 1;

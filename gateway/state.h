@@ -20,8 +20,9 @@ struct state;
 enum revoke_kind { REVOKE_JTI, REVOKE_AGENT, REVOKE_PRINCIPAL, REVOKE_KID };
 
 /* A jti is remembered until its mandate has been expired for clock_skew_s + this: a verification
- * that began just before the expiry cannot race its removal. */
-#define STATE_GRACE_S 60
+ * and its admission happen in one callback, microseconds apart, so 2 s leaves a wide margin while
+ * keeping the table at about (ttl + skew + 2 s) × rate entries. */
+#define STATE_GRACE_S 2
 
 /**
  * A new empty state with the rate limit (tokens per second per agent, bucket size) and the
