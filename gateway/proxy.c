@@ -72,6 +72,7 @@ struct request {
 
 static void forward(struct request *r);
 static void finish(struct request *r, const char *result);
+static void cut_client(struct request *r);
 
 /* --- ids, counting, logging --------------------------------------------------------------- */
 
@@ -530,12 +531,18 @@ static void pump_body(struct request *r)
         if (rc < 0) {
             evbuffer_drain(in, used);
             drop_upstream(r, false);
-            r->status = hp_error_status((enum hp_error) - rc);
-            struct conn *c = r->c;
-            r->c = NULL;
-            c->req = NULL;
-            conn_reply_error(c, r->status, code_name(hp_error_code((enum hp_error) - rc)),
-                             hp_error_str((enum hp_error) - rc), r->id, NULL, false);
+            r->body_reading = false;
+            if (r->head_sent) {
+                cut_client(r); /* the merchant answered early; the client loses the rest */
+            } else {
+                enum hp_error e = (enum hp_error) - rc;
+                r->status = hp_error_status(e);
+                struct conn *c = r->c;
+                r->c = NULL;
+                c->req = NULL;
+                r->bytes = conn_reply_error(c, r->status, code_name(hp_error_code(e)),
+                                            hp_error_str(e), r->id, NULL, false);
+            }
             finish(r, "bad_body");
             return;
         }
@@ -699,7 +706,9 @@ static void answer_done(struct request *r)
 {
     if (r->rechunk)
         evbuffer_add(bufferevent_get_output(r->c->bev), "0\r\n\r\n", 5);
-    bool up_keep = r->resp.keep_alive && r->resp_body != BODY_UNTIL_CLOSE;
+    /* The merchant may answer before it has read our whole request: then the connection cannot
+     * carry another one. */
+    bool up_keep = r->resp.keep_alive && r->resp_body != BODY_UNTIL_CLOSE && body_consumed(r);
     drop_upstream(r, up_keep);
     struct conn *c = r->c;
     r->c = NULL;
