@@ -6,12 +6,14 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
+#include "gateway/tls.h"
 
 #define ADMIN_MAX_BODY 4096
 
@@ -19,7 +21,18 @@ struct admin {
     struct server *srv;
     struct evhttp *http;
     struct writer_mailbox mb;
+    struct tls_server *tls; /* admin.tls, or NULL: plain HTTP */
 };
+
+/* evhttp makes each connection's bufferevent here: TLS when admin.tls is set. */
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+    struct admin *a = arg;
+    SSL *ssl = tls_server_ssl(a->tls);
+    return ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE)
+               : NULL;
+}
 
 static void reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
 {
@@ -151,10 +164,15 @@ struct admin *admin_start(struct server *s, const struct config *conf, char **er
     evhttp_set_max_headers_size(a->http, 16384);
     evhttp_set_timeout(a->http, 10);
     evhttp_set_gencb(a->http, handle, a);
+    if (conf->admin_tls) {
+        a->tls = tls_server_ref(conf->admin_tls);
+        evhttp_set_bevcb(a->http, make_bev, a);
+    }
     if (!evhttp_bind_socket_with_handle(a->http, conf->admin_host, (ev_uint16_t)conf->admin_port)) {
         *err =
             xasprintf("admin.listen: cannot listen on %s:%d", conf->admin_host, conf->admin_port);
         evhttp_free(a->http);
+        tls_server_unref(a->tls);
         free(a);
         return NULL;
     }
@@ -168,5 +186,6 @@ void admin_free(struct admin *a)
         return;
     evhttp_free(a->http);
     writer_mailbox_clear(&a->mb);
+    tls_server_unref(a->tls);
     free(a);
 }

@@ -340,14 +340,16 @@ static int ctx_common(SSL_CTX *ctx, int min_version)
                : -1;
 }
 
-/* The client must offer http/1.1 if it offers ALPN at all (SPEC §5). */
+/* A client offering ALPN must offer http/1.1 (SPEC §5) or http/1.0 (curl --http1.0 offers only
+ * that, and the listener speaks it): anything else (h2 alone) is refused at the handshake. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
 {
     (void)ssl;
     (void)arg;
+    static const unsigned char ours[] = "\x08http/1.1\x08http/1.0";
     unsigned char *sel;
-    if (SSL_select_next_proto(&sel, outlen, alpn_http11, ALPN_HTTP11_LEN, in, inlen) !=
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol */
     *out = sel;
