@@ -6,9 +6,16 @@ per request in the file given as argv[2]) and answers by path:
   /status/<code>     answers with that status and a JSON body
   /close/...         answers, then closes the connection
   /drop/...          reads the request, then closes the connection without answering
+  /early/<code>      answers "103 Early Hints" (with a Link header), then <code> with a JSON body
+  /dupcl             answers 200 with two different Content-Length headers
+  /endless/...       streams chunks (every 20 ms) until the client goes away, then records
+                     {"event": "closed", "path": ...}
   anything else      200 {"ok": true, "path": ...}
-Usage: stub_upstream.py PORT RECORD_FILE"""
+A chunked request body is decoded; a request whose body does not arrive complete is not recorded
+as a request: {"event": "incomplete", "path": ...} goes to RECORD_FILE + ".cut" instead.
+Usage: stub_upstream.py PORT RECORD_FILE [CERT_FILE:KEY_FILE]  (the third argument: serve TLS)"""
 import json
+import ssl
 import sys
 import threading
 import time
@@ -16,7 +23,44 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
 RECORD = sys.argv[2]
+TLS = sys.argv[3] if len(sys.argv) > 3 else None
 lock = threading.Lock()
+
+
+def record(obj, path=RECORD):
+    with lock, open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+
+
+class Incomplete(Exception):
+    pass
+
+
+def read_exact(rfile, n):
+    b = rfile.read(n)
+    if len(b) != n:
+        raise Incomplete()
+    return b
+
+
+def read_line(rfile):
+    line = rfile.readline(65537)
+    if not line.endswith(b"\r\n"):
+        raise Incomplete()
+    return line[:-2]
+
+
+def read_chunked(rfile):
+    body = b""
+    while True:
+        size = int(read_line(rfile).split(b";")[0], 16)
+        if size == 0:
+            while read_line(rfile):  # trailers, then the empty line
+                pass
+            return body
+        body += read_exact(rfile, size)
+        if read_exact(rfile, 2) != b"\r\n":
+            raise Incomplete()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -26,12 +70,52 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def handle_any(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else b""
-        with lock, open(RECORD, "a") as f:
-            f.write(json.dumps({"method": self.command, "path": self.path,
-                                "headers": [[k, v] for k, v in self.headers.items()],
-                                "body": body.decode(errors="replace")}) + "\n")
+        try:
+            if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+                body = read_chunked(self.rfile)
+            else:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = read_exact(self.rfile, n) if n else b""
+        except (Incomplete, ValueError, OSError):
+            record({"event": "incomplete", "method": self.command, "path": self.path},
+                   RECORD + ".cut")
+            self.close_connection = True
+            return
+        record({"method": self.command, "path": self.path,
+                "headers": [[k, v] for k, v in self.headers.items()],
+                "body": body.decode(errors="replace")})
+        if self.path.startswith("/early/"):
+            self.send_response_only(103, "Early Hints")
+            self.send_header("Link", "</style.css>; rel=preload")
+            self.end_headers()
+            self.wfile.flush()
+            status = int(self.path.split("/")[2])
+            out = json.dumps({"ok": True, "path": self.path, "status": status}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        if self.path.startswith("/dupcl"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: 5\r\nContent-Length: 7\r\n\r\nhello!!")
+            self.close_connection = True
+            return
+        if self.path.startswith("/endless"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                while True:
+                    self.wfile.write(b"400\r\n" + b"e" * 1024 + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except OSError:
+                record({"event": "closed", "path": self.path, "t": time.time()})
+            return
         if self.path.startswith("/slow"):
             time.sleep(3600)
         if self.path.startswith("/drop"):
@@ -70,5 +154,27 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = handle_any
 
 
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    ctx = None
+
+    def finish_request(self, request, client_address):
+        if self.ctx is not None:  # the handshake happens in the connection's own thread
+            try:
+                tls = self.ctx.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+            try:
+                super().finish_request(tls, client_address)
+            finally:
+                tls.close()
+            return
+        super().finish_request(request, client_address)
+
+
+srv = Server(("127.0.0.1", PORT), Handler)
+if TLS:
+    cert, key = TLS.split(":")
+    Server.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    Server.ctx.load_cert_chain(cert, key)
+srv.serve_forever()
