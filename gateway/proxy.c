@@ -16,6 +16,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/rand.h>
 
 #include "core/log.h"
@@ -23,6 +24,7 @@
 #include "gateway/accesslog.h"
 #include "gateway/conn.h"
 #include "gateway/enforce.h"
+#include "gateway/tls.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
 
@@ -803,7 +805,6 @@ static void on_up_write(struct bufferevent *bev, void *arg)
 
 static void on_up_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
     struct request *r = arg;
     if (what & BEV_EVENT_CONNECTED)
         return;
@@ -811,6 +812,15 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         r->resp.keep_alive = false;
         answer_done(r);
         return;
+    }
+    if ((what & BEV_EVENT_ERROR) && r->route->merchant->upstream_tls && !r->resp_started) {
+        char buf[160];
+        const char *why = tls_verify_error(bufferevent_openssl_get_ssl(bev));
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        log_write(LOG_WARN, r->id, "upstream %s: TLS: %s", r->route->merchant->id,
+                  why ? why
+                  : e ? tls_error_string(e, buf, sizeof(buf))
+                      : "connection failed");
     }
     upstream_failed(r, (what & BEV_EVENT_TIMEOUT) != 0);
 }
