@@ -8,11 +8,16 @@ per request in the file given as argv[2]) and answers by path:
   /drop/...          reads the request, then closes the connection without answering
   /early/<code>      answers "103 Early Hints" (with a Link header), then <code> with a JSON body
   /dupcl             answers 200 with two different Content-Length headers
+  /badchunk          answers 200 chunked: one good chunk, then a chunk size that is not hex
+  /short             answers 200 with Content-Length 100 but sends 10 bytes, then closes
+  /untilclose        answers 200 with neither Content-Length nor chunked, ends by closing
+  /switch            answers "101 Switching Protocols"
   /endless/...       streams chunks (every 20 ms) until the client goes away, then records
                      {"event": "closed", "path": ...}
   anything else      200 {"ok": true, "path": ...}
 A chunked request body is decoded; a request whose body does not arrive complete is not recorded
-as a request: {"event": "incomplete", "path": ...} goes to RECORD_FILE + ".cut" instead.
+as a request: {"event": "incomplete", "path": ...} goes to RECORD_FILE + ".cut" instead. Every
+request head is also noted, before its body is read, in RECORD_FILE + ".heads".
 Usage: stub_upstream.py PORT RECORD_FILE [CERT_FILE:KEY_FILE]  (the third argument: serve TLS)"""
 import json
 import ssl
@@ -70,6 +75,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def handle_any(self):
+        record({"method": self.command, "path": self.path}, RECORD + ".heads")
         try:
             if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
                 body = read_chunked(self.rfile)
@@ -96,6 +102,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)
+            return
+        if self.path.startswith(("/badchunk", "/short", "/untilclose")):
+            self.wfile.write({
+                "/badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n",
+                "/short": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+                "/untilclose": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+                               b"all of it, until the close",
+            }[self.path.split("?")[0]])
+            self.close_connection = True
+            return
+        if self.path.startswith("/switch"):
+            self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\nraw bytes after the switch")
+            self.close_connection = True
             return
         if self.path.startswith("/dupcl"):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
