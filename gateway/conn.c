@@ -68,9 +68,10 @@ static void close_after_flush(struct conn *c)
 /* Log a connection accepted over the cap at most once a second for the whole process. */
 static void log_over_cap(int64_t max)
 {
-    static _Atomic int64_t logged_mono_s;
-    int64_t now_mono_s = mono_us() / 1000000, last = atomic_load(&logged_mono_s);
-    if (now_mono_s != last && atomic_compare_exchange_strong(&logged_mono_s, &last, now_mono_s))
+    /* Per UTC second, the clock of the log lines' timestamps. */
+    static _Atomic int64_t logged_unix_s;
+    int64_t now_unix_s = now_s(), last = atomic_load(&logged_unix_s);
+    if (now_unix_s != last && atomic_compare_exchange_strong(&logged_unix_s, &last, now_unix_s))
         log_warn("max_connections (%lld) reached: closing new connections", (long long)max);
 }
 
@@ -139,7 +140,11 @@ size_t conn_reply_error(struct conn *c, int status, const char *code, const char
                         "Cache-Control: no-store\r\nX-Request-Id: %s\r\n%sContent-Length: %zu\r\n"
                         "%s\r\n%s\n",
                         status, code_reason(status), request_id, extra_headers ? extra_headers : "",
-                        n, keep_alive ? "" : "Connection: close\r\n", s);
+                        n,
+                        !keep_alive     ? "Connection: close\r\n"
+                        : c->minor == 0 ? "Connection: keep-alive\r\n"
+                                        : "",
+                        s);
     free(s);
     conn_request_done(c, keep_alive);
     return n;
@@ -192,6 +197,11 @@ static void try_head(struct conn *c)
         return;
     }
     evtimer_del(c->timer);
+    if (c->tls && !c->tls_client[0] &&
+        tls_peer_subject(bufferevent_openssl_get_ssl(c->bev), c->tls_client,
+                         sizeof(c->tls_client)) != 0)
+        log_warn("TLS client certificate subject from %s is too long to log", c->peer);
+    c->minor = c->w->scratch.minor;
     c->state = CONN_BUSY;
     c->fresh = false;
     c->head_started = false;
@@ -222,7 +232,7 @@ static void on_read(struct bufferevent *bev, void *arg)
  * half-close, eat what still comes for a moment, then close (nginx's lingering close). */
 static void linger(struct conn *c)
 {
-    if (c->tls) {
+    if (c->tls || c->cut) {
         conn_free(c);
         return;
     }
@@ -300,6 +310,12 @@ void conn_request_done(struct conn *c, bool keep_alive)
     bufferevent_enable(c->bev, EV_READ);
     arm(c, worker_config(c->w)->idle_timeout_ms);
     try_head(c); /* a pipelined request may be buffered already */
+}
+
+void conn_cut(struct conn *c)
+{
+    c->cut = true;
+    close_after_flush(c);
 }
 
 void conn_drain_all(struct worker *w)

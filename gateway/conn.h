@@ -40,6 +40,8 @@ struct conn {
     int peer_port;
     char tls_client[256]; /* client certificate subject (RFC 2253), "" if none */
     bool tls;
+    int minor;      /* HTTP/1.<minor> of the request being served */
+    bool cut;       /* closing after an answer that was cut short: no lingering */
     bool lingering; /* closing: the answer is out, unread input is being eaten */
     size_t lingered;
 };
@@ -62,6 +64,11 @@ void conn_request_done(struct conn *c, bool keep_alive);
 size_t conn_reply_error(struct conn *c, int status, const char *code, const char *message,
                         const char *request_id, const char *extra_headers, bool keep_alive);
 
+/**
+ * End an answer that cannot be completed (the merchant failed mid-body): what is queued is sent,
+ * then the connection closes at once, so the client sees a short body, never a false end.
+ */
+void conn_cut(struct conn *c);
 /** Close every idle connection of w and mark the busy ones to close after their answer. */
 void conn_drain_all(struct worker *w);
 /** Free every connection of w (at shutdown, after its loop has stopped). */

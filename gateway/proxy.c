@@ -630,6 +630,8 @@ static void write_response_head(struct request *r, struct evbuffer *out,
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     if (!r->client_keep)
         evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (r->hp.minor == 0) /* HTTP/1.0 closes unless told otherwise (RFC 9112 §9.3) */
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     evbuffer_add(out, "\r\n", 2);
 }
 
@@ -726,8 +728,7 @@ static void cut_client(struct request *r)
     struct conn *c = r->c;
     r->c = NULL;
     c->req = NULL;
-    conn_request_done(c, false);
-    bufferevent_disable(c->bev, EV_WRITE);
+    conn_cut(c);
 }
 
 /* Nothing usable came back: retry (SPEC §5), or answer 502/504, or cut the client off. */
@@ -861,12 +862,14 @@ static void finish(struct request *r, const char *result)
     hist_observe(&r->w->srv->metrics.upstream_us, (uint64_t)r->up_us);
     atomic_fetch_add_explicit(&r->w->srv->metrics.upstream_bytes, r->bytes, memory_order_relaxed);
     /* 2xx: paid. A 4xx/5xx answer: not paid. No answer to a request that was sent: nobody knows,
-     * so it keeps counting (SPEC §2.1 step 6). Never sent (refused, failed to start): released. */
-    bool ok = strcmp(result, "ok") == 0;
-    enum spend_status spend = !ok && r->sent                        ? SPEND_UNKNOWN
-                              : !ok                                 ? SPEND_RELEASED
-                              : r->status >= 200 && r->status < 300 ? SPEND_COMMITTED
-                                                                    : SPEND_RELEASED;
+     * so it keeps counting (SPEC §2.1 step 6). Never sent (refused, failed to start): released.
+     * A body found malformed after forwarding began: the merchant never got a complete request,
+     * so released, unless it had already answered 2xx (SPEC §5). */
+    bool ok = strcmp(result, "ok") == 0, bad_body = strcmp(result, "bad_body") == 0;
+    bool paid = r->status >= 200 && r->status < 300;
+    enum spend_status spend = ok || bad_body ? (paid ? SPEND_COMMITTED : SPEND_RELEASED)
+                              : r->sent      ? SPEND_UNKNOWN
+                                             : SPEND_RELEASED;
     settle(r, result, spend);
     log_access(r, "allow");
     request_free(r);

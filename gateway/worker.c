@@ -73,9 +73,10 @@ static void on_accept_error(struct evconnlistener *lst, void *arg)
 {
     struct worker *w = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    static _Atomic int64_t logged_mono_s;
-    int64_t now_mono_s = mono_us() / 1000000, last = atomic_load(&logged_mono_s);
-    if (now_mono_s != last && atomic_compare_exchange_strong(&logged_mono_s, &last, now_mono_s))
+    /* Per UTC second, the clock of the log lines' timestamps. */
+    static _Atomic int64_t logged_unix_s;
+    int64_t now_unix_s = now_s(), last = atomic_load(&logged_unix_s);
+    if (now_unix_s != last && atomic_compare_exchange_strong(&logged_unix_s, &last, now_unix_s))
         log_warn("accept: %s; pausing new connections for %d ms", strerror(err), ACCEPT_PAUSE_MS);
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         evconnlistener_disable(lst);

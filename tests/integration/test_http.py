@@ -857,12 +857,6 @@ def test_bad_chunk_on_priced_route_releases_reservation(gateway, when):
     assert [(e["result"], e["spend"]) for e in outcomes] == [("bad_body", "released")], outcomes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a bad chunk in the merchant's body leaves the client with nothing and the connection open "
-    "forever: proxy.c cut_client() calls conn_request_done(c, false) (close_after_flush waits for "
-    "the output - head and first chunk, queued in the same callback - to flush) and then "
-    "bufferevent_disable(c->bev, EV_WRITE), so the output never flushes, on_write never lingers "
-    "or frees; SIGTERM then waits the whole drain deadline"))
 def test_upstream_bad_chunk_cuts_the_client_off(gateway):
     """A merchant body with a bad chunk size after a good chunk: the client gets the head and the
     good chunk, then the close, never a final chunk (no false end)."""
