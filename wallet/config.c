@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sjson.h"
+
 static const char *const top_keys[] = {"id",         "listen",        "database",  "signing_key",
                                        "admin",      "default_ttl_s", "max_ttl_s", "merchants",
                                        "principals", "agents",        "gateways",  NULL};
@@ -183,9 +185,70 @@ static void load_principals(struct cfg *c, const json_t *root, struct wallet_con
     }
 }
 
+/*
+ * An agent's "jwk" (SPEC §7): its public key, EC P-256 or OKP Ed25519. A private member is an
+ * error of its own (the agent's private key never belongs in the wallet's configuration); the
+ * members keygen writes (kid, alg, use) are accepted and dropped from the canonical form.
+ */
+static void load_agent_jwk(struct cfg *c, const char *path, const json_t *o, struct agent *a)
+{
+    static const char *const keys[] = {"kty", "crv", "x",  "y",  "kid", "alg", "use",  "key_ops",
+                                       "d",   "p",   "q",  "dp", "dq",  "qi",  "oth",  "k",
+                                       NULL};
+    static const char *const private[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k", NULL};
+    if (!json_object_get(o, "jwk"))
+        return;
+    json_t *j = cfg_object(c, path, o, "jwk", false);
+    if (!j)
+        return;
+    char jp[CFG_PATH_MAX];
+    cfg_join(jp, path, "jwk");
+    cfg_keys(c, jp, j, keys);
+    bool priv = false;
+    for (size_t i = 0; private[i]; i++)
+        if (json_object_get(j, private[i])) {
+            char pp[CFG_PATH_MAX];
+            cfg_join(pp, jp, private[i]);
+            cfg_error(c, pp, "a private key member: give the agent's public key only (the "
+                             "private key stays with the agent)");
+            priv = true;
+        }
+    if (priv)
+        return;
+    struct jwk k;
+    char *err = NULL;
+    if (httpsig_jwk_from_cnf(j, &k, &err) != 0) {
+        /* err names the member first ("crv: expected P-256 for kty EC"): make it a path. */
+        size_t n = strcspn(err, ": ");
+        char pp[CFG_PATH_MAX];
+        if (n > 0 && n < 16 && strncmp(err + n, ": ", 2) == 0) {
+            char member[16];
+            memcpy(member, err, n);
+            member[n] = '\0';
+            cfg_join(pp, jp, member);
+            cfg_error(c, pp, "%s", err + n + 2);
+        } else {
+            cfg_error(c, jp, "%s", err);
+        }
+        free(err);
+        return;
+    }
+    json_t *full = jwk_to_json(&k);
+    a->cnf_jwk = json_object();
+    static const char *const canon[] = {"kty", "crv", "x", "y", NULL};
+    for (size_t i = 0; canon[i]; i++) {
+        json_t *v = json_object_get(full, canon[i]);
+        if (v)
+            sjson_set(a->cnf_jwk, canon[i], json_incref(v));
+    }
+    json_decref(full);
+    httpsig_thumbprint(&k, a->cnf_thumbprint);
+    jwk_clear(&k);
+}
+
 static void load_agents(struct cfg *c, const json_t *root, struct wallet_config *w)
 {
-    static const char *const keys[] = {"id", "principal", "token_sha256", NULL};
+    static const char *const keys[] = {"id", "principal", "token_sha256", "jwk", NULL};
     json_t *arr = cfg_array(c, "", root, "agents", true);
     w->agents = xcalloc(json_array_size(arr) + 1, sizeof(struct agent));
     size_t i;
@@ -207,6 +270,7 @@ static void load_agents(struct cfg *c, const json_t *root, struct wallet_config 
             cfg_error(c, pp, "no principal \"%s\" in principals", pid);
         }
         cfg_sha256(c, p, o, "token_sha256", a->token_sha256);
+        load_agent_jwk(c, p, o, a);
     }
 }
 
@@ -374,8 +438,10 @@ void wallet_config_free(struct wallet_config *w)
         free(pr->id);
     }
     free(w->principals);
-    for (size_t i = 0; i < w->nagents; i++)
+    for (size_t i = 0; i < w->nagents; i++) {
         free(w->agents[i].id);
+        json_decref(w->agents[i].cnf_jwk);
+    }
     free(w->agents);
     for (size_t i = 0; i < w->ngateways; i++) {
         free(w->gateways[i].admin_url);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/cfg.h"
+#include "core/httpsig.h"
 #include "core/jwk.h"
 #include "core/mandate.h"
 #include "core/money.h"
@@ -34,6 +35,13 @@ struct agent {
     char *id;
     const struct principal *principal; /* borrowed */
     unsigned char token_sha256[32];
+    /*
+     * The agent's public key (SPEC §7), from the entry's "jwk": NULL when it has none. Canonical:
+     * exactly kty, crv, x (and y for EC), re-encoded from the validated key, so that what a
+     * mandate's cnf.jwk carries never depends on how the operator wrote it (kid, alg, use).
+     */
+    json_t *cnf_jwk;
+    char cnf_thumbprint[HTTPSIG_THUMBPRINT_LEN + 1]; /* RFC 7638: the keyid its signatures name */
 };
 
 struct gateway_target {

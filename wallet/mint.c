@@ -23,9 +23,17 @@ static json_t *base_claims(const struct wallet_config *w, const struct agent *a,
                            const char *merchant, const char *action, int64_t now, int64_t exp,
                            const char *jti)
 {
-    return json_pack("{ss ss s{ss} ss ss sI sI ss}", "iss", w->id, "sub", a->principal->id, "act",
-                     "sub", a->id, "aud", merchant, "action", action, "iat", (json_int_t)now, "exp",
-                     (json_int_t)exp, "jti", jti);
+    json_t *c = json_pack("{ss ss s{ss} ss ss sI sI ss}", "iss", w->id, "sub", a->principal->id,
+                          "act", "sub", a->id, "aud", merchant, "action", action, "iat",
+                          (json_int_t)now, "exp", (json_int_t)exp, "jti", jti);
+    /* RFC 7800 confirmation (SPEC §7): the mandate is only good with a request signed by the
+     * agent's key, so a copy of it alone is worth nothing. */
+    if (a->cnf_jwk) {
+        json_t *cnf = json_object();
+        sjson_set(cnf, "jwk", json_deep_copy(a->cnf_jwk));
+        sjson_set(c, "cnf", cnf);
+    }
+    return c;
 }
 
 static int sign(const struct wallet_config *w, enum mandate_typ typ, json_t *claims,

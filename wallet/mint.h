@@ -1,7 +1,8 @@
 /*
  * mint: signing intent and payment mandates (SPEC §1.1, §1.3) with the wallet's cached key:
  * fresh random jtis, iat/exp from the clock, and for payments the cart's hash and total and the
- * principal's cap. Policy has been checked before any of these is called.
+ * principal's cap; both carry cnf.jwk (RFC 7800, SPEC §7) when the agent's entry has a jwk.
+ * Policy has been checked before any of these is called.
  */
 #ifndef WALLET_MINT_H
 #define WALLET_MINT_H

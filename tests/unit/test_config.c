@@ -278,6 +278,144 @@ static void test_wallet_admin_url_is_host_and_port(void **state)
     free(errs);
 }
 
+/* ---- agents[].jwk (SPEC §7) ---- */
+
+/* Load a wallet.json whose one agent has "jwk": jwk (JSON text); *w gets the loaded config (or
+ * NULL) and the errors joined come back (caller frees both). */
+static char *wallet_agent_jwk(const char *jwk, struct wallet_config **w)
+{
+    char *text = xasprintf(
+        "{\"id\":\"wallet-1\",\"listen\":\"127.0.0.1:8700\",\"database\":\"w.db\","
+        "\"signing_key\":{\"kid\":\"w1\",\"alg\":\"ES256\",\"file\":\"w.pem\"},"
+        "\"admin\":{\"token_sha256\":\""
+        "0000000000000000000000000000000000000000000000000000000000000000\"},"
+        "\"principals\":[{\"id\":\"alice\",\"spend_cap\":{\"value\":100,\"currency\":\"EUR\","
+        "\"period\":\"day\"},\"allow\":[]}],"
+        "\"agents\":[{\"id\":\"a\",\"principal\":\"alice\",\"token_sha256\":\""
+        "0000000000000000000000000000000000000000000000000000000000000000\",\"jwk\":%s}]}",
+        jwk);
+    char *path = tk_write(dir, "wallet.json", text);
+    struct cfg c;
+    *w = wallet_config_load(path, &c);
+    char *out = xstrdup("");
+    for (size_t i = 0; i < c.nerrors; i++) {
+        char *e = xasprintf("%s%s\n", out, c.errors[i]);
+        free(out);
+        out = e;
+    }
+    cfg_clear(&c);
+    free(path);
+    free(text);
+    return out;
+}
+
+/* The public JWK of a new key of alg as keygen writes it (kid, alg, use included), edited by
+ * setting member to value (JSON text; NULL: remove it). Caller frees. */
+static char *agent_jwk_text(enum jwk_alg alg, const char *member, const char *value,
+                            json_t **canonical, char thumb[HTTPSIG_THUMBPRINT_LEN + 1])
+{
+    struct jwk k;
+    assert_int_equal(jwk_generate(alg, "agent-1", &k), 0);
+    json_t *o = jwk_to_json(&k);
+    if (canonical) {
+        *canonical = json_deep_copy(o);
+        json_object_del(*canonical, "kid");
+        json_object_del(*canonical, "alg");
+        json_object_del(*canonical, "use");
+    }
+    if (thumb)
+        httpsig_thumbprint(&k, thumb);
+    if (member && value) {
+        json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
+        assert_non_null(v);
+        sjson_set(o, member, v);
+    } else if (member) {
+        json_object_del(o, member);
+    }
+    char *s = sjson_dump(o);
+    json_decref(o);
+    jwk_clear(&k);
+    return s;
+}
+
+static void test_wallet_agent_jwk_good(void **state)
+{
+    (void)state;
+    static const enum jwk_alg algs[] = {JWK_ES256, JWK_EDDSA};
+    for (size_t i = 0; i < ARRAY_LEN(algs); i++) {
+        json_t *canon;
+        char thumb[HTTPSIG_THUMBPRINT_LEN + 1];
+        char *text = agent_jwk_text(algs[i], NULL, NULL, &canon, thumb);
+        struct wallet_config *w;
+        char *errs = wallet_agent_jwk(text, &w);
+        assert_string_equal(errs, "");
+        assert_non_null(w);
+        /* Exactly kty, crv, x (and y): kid, alg and use are dropped. */
+        assert_non_null(w->agents[0].cnf_jwk);
+        assert_true(json_equal(w->agents[0].cnf_jwk, canon));
+        assert_int_equal(json_object_size(w->agents[0].cnf_jwk), algs[i] == JWK_ES256 ? 4 : 3);
+        assert_string_equal(w->agents[0].cnf_thumbprint, thumb);
+        wallet_config_free(w);
+        json_decref(canon);
+        free(errs);
+        free(text);
+    }
+}
+
+static void test_wallet_agent_jwk_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        enum jwk_alg alg;
+        const char *member, *value, *want;
+    } cases[] = {
+        {JWK_ES256, "d", "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"",
+         "wallet.json: agents[0].jwk.d: a private key member"},
+        {JWK_EDDSA, "d", "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"",
+         "wallet.json: agents[0].jwk.d: a private key member"},
+        {JWK_ES256, "kty", "\"RSA\"", "wallet.json: agents[0].jwk.kty: expected EC or OKP"},
+        {JWK_ES256, "crv", "\"P-384\"", "wallet.json: agents[0].jwk.crv: expected P-256"},
+        {JWK_EDDSA, "crv", "\"X25519\"", "wallet.json: agents[0].jwk.crv: expected Ed25519"},
+        {JWK_ES256, "crv", NULL, "wallet.json: agents[0].jwk.crv: "},
+        {JWK_ES256, "y", NULL, "wallet.json: agents[0].jwk.y: "},
+        {JWK_ES256, "x", "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"",
+         "wallet.json: agents[0].jwk.x: "},
+        {JWK_EDDSA, "x", "\"AAAA\"", "wallet.json: agents[0].jwk.x: "},
+        {JWK_ES256, "alg", "\"EdDSA\"", "wallet.json: agents[0].jwk.alg: "},
+        {JWK_ES256, "x5c", "[]", "wallet.json: agents[0].jwk.x5c: unknown key"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char *text = agent_jwk_text(cases[i].alg, cases[i].member, cases[i].value, NULL, NULL);
+        struct wallet_config *w;
+        char *errs = wallet_agent_jwk(text, &w);
+        if (w || !strstr(errs, cases[i].want))
+            fail_msg("case %zu (%s): expected \"%s\", got: %s", i, text, cases[i].want, errs);
+        free(errs);
+        free(text);
+    }
+    /* A real RSA JWK, and things that are not objects. */
+    static const struct {
+        const char *jwk, *want;
+    } raw[] = {
+        {"{\"kty\":\"RSA\",\"n\":\"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1Wl"
+         "UzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5"
+         "qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4e"
+         "TlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlM"
+         "kEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw\",\"e\":\"AQAB\"}",
+         "wallet.json: agents[0].jwk.kty: expected EC or OKP"},
+        {"\"eyJrdHkiOiJFQyJ9\"", "wallet.json: agents[0].jwk: expected an object"},
+        {"[]", "wallet.json: agents[0].jwk: expected an object"},
+        {"null", "wallet.json: agents[0].jwk: expected an object"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(raw); i++) {
+        struct wallet_config *w;
+        char *errs = wallet_agent_jwk(raw[i].jwk, &w);
+        if (w || !strstr(errs, raw[i].want))
+            fail_msg("raw case %zu: expected \"%s\", got: %s", i, raw[i].want, errs);
+        free(errs);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +433,8 @@ int main(void)
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_wallet_errors),
         cmocka_unit_test(test_wallet_admin_url_is_host_and_port),
+        cmocka_unit_test(test_wallet_agent_jwk_good),
+        cmocka_unit_test(test_wallet_agent_jwk_errors),
     };
     return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
