@@ -140,6 +140,24 @@ int wdb_intent_max(struct wdb *d, const char *jti, struct money *out)
     return found;
 }
 
+int wdb_minted_since(struct wdb *d, const char *principal, const char *currency, int64_t since_ms,
+                     int64_t *out)
+{
+    sqlite3_stmt *s = prep(d, "SELECT COALESCE(SUM(amount), 0) FROM events WHERE principal = ? "
+                              "AND kind = 'payment' AND decision = 'minted' AND currency = ? "
+                              "AND ts_ms >= ?");
+    if (!s)
+        return -1;
+    text(s, 1, principal);
+    text(s, 2, currency);
+    sqlite3_bind_int64(s, 3, since_ms);
+    int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : -1;
+    if (rc == 0)
+        *out = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return rc;
+}
+
 int wdb_approval_new(struct wdb *d, const char *id, const char *agent, const char *cart,
                      int64_t expires_at)
 {

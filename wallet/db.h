@@ -43,6 +43,12 @@ void wdb_close(struct wdb *d);
 int wdb_event(struct wdb *d, const struct wdb_event *e) MUST_CHECK;
 /** The max_amount this wallet put in intent jti, if any: 1 found, 0 none. */
 int wdb_intent_max(struct wdb *d, const char *jti, struct money *out);
+/**
+ * The total of the payment mandates this wallet minted for principal in currency since since_ms
+ * (events at or after it): 0 with *out set, or -1 when the database cannot say.
+ */
+int wdb_minted_since(struct wdb *d, const char *principal, const char *currency, int64_t since_ms,
+                     int64_t *out) MUST_CHECK;
 /** A new pending approval. */
 int wdb_approval_new(struct wdb *d, const char *id, const char *agent, const char *cart,
                      int64_t expires_at) MUST_CHECK;

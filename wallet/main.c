@@ -17,6 +17,8 @@ static const char usage[] =
     " [--pub KEY.pub.pem]\n"
     "       mandate-wallet approvals | approve ID | deny ID --config FILE"
     " [--admin-token-file FILE]\n"
+    "       mandate-wallet sign-cart --key KEY.pem --kid KID --merchant M --principal P"
+    " --action A --items ITEMS.json [--ttl S] [--intent JTI]\n"
     "       mandate-wallet --version | --help\n";
 
 int main(int argc, char **argv)
@@ -26,6 +28,8 @@ int main(int argc, char **argv)
     if (argc > 1 && (strcmp(argv[1], "approvals") == 0 || strcmp(argv[1], "approve") == 0 ||
                      strcmp(argv[1], "deny") == 0))
         return cli_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "sign-cart") == 0)
+        return cli_sign_cart(argc - 1, argv + 1);
     static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                          {"check-config", no_argument, 0, 'k'},
                                          {"version", no_argument, 0, 'v'},

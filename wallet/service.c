@@ -1,13 +1,15 @@
 /*
  * service: the wallet's HTTP API (SPEC §3) on one libevent loop: agents mint intent and payment
  * mandates under their principal's policy; payments above approval_above wait for a person;
- * revocations stop minting at once and are pushed to every gateway until acknowledged.
+ * revocations stop minting at once and are pushed to every gateway until acknowledged; an agent
+ * can ask what its principal may still spend (GET /v1/spend), which asks the gateways too.
  */
 #include "wallet/service.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -30,6 +32,7 @@
 #define PUSH_TIMEOUT_S      5     /* for one push to connect and be answered */
 #define HTTP_TIMEOUT_S      5     /* a client's request head, body and keep-alive idle */
 #define APPROVAL_ID_MAX     64
+#define SPEND_TIMEOUT_S     2     /* how long GET /v1/spend waits for each gateway */
 
 /*
  * The pushes to one gateway: the pending rows of the database are the queue, sent one at a time,
@@ -466,6 +469,164 @@ static void list_approvals(struct wallet *wl, struct evhttp_request *req)
     http_reply_json(req, 200, json_pack("{so}", "approvals", arr));
 }
 
+/*
+ * GET /v1/spend: the agent's principal's cap, what this wallet minted in payment mandates in the
+ * cap's current period, and what each configured gateway reports as spent there (GET
+ * /admin/spend?principal=P, the amount under this wallet's id, the cap's currency and period).
+ * "remaining" is the cap less the gateways' total when at least one answered (each gateway keeps
+ * its own ledger), else less what was minted (an upper bound of what can have been spent through
+ * this wallet). The answer waits for every gateway, at most SPEND_TIMEOUT_S.
+ */
+struct spend_query {
+    struct wallet *wl;
+    struct evhttp_request *req;
+    const struct principal *p;
+    char period[16];
+    int64_t minted;
+    size_t pending;
+    json_t *gateways; /* one object per configured gateway, in order */
+};
+
+/* When the period "d2026-11-22", "w2026-11-16", "m2026-11" or "total" began, in Unix seconds. */
+static int64_t period_start(const char *period)
+{
+    struct tm tm = {0};
+    if ((period[0] == 'd' || period[0] == 'w') &&
+        sscanf(period + 1, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) == 3) {
+    } else if (period[0] == 'm' && sscanf(period + 1, "%4d-%2d", &tm.tm_year, &tm.tm_mon) == 2) {
+        tm.tm_mday = 1;
+    } else {
+        return 0;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm);
+}
+
+static void spend_answer(struct spend_query *q)
+{
+    const struct principal *p = q->p;
+    int64_t spent = 0;
+    bool any = false;
+    size_t i;
+    json_t *g;
+    json_array_foreach(q->gateways, i, g)
+    {
+        int64_t v;
+        if (sjson_int(json_object_get(g, "spent"), "value", &v) == 0) {
+            spent += v;
+            any = true;
+        }
+    }
+    if (!any)
+        spent = q->minted;
+    struct money cap = p->spend_cap, minted = cap, remaining = cap;
+    minted.value = q->minted;
+    remaining.value = cap.value > spent ? cap.value - spent : 0;
+    json_t *c = money_to_json(&cap);
+    sjson_set(c, "period", json_string(cap_period_name(p->cap_period)));
+    http_reply_json(q->req, 200,
+                    json_pack("{ss so ss so so so ss}", "principal", p->id, "cap", c, "period",
+                              q->period, "minted", money_to_json(&minted), "gateways", q->gateways,
+                              "remaining", money_to_json(&remaining), "remaining_basis",
+                              any ? "gateways" : "minted"));
+    free(q);
+}
+
+struct spend_call {
+    struct spend_query *q;
+    json_t *slot; /* borrowed from q->gateways */
+};
+
+/* One gateway's answer: the row for this wallet, the cap's currency and period, or zero. */
+static void spend_done(struct evhttp_request *resp, void *arg)
+{
+    struct spend_call *call = arg;
+    struct spend_query *q = call->q;
+    int status = resp ? evhttp_request_get_response_code(resp) : 0;
+    json_t *doc = NULL;
+    if (status == 200) {
+        struct evbuffer *b = evhttp_request_get_input_buffer(resp);
+        char *err = NULL;
+        doc = sjson_parse((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), &err);
+        free(err);
+    }
+    json_t *rows = json_object_get(doc, "spend");
+    if (!json_is_array(rows)) {
+        sjson_set(call->slot, "error",
+                  json_string(status ? "unexpected answer" : "unreachable or timed out"));
+        if (status)
+            sjson_set(call->slot, "status", json_integer(status));
+    } else {
+        struct money got = q->p->spend_cap;
+        got.value = 0;
+        size_t i;
+        json_t *r;
+        json_array_foreach(rows, i, r)
+        {
+            const char *iss = sjson_str(r, "issuer"), *cur = sjson_str(r, "currency"),
+                       *per = sjson_str(r, "period");
+            int64_t v;
+            if (iss && cur && per && strcmp(iss, q->wl->w->id) == 0 &&
+                strcmp(cur, got.currency) == 0 && strcmp(per, q->period) == 0 &&
+                sjson_int(json_object_get(r, "spent"), "value", &v) == 0)
+                got.value = v;
+        }
+        sjson_set(call->slot, "spent", money_to_json(&got));
+    }
+    json_decref(doc);
+    free(call);
+    if (--q->pending == 0)
+        spend_answer(q);
+}
+
+static void get_spend(struct wallet *wl, struct evhttp_request *req, const struct agent *a)
+{
+    struct spend_query *q = xcalloc(1, sizeof(*q));
+    q->wl = wl;
+    q->req = req;
+    q->p = a->principal;
+    int64_t now = (int64_t)time(NULL);
+    cap_period_at(q->p->cap_period, now, q->period);
+    if (wdb_minted_since(wl->db, q->p->id, q->p->spend_cap.currency,
+                         period_start(q->period) * 1000, &q->minted) != 0) {
+        free(q);
+        error(req, CODE_UNAVAILABLE, 503, "The wallet cannot read its database now.");
+        return;
+    }
+    q->gateways = json_array();
+    char *who = evhttp_encode_uri(q->p->id);
+    char path[600];
+    snprintf(path, sizeof(path), "/admin/spend?principal=%s", who);
+    free(who);
+    q->pending = 1; /* held until every call is made, so that none can answer first */
+    for (size_t i = 0; i < wl->w->ngateways; i++) {
+        const struct gateway_target *g = &wl->w->gateways[i];
+        struct spend_call *call = xcalloc(1, sizeof(*call));
+        call->q = q;
+        call->slot = json_pack("{ss}", "admin_url", g->admin_url);
+        sjson_append(q->gateways, call->slot);
+        struct evhttp_connection *evcon =
+            evhttp_connection_base_new(wl->base, NULL, g->host, (unsigned short)g->port);
+        evhttp_connection_set_timeout(evcon, SPEND_TIMEOUT_S);
+        evhttp_connection_free_on_completion(evcon);
+        struct evhttp_request *r = evhttp_request_new(spend_done, call);
+        struct evkeyvalq *h = evhttp_request_get_output_headers(r);
+        char auth[600];
+        snprintf(auth, sizeof(auth), "Bearer %s", g->token ? g->token : "");
+        evhttp_add_header(h, "Authorization", auth);
+        evhttp_add_header(h, "Host", g->admin_url + strlen("http://"));
+        q->pending++;
+        /* On failure evhttp has freed r without calling spend_done. */
+        if (evhttp_make_request(evcon, r, EVHTTP_REQ_GET, path) != 0) {
+            evhttp_connection_free(evcon);
+            spend_done(NULL, call);
+        }
+    }
+    if (--q->pending == 0)
+        spend_answer(q);
+}
+
 static void push_kick(struct pusher *p);
 
 static void push_timer(evutil_socket_t fd, short what, void *arg)
@@ -596,6 +757,7 @@ enum route {
     ROUTE_APPROVAL,
     ROUTE_APPROVE,
     ROUTE_DENY,
+    ROUTE_SPEND,
 };
 
 /*
@@ -616,6 +778,7 @@ static enum route route(enum evhttp_cmd_type cmd, const char *path, char id[APPR
         {EVHTTP_REQ_POST, "/v1/mandates/payment", ROUTE_PAYMENT},
         {EVHTTP_REQ_POST, "/v1/revocations", ROUTE_REVOKE},
         {EVHTTP_REQ_GET, "/v1/approvals", ROUTE_APPROVALS},
+        {EVHTTP_REQ_GET, "/v1/spend", ROUTE_SPEND},
     };
     for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
         if (strcmp(path, fixed[i].path) == 0)
@@ -671,6 +834,7 @@ static void handle(struct evhttp_request *req, void *arg)
     case ROUTE_INTENT:
     case ROUTE_PAYMENT:
     case ROUTE_APPROVAL:
+    case ROUTE_SPEND:
         if (!(a = agent_auth(wl, req))) {
             error(req, CODE_UNAUTHORIZED, 401, "a valid agent bearer token is required");
             return;
@@ -696,6 +860,9 @@ static void handle(struct evhttp_request *req, void *arg)
         break;
     case ROUTE_APPROVAL:
         get_approval(wl, req, a, id);
+        break;
+    case ROUTE_SPEND:
+        get_spend(wl, req, a);
         break;
     default:
         break;
