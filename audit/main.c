@@ -1,6 +1,7 @@
 /*
- * mandate-audit: the auditor's tool (SPEC §4): verify, replay, export, show. It opens the
- * database read-only and never changes it.
+ * mandate-audit: the auditor's tool (SPEC §4): verify, replay, export (JSON lines or CSV), show,
+ * prove, and check-receipt (a merchant's receipt against a signed checkpoint, offline). It opens
+ * the database read-only and never changes it.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <openssl/pem.h>
 #include <sqlite3.h>
 
+#include "audit/checkpoint.h"
 #include "audit/merkle.h"
 #include "audit/store.h"
 #include "audit/verify.h"
@@ -25,9 +27,11 @@ static const char usage[] =
     "                            [--require-checkpoint | --no-require-checkpoint] [--json]\n"
     "       mandate-audit replay --db DB [--jwks ID=FILE]... [--checkpoint-key PUB "
     "[--checkpoint FILE]...] [--json]\n"
-    "       mandate-audit export --db DB [--since SEQ]\n"
+    "       mandate-audit export --db DB [--since SEQ] [--format jsonl|csv]\n"
     "       mandate-audit show --db DB [--principal P] [--agent A] [--merchant M] [--since TIME]\n"
     "       mandate-audit prove --db DB --seq SEQ [--size N]\n"
+    "       mandate-audit check-receipt --checkpoint-key PUB --checkpoint FILE --proof FILE\n"
+    "                                   --receipt SEQ:HASH [--origin ORIGIN]\n"
     "       mandate-audit --version | --help\n"
     "\n"
     "\n"
@@ -40,6 +44,8 @@ static const char usage[] =
 
 struct args {
     const char *db, *pub, *since, *principal, *agent, *merchant, *seq, *size, *origin;
+    const char *format, *proof, *receipt;
+    int no_db; /* check-receipt: works on files alone */
     enum verify_require require;
     char **held;
     size_t nheld;
@@ -71,6 +77,9 @@ static int parse(int argc, char **argv, struct args *a)
                                          {"origin", required_argument, 0, 'o'},
                                          {"require-checkpoint", no_argument, 0, 'r'},
                                          {"no-require-checkpoint", no_argument, 0, 'R'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"proof", required_argument, 0, 'P'},
+                                         {"receipt", required_argument, 0, 'e'},
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -108,6 +117,15 @@ static int parse(int argc, char **argv, struct args *a)
         case 'o':
             a->origin = optarg;
             break;
+        case 'f':
+            a->format = optarg;
+            break;
+        case 'P':
+            a->proof = optarg;
+            break;
+        case 'e':
+            a->receipt = optarg;
+            break;
         case 'r':
         case 'R':
             if (a->require != VERIFY_REQUIRE_AUTO &&
@@ -136,7 +154,7 @@ static int parse(int argc, char **argv, struct args *a)
             return 1;
         }
     }
-    if (!a->db || optind != argc) {
+    if ((!a->db && !a->no_db) || optind != argc) {
         fputs(usage, stderr);
         return 1;
     }
@@ -233,22 +251,29 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+static void csv_rows(sqlite3_stmt *s);
+
 static int cmd_export(struct args *a)
 {
     uint64_t since = 0;
     if (a->since && parse_u64(a->since, &since) != 0)
         return fail(1, "--since %s: expected a seq number", a->since);
+    bool csv = a->format && strcmp(a->format, "csv") == 0;
+    if (a->format && !csv && strcmp(a->format, "jsonl") != 0)
+        return fail(1, "--format %s: expected jsonl or csv", a->format);
     sqlite3 *db = open_db(a->db);
     if (!db)
         return 2;
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT entry FROM entries WHERE seq >= ? ORDER BY seq", -1, &s,
-                           NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT entry, leaf FROM entries WHERE seq >= ? ORDER BY seq", -1,
+                           &s, NULL) != SQLITE_OK) {
         sqlite3_close(db);
         return 2;
     }
     sqlite3_bind_int64(s, 1, (sqlite3_int64)since);
-    while (sqlite3_step(s) == SQLITE_ROW) {
+    if (csv)
+        csv_rows(s);
+    while (!csv && sqlite3_step(s) == SQLITE_ROW) {
         fwrite(sqlite3_column_blob(s, 0), 1, (size_t)sqlite3_column_bytes(s, 0), stdout);
         fputc('\n', stdout);
     }
@@ -341,6 +366,98 @@ static const char *str_or(const json_t *e, const char *k, const char *dflt)
 {
     const char *s = sjson_str(e, k);
     return s && *s ? s : dflt;
+}
+
+/* One CSV field (RFC 4180): quoted when it holds a comma, a quote, CR or LF; quotes doubled. */
+static void csv_field(const char *v, bool last)
+{
+    if (v[strcspn(v, ",\"\r\n")] == '\0') {
+        fputs(v, stdout);
+    } else {
+        fputc('"', stdout);
+        for (const char *p = v; *p; p++) {
+            if (*p == '"')
+                fputc('"', stdout);
+            fputc(*p, stdout);
+        }
+        fputc('"', stdout);
+    }
+    fputs(last ? "\r\n" : ",", stdout);
+}
+
+/*
+ * export --format csv: one row per entry under a header row (RFC 4180, CRLF line ends), for a
+ * spreadsheet or an accounting import: the time in ISO 8601 UTC with milliseconds, amounts in
+ * major units ("180.00") with the currency in its own column, and the receipt (seq:leaf hash) a
+ * merchant was given. The entry's exact bytes stay the JSON export's business.
+ */
+static void csv_rows(sqlite3_stmt *s)
+{
+    static const char *const cols[] = {"seq",      "time",     "kind",   "decision", "code",
+                                       "status",   "principal", "agent", "merchant", "action",
+                                       "amount",   "currency", "request_id", "receipt"};
+    for (size_t i = 0; i < ARRAY_LEN(cols); i++)
+        csv_field(cols[i], i + 1 == ARRAY_LEN(cols));
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        char *err = NULL;
+        json_t *e =
+            sjson_parse(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &err);
+        free(err);
+        if (!e)
+            continue;
+        int64_t seq = 0, ts = 0, status;
+        if (sjson_int(e, "seq", &seq) != 0 || sjson_int(e, "ts_ms", &ts) != 0)
+            seq = ts = 0;
+        char num[24], when[40], stat[16] = "", amount[80] = "", currency[8] = "", what[512];
+        char receipt[96] = "";
+        snprintf(num, sizeof(num), "%lld", (long long)seq);
+        time_t t = (time_t)(ts / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, 24, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03dZ", (int)(ts % 1000));
+        const char *kind = str_or(e, "kind", ""), *code = str_or(e, "code", "");
+        if (strcmp(kind, "outcome") == 0)
+            code = str_or(e, "result", "");
+        if (sjson_int(e, "status", &status) == 0)
+            snprintf(stat, sizeof(stat), "%lld", (long long)status);
+        struct money mo;
+        const char *why;
+        if (money_from_json(json_object_get(e, "amount"), false, &mo, &why) == 0) {
+            format_major(&mo, amount, sizeof(amount));
+            amount[strcspn(amount, " ")] = '\0'; /* the currency has its own column */
+            snprintf(currency, sizeof(currency), "%s", mo.currency);
+        }
+        if (strcmp(kind, "denial_summary") == 0) {
+            format_summary(e, what, sizeof(what));
+            code = what;
+        }
+        if (sqlite3_column_bytes(s, 1) == 32) {
+            char hex[65];
+            hex_encode(sqlite3_column_blob(s, 1), 32, hex);
+            snprintf(receipt, sizeof(receipt), "%lld:%s", (long long)seq, hex);
+        }
+        const char *decision = str_or(e, "decision", "");
+        if (strcmp(kind, "denial_summary") == 0)
+            decision = "deny";
+        const char *row[] = {num,
+                             when,
+                             kind,
+                             decision,
+                             code,
+                             stat,
+                             str_or(e, "principal", ""),
+                             str_or(e, "agent", ""),
+                             str_or(e, "merchant", ""),
+                             str_or(e, "action", ""),
+                             amount,
+                             currency,
+                             str_or(e, "request_id", ""),
+                             receipt};
+        for (size_t i = 0; i < ARRAY_LEN(row); i++)
+            csv_field(row[i], i + 1 == ARRAY_LEN(row));
+        json_decref(e);
+    }
 }
 
 static int cmd_show(struct args *a)
@@ -500,6 +617,89 @@ static int cmd_prove(struct args *a)
     return rc;
 }
 
+/*
+ * check-receipt: is the entry a Mandate-Receipt names in the log a signed checkpoint commits to?
+ * Offline, from three things a merchant can keep: the receipt ("SEQ:HEX leaf hash"), the
+ * inclusion proof `prove` printed (its JSON), and the checkpoint note, checked with the gateway's
+ * public checkpoint key (GET /.well-known/mandate-log-key). 0 included, 1 not, 2 cannot check.
+ */
+static int cmd_check_receipt(struct args *a)
+{
+    if (!a->pub || a->nheld != 1 || !a->proof || !a->receipt)
+        return fail(1, "%s",
+                    "check-receipt needs --checkpoint-key PUB, one --checkpoint FILE, "
+                    "--proof FILE and --receipt SEQ:HASH");
+    uint64_t seq, size, psize, pseq;
+    unsigned char leaf[32], root[32], proof[MERKLE_MAX_HEIGHT][32];
+    const char *colon = strchr(a->receipt, ':'), *why = NULL;
+    char seqbuf[24];
+    if (!colon || (size_t)(colon - a->receipt) >= sizeof(seqbuf) || strlen(colon + 1) != 64 ||
+        hex_decode(colon + 1, leaf, 32) != 0)
+        return fail(1, "--receipt %s: expected SEQ:<64 hex digits>", a->receipt);
+    snprintf(seqbuf, sizeof(seqbuf), "%.*s", (int)(colon - a->receipt), a->receipt);
+    if (parse_u64(seqbuf, &seq) != 0)
+        return fail(1, "--receipt %s: expected SEQ:<64 hex digits>", a->receipt);
+    EVP_PKEY *pub = load_pub(a->pub);
+    if (!pub)
+        return fail(2, "%s: not an Ed25519 public key (PEM)", a->pub);
+    char *origin = NULL, *err = NULL;
+    int rc = checkpoint_verify(a->held[0], pub, &size, root, &origin, &why);
+    EVP_PKEY_free(pub);
+    if (rc != 0)
+        return fail(1, "checkpoint: %s", why ? why : "does not verify");
+    size_t plen;
+    char *text = file_read(a->proof, 1 << 20, &plen, &err);
+    json_t *p = text ? sjson_parse(text, plen, &err) : NULL;
+    free(text);
+    json_t *arr = json_object_get(p, "proof");
+    int64_t v;
+    rc = 1;
+    if (!p || !json_is_array(arr) || json_array_size(arr) > MERKLE_MAX_HEIGHT ||
+        sjson_int(p, "seq", &v) != 0 || v < 0 || ((pseq = (uint64_t)v), 0) ||
+        sjson_int(p, "size", &v) != 0 || v < 0) {
+        fprintf(stderr, "mandate-audit: %s: %s\n", a->proof,
+                err ? err : "not a proof from `mandate-audit prove`");
+        rc = 2;
+        goto out;
+    }
+    psize = (uint64_t)v;
+    size_t i;
+    json_t *h;
+    json_array_foreach(arr, i, h)
+    {
+        if (!json_is_string(h) || json_string_length(h) != 64 ||
+            hex_decode(json_string_value(h), proof[i], 32) != 0) {
+            fprintf(stderr, "mandate-audit: %s: proof[%zu] is not a hex hash\n", a->proof, i);
+            rc = 2;
+            goto out;
+        }
+    }
+    if (a->origin && strcmp(origin, a->origin) != 0)
+        printf("receipt %s: NOT CHECKED: the checkpoint is for %s, not %s\n", a->receipt, origin,
+               a->origin);
+    else if (psize != size)
+        printf("receipt %s: NOT CHECKED: the proof is for a tree of %llu entries, the checkpoint "
+               "of %llu\n",
+               a->receipt, (unsigned long long)psize, (unsigned long long)size);
+    else if (pseq != seq)
+        printf("receipt %s: NOT INCLUDED: the proof is for seq %llu\n", a->receipt,
+               (unsigned long long)pseq);
+    else if (!merkle_verify_inclusion(leaf, seq, size, (const unsigned char(*)[32])proof,
+                                      json_array_size(arr), root))
+        printf("receipt %s: NOT INCLUDED in the checkpoint of %s at size %llu\n", a->receipt,
+               origin, (unsigned long long)size);
+    else {
+        printf("receipt %s: included in the checkpoint of %s at size %llu\n", a->receipt, origin,
+               (unsigned long long)size);
+        rc = 0;
+    }
+out:
+    free(err);
+    free(origin);
+    json_decref(p);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
@@ -516,6 +716,7 @@ int main(int argc, char **argv)
     }
     struct args a = {0};
     const char *cmd = argv[1];
+    a.no_db = strcmp(cmd, "check-receipt") == 0;
     int rc = parse(argc - 1, argv + 1, &a);
     if (rc == 0) {
         if (strcmp(cmd, "verify") == 0)
@@ -528,6 +729,8 @@ int main(int argc, char **argv)
             rc = cmd_show(&a);
         else if (strcmp(cmd, "prove") == 0)
             rc = cmd_prove(&a);
+        else if (strcmp(cmd, "check-receipt") == 0)
+            rc = cmd_check_receipt(&a);
         else
             rc = fail(1, "unknown command %s", cmd);
     }
