@@ -20,6 +20,12 @@
     X(MANDATE_TTL_TOO_LONG, "mandate_ttl_too_long", 401,                                           \
       "the mandate's lifetime exceeds the maximum")                                                \
     X(MANDATE_WRONG_TYPE, "mandate_wrong_type", 401, "this token type is not accepted here")       \
+    X(SIGNATURE_MISSING, "signature_missing", 401,                                                 \
+      "this mandate needs an HTTP message signature by its agent's key")                           \
+    X(SIGNATURE_INVALID, "signature_invalid", 401,                                                 \
+      "the HTTP message signature does not verify or does not cover the request")                  \
+    X(SIGNATURE_REPLAYED, "signature_replayed", 401,                                               \
+      "this HTTP message signature was used before")                                               \
     X(PAYMENT_REQUIRED, "payment_required", 402, "this action needs a payment mandate and a cart") \
     X(MANDATE_WRONG_MERCHANT, "mandate_wrong_merchant", 403,                                       \
       "the mandate is for another merchant")                                                       \

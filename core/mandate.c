@@ -4,10 +4,12 @@
 #include "core/mandate.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/b64url.h"
+#include "core/httpsig.h"
 #include "core/jws.h"
 #include "core/sjson.h"
 #include "core/sha256.h"
@@ -155,6 +157,37 @@ static int common_claims(const json_t *c, struct mandate *m)
 }
 
 /* Intent and payment mandates: act.sub and aud. */
+/* cnf: {"jwk": <public EC P-256 or OKP Ed25519 key>} (SPEC §7); anything else is malformed. */
+static int cnf_claim(const json_t *c, struct mandate *m)
+{
+    json_t *cnf = json_object_get(c, "cnf");
+    if (!cnf)
+        return 0;
+    json_t *jwk = json_object_get(cnf, "jwk");
+    if (!json_is_object(cnf) || json_object_size(cnf) != 1 || !json_is_object(jwk))
+        return -1;
+    struct jwk key;
+    char *err = NULL;
+    if (httpsig_jwk_from_cnf(jwk, &key, &err) != 0) {
+        free(err);
+        return -1;
+    }
+    int thumb_ok = strlen(key.kid) == HTTPSIG_THUMBPRINT_LEN;
+    if (thumb_ok)
+        memcpy(m->cnf_thumb, key.kid, HTTPSIG_THUMBPRINT_LEN + 1);
+    jwk_clear(&key);
+    if (!thumb_ok)
+        return -1;
+    char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = text && strlen(text) <= MANDATE_CNF_MAX ? 0 : -1;
+    if (rc == 0) {
+        memcpy(m->cnf_jwk, text, strlen(text) + 1);
+        m->has_cnf = true;
+    }
+    free(text);
+    return rc;
+}
+
 static int agent_claims(const json_t *c, struct mandate *m)
 {
     json_t *act = json_object_get(c, "act");
@@ -291,6 +324,9 @@ enum code mandate_verify(const char *tok, size_t len, unsigned accept, const str
         rc = CODE_MANDATE_BAD_SIGNATURE;
         goto out;
     }
+    /* After the signature: parsing a key costs, and only the issuer's claims deserve it. */
+    if (out->typ != MANDATE_CART && cnf_claim(claims, out) != 0)
+        goto out;
     /* From here on the claims are the issuer's: keep them even when the times are wrong. */
     sha256(tok, len, out->sha256);
     rc = mandate_check_time(out, lim, now);

@@ -23,6 +23,7 @@ enum mandate_typ { MANDATE_INTENT = 1, MANDATE_CART = 2, MANDATE_PAYMENT = 4 };
 enum cap_period { CAP_DAY, CAP_WEEK, CAP_MONTH, CAP_TOTAL };
 
 #define MANDATE_ID_MAX    128
+#define MANDATE_CNF_MAX   384 /* bytes of a cnf.jwk as compact JSON (a P-256 key takes ~120) */
 #define MANDATE_JTI_MAX   64
 #define MANDATE_MAX_ITEMS 100
 
@@ -51,6 +52,11 @@ struct mandate {
     struct money cap;        /* payment */
     enum cap_period cap_period;
     unsigned char sha256[32]; /* of the token text */
+    /* SPEC §7 proof of possession: the agent's public key (RFC 7800 cnf.jwk), as canonical
+     * compact JSON, and its RFC 7638 thumbprint (the keyid a request signature must name). */
+    bool has_cnf;
+    char cnf_jwk[MANDATE_CNF_MAX + 1];
+    char cnf_thumb[44];
 };
 
 /** "intent-mandate+jwt" etc. */

@@ -249,8 +249,9 @@ static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
 
 static void load_merchants(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"id",        "upstream", "upstream_ca_file",
-                                       "jwks_file", "routes",   NULL};
+    static const char *const keys[] = {"id",        "upstream",    "upstream_ca_file",
+                                       "jwks_file", "require_pop", "routes",
+                                       NULL};
     json_t *arr = cfg_array(c, "", root, "merchants", true);
     conf->merchants = xcalloc(json_array_size(arr) + 1, sizeof(struct merchant));
     size_t i;
@@ -269,6 +270,7 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
         for (size_t j = 0; j + 1 < conf->nmerchants; j++)
             if (*m->id && strcmp(conf->merchants[j].id, m->id) == 0)
                 cfg_error(c, p, "duplicate merchant id \"%s\"", m->id);
+        m->require_pop = cfg_bool(c, p, it, "require_pop", false);
         const char *up = cfg_string(c, p, it, "upstream", true, NULL);
         if (up && parse_upstream(up, m) != 0) {
             char pp[CFG_PATH_MAX];

@@ -29,6 +29,7 @@ struct merchant {
     int upstream_addrlen;
     bool upstream_tls;                   /* https:// */
     struct tls_client *upstream_tls_ctx; /* with upstream_tls: CA file or the system store */
+    bool require_pop;                    /* every mandate for it must carry cnf (SPEC §7) */
 };
 
 struct config {

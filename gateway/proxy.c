@@ -14,11 +14,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include <stdint.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/rand.h>
 
+#include "core/httpsig.h"
 #include "core/log.h"
 #include "core/sjson.h"
 #include "gateway/accesslog.h"
@@ -56,6 +59,8 @@ struct request {
     int64_t body_left; /* BODY_LENGTH: bytes still to read */
     struct hp_chunked body_dec;
     bool body_reading, body_done;
+    struct evbuffer *held;        /* a PoP body read before the decision (SPEC §7), or NULL */
+    struct httpsig_digest digest; /* its Content-Digest check */
     /* the merchant */
     struct upconn *uc;
     struct evbuffer_cb_entry *sent_cb;
@@ -75,6 +80,8 @@ struct request {
 static void forward(struct request *r);
 static void finish(struct request *r, const char *result);
 static void cut_client(struct request *r);
+static void start_body(struct request *r);
+static void admit_and_commit(struct request *r);
 
 /* --- ids, counting, logging --------------------------------------------------------------- */
 
@@ -202,6 +209,9 @@ static void request_free(struct request *r)
 {
     if (r->c)
         r->c->req = NULL;
+    if (r->held)
+        evbuffer_free(r->held);
+    httpsig_digest_clear(&r->digest);
     r->w->inflight--;
     config_unref(r->conf);
     free(r);
@@ -245,7 +255,8 @@ static void deny(struct request *r, enum code code, int64_t retry_after)
         mandate_ref(&r->v.m, ref, sizeof(ref));
         log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
     }
-    if (code != CODE_BODY_TOO_LARGE) /* size errors carry no mandate to account for */
+    if (code != CODE_BODY_TOO_LARGE &&
+        code != CODE_BAD_REQUEST) /* framing: no mandate to account */
         audit_denial(r);
     count(r->w, code);
     send_error(r, code, retry_after);
@@ -349,6 +360,109 @@ static void on_durable(struct writer_item *it)
     forward(r);
 }
 
+/* --- proof of possession (SPEC §7) --------------------------------------------------------- */
+
+/* The agent key of a cnf claim, parsed once per worker (a P-256 point costs tens of µs). */
+static const struct jwk *pop_key(struct worker *w, const struct mandate *m)
+{
+    struct pop_slot *slot = &w->pop[(unsigned char)m->cnf_thumb[0] % WORKER_POP_SLOTS];
+    if (slot->used && strcmp(slot->key.kid, m->cnf_thumb) == 0)
+        return &slot->key;
+    json_t *jwk = json_loads(m->cnf_jwk, 0, NULL);
+    struct jwk key;
+    char *err = NULL;
+    int rc = jwk ? httpsig_jwk_from_cnf(jwk, &key, &err) : -1;
+    json_decref(jwk);
+    free(err);
+    if (rc != 0)
+        return NULL; /* it parsed when the mandate was verified: not expected */
+    if (slot->used)
+        jwk_clear(&slot->key);
+    slot->key = key;
+    slot->used = true;
+    return &slot->key;
+}
+
+/* Every value of header name (lower case) for the signature base, NUL-terminated in place. */
+static size_t pop_field(void *ctx, const char *name, const char **vals, size_t max)
+{
+    struct request *r = ctx;
+    size_t n = 0;
+    for (size_t i = 0; i < r->hp.n_headers && n < max; i++) {
+        struct hp_header *h = &r->hp.headers[i];
+        if (hp_str_ieq(h->name, name)) {
+            ((char *)h->value.p)[h->value.n] = '\0';
+            vals[n++] = h->value.p;
+        }
+    }
+    return n;
+}
+
+/* Check the request's signature by the mandate's cnf key; on OK the nonce is consumed and, when
+ * the body is covered, *hold says to read it and check its Content-Digest before going on. */
+static enum code check_pop(struct request *r, bool *hold)
+{
+    const struct mandate *m = &r->v.m;
+    *hold = false;
+    if (!m->has_cnf)
+        return r->route->merchant->require_pop ? CODE_SIGNATURE_MISSING : CODE_OK;
+    const struct jwk *key = pop_key(r->w, m);
+    if (!key)
+        return CODE_SIGNATURE_INVALID;
+    bool body = r->body != BODY_NONE;
+    const char *required[7] = {"@method", "@authority", "@path", "@query", "authorization"};
+    size_t n = 5;
+    if (header(r, "mandate-cart"))
+        required[n++] = "mandate-cart";
+    if (body)
+        required[n++] = "content-digest";
+    if (r->hp.query.p)
+        ((char *)r->hp.query.p)[r->hp.query.n] = '\0'; /* the target's end: printed by length */
+    struct httpsig_msg msg = {.method = r->method,
+                              .scheme = r->c->tls ? "https" : "http",
+                              .authority = header(r, "host"),
+                              .path = r->path,
+                              .query = r->hp.query.p,
+                              .field = pop_field,
+                              .ctx = r};
+    struct httpsig_policy pol = {.required = required,
+                                 .n_required = n,
+                                 .need = HTTPSIG_NEED_ALL,
+                                 .keyid = m->cnf_thumb,
+                                 .max_window_s = 60,
+                                 .skew_s = r->conf->mandate_limits.clock_skew_s};
+    struct httpsig_result res;
+    int64_t now_unix_s = now_s();
+    enum httpsig_status st = httpsig_verify(&msg, "mandate", key, &pol, now_unix_s, &res);
+    if (st != HTTPSIG_OK) {
+        log_write(LOG_DEBUG, r->id, "request signature: %s", res.reason);
+        return st == HTTPSIG_MISSING ? CODE_SIGNATURE_MISSING : CODE_SIGNATURE_INVALID;
+    }
+    if (!state_nonce(r->w->srv->state, res.keyid, res.nonce, res.expires, now_unix_s))
+        return CODE_SIGNATURE_REPLAYED;
+    if (res.covers_digest) {
+        struct hp_str cd;
+        const char *why;
+        if (!hp_header(&r->hp, "content-digest", &cd) ||
+            httpsig_digest_begin(&r->digest, cd.p, cd.n, &why) != 0)
+            return CODE_SIGNATURE_INVALID;
+        *hold = true;
+    }
+    return CODE_OK;
+}
+
+/* A PoP body is read whole (at most max_body_bytes): its digest decides, then the admission. */
+static void body_held(struct request *r)
+{
+    bufferevent_set_timeouts(r->c->bev, NULL, NULL);
+    if (httpsig_digest_end(&r->digest) != 0) {
+        log_write(LOG_DEBUG, r->id, "request signature: Content-Digest does not match the body");
+        deny(r, CODE_SIGNATURE_INVALID, 0);
+        return;
+    }
+    admit_and_commit(r);
+}
+
 void proxy_begin(struct conn *c, size_t head_len)
 {
     struct worker *w = c->w;
@@ -395,8 +509,16 @@ void proxy_begin(struct conn *c, size_t head_len)
     }
     enum code code = enforce(conf, r->route, header(r, "authorization"), header(r, "mandate-cart"),
                              now_s(), w->vcache, &r->v);
+    bool hold = false;
+    if (code == CODE_OK)
+        code = check_pop(r, &hold);
     if (code != CODE_OK) {
         deny(r, code, 0);
+        return;
+    }
+    if (hold) {
+        r->held = evbuffer_new();
+        start_body(r);
         return;
     }
     admit_and_commit(r);
@@ -481,7 +603,9 @@ static void write_request_head(struct request *r, struct evbuffer *out)
                         r->receipt, r->id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "",
                         r->c->peer_port, r->c->tls ? "https" : "http", host_ok ? ";host=\"" : "",
                         host_ok ? (int)host.n : 0, host_ok ? host.p : "", host_ok ? "\"" : "");
-    if (r->body == BODY_LENGTH)
+    if (r->held)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", evbuffer_get_length(r->held));
+    else if (r->body == BODY_LENGTH)
         evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)r->hp.content_length);
     else if (r->body == BODY_CHUNKED)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
@@ -509,61 +633,106 @@ static void drop_upstream(struct request *r, bool keep)
     r->uc = NULL;
 }
 
-/* Move what the client's input holds of its body to the merchant, within the backpressure
- * bound. A malformed chunk ends the request: the merchant's connection is closed, so it never
- * sees a complete request (SPEC §5, outcome bad_body). */
+/* Body bytes for their destination: the merchant (re-chunked when the body came chunked), or the
+ * held buffer of a PoP request (plain, and hashed for its Content-Digest). */
+static void body_data(struct request *r, struct evbuffer *out, const char *p, size_t n,
+                      bool chunked)
+{
+    if (r->held) {
+        httpsig_digest_update(&r->digest, p, n);
+        evbuffer_add(out, p, n);
+    } else if (chunked) {
+        evbuffer_add_printf(out, "%zx\r\n", n);
+        evbuffer_add(out, p, n);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, p, n);
+    }
+}
+
+/* A malformed chunk: the merchant's connection (if any) is closed, so it never sees a complete
+ * request (SPEC §5, outcome bad_body); a held body was never forwarded: a plain framing denial. */
+static void bad_body(struct request *r, enum hp_error e)
+{
+    r->body_reading = false;
+    if (r->held) {
+        deny(r, hp_error_code(e), 0);
+        return;
+    }
+    drop_upstream(r, false);
+    if (r->head_sent) {
+        cut_client(r); /* the merchant answered early; the client loses the rest */
+    } else {
+        r->status = hp_error_status(e);
+        struct conn *c = r->c;
+        r->c = NULL;
+        c->req = NULL;
+        r->bytes = conn_reply_error(c, r->status, code_name(hp_error_code(e)), hp_error_str(e),
+                                    r->id, NULL, false);
+    }
+    finish(r, "bad_body");
+}
+
+/* Move what the client's input holds of its body to its destination (within the backpressure
+ * bound when it is the merchant). */
 static void pump_body(struct request *r)
 {
     struct evbuffer *in = bufferevent_get_input(r->c->bev);
-    struct evbuffer *out = bufferevent_get_output(r->uc->bev);
-    while (!r->body_done && evbuffer_get_length(in) && evbuffer_get_length(out) < HIGH_WATER) {
+    struct evbuffer *out = r->held ? r->held : bufferevent_get_output(r->uc->bev);
+    size_t bound = r->held ? SIZE_MAX : HIGH_WATER; /* a held body is bounded by max_body_bytes */
+    while (!r->body_done && evbuffer_get_length(in) && evbuffer_get_length(out) < bound) {
+        size_t avail = evbuffer_get_contiguous_space(in), used;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)avail);
         if (r->body == BODY_LENGTH) {
-            size_t n = evbuffer_get_length(in);
-            if ((int64_t)n > r->body_left)
-                n = (size_t)r->body_left;
-            evbuffer_remove_buffer(in, out, n);
-            r->body_left -= (int64_t)n;
+            used = (int64_t)avail > r->body_left ? (size_t)r->body_left : avail;
+            body_data(r, out, p, used, false);
+            evbuffer_drain(in, used);
+            r->body_left -= (int64_t)used;
             r->body_done = r->body_left == 0;
             continue;
         }
-        size_t avail = evbuffer_get_contiguous_space(in), used;
-        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)avail);
         struct hp_str data;
         int rc = hp_chunked_feed(&r->body_dec, p, avail, &used, &data);
         if (rc < 0) {
             evbuffer_drain(in, used);
-            drop_upstream(r, false);
-            r->body_reading = false;
-            if (r->head_sent) {
-                cut_client(r); /* the merchant answered early; the client loses the rest */
-            } else {
-                enum hp_error e = (enum hp_error) - rc;
-                r->status = hp_error_status(e);
-                struct conn *c = r->c;
-                r->c = NULL;
-                c->req = NULL;
-                r->bytes = conn_reply_error(c, r->status, code_name(hp_error_code(e)),
-                                            hp_error_str(e), r->id, NULL, false);
-            }
-            finish(r, "bad_body");
+            bad_body(r, (enum hp_error) - rc);
             return;
         }
-        if (rc == HP_CHUNK_DATA && data.n) {
-            evbuffer_add_printf(out, "%zx\r\n", data.n);
-            evbuffer_add(out, data.p, data.n);
-            evbuffer_add(out, "\r\n", 2);
-        }
+        if (rc == HP_CHUNK_DATA && data.n)
+            body_data(r, out, data.p, data.n, true);
         if (rc == HP_CHUNK_DONE) {
-            evbuffer_add(out, "0\r\n\r\n", 5);
+            if (!r->held)
+                evbuffer_add(out, "0\r\n\r\n", 5);
             r->body_done = true;
         }
         evbuffer_drain(in, used);
     }
-    if (r->body_done)
+    if (r->body_done) {
         r->body_reading = false;
+        if (r->held && !r->uc)
+            body_held(r);
+        return;
+    }
     /* Reads resume when the merchant's output drains (on_up_write). */
-    if (!r->body_done && evbuffer_get_length(out) >= HIGH_WATER)
+    if (evbuffer_get_length(out) >= bound)
         bufferevent_disable(r->c->bev, EV_READ);
+}
+
+/* Start reading the client's body: ours to answer Expect: 100-continue, now that the request may
+ * go on; a body timeout between reads. */
+static void start_body(struct request *r)
+{
+    if (r->body == BODY_CHUNKED)
+        hp_chunked_init(
+            &r->body_dec, (uint64_t)r->conf->max_body_bytes,
+            &(struct hp_limits){(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers});
+    if (r->hp.expect_continue && r->hp.minor == 1 &&
+        evbuffer_get_length(bufferevent_get_input(r->c->bev)) == 0)
+        evbuffer_add(bufferevent_get_output(r->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    r->body_reading = true;
+    struct timeval bt = {r->conf->body_timeout_ms / 1000, (r->conf->body_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(r->c->bev, &bt, NULL);
+    pump_body(r);
 }
 
 static void on_up_read(struct bufferevent *bev, void *arg);
@@ -585,20 +754,12 @@ static void forward(struct request *r)
     struct evbuffer *out = bufferevent_get_output(r->uc->bev);
     r->sent_cb = evbuffer_add_cb(out, on_up_written, r);
     write_request_head(r, out);
-    if (r->body == BODY_NONE || r->body_done)
+    if (r->held) {
+        evbuffer_add_buffer(out, r->held); /* read and checked before the decision */
         return;
-    if (r->body == BODY_CHUNKED)
-        hp_chunked_init(
-            &r->body_dec, (uint64_t)r->conf->max_body_bytes,
-            &(struct hp_limits){(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers});
-    /* Expect: 100-continue is ours to answer, and only now that the request is allowed. */
-    if (r->hp.expect_continue && r->hp.minor == 1 &&
-        evbuffer_get_length(bufferevent_get_input(r->c->bev)) == 0)
-        evbuffer_add(bufferevent_get_output(r->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    r->body_reading = true;
-    struct timeval bt = {r->conf->body_timeout_ms / 1000, (r->conf->body_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(r->c->bev, &bt, NULL);
-    pump_body(r);
+    }
+    if (r->body != BODY_NONE && !r->body_done)
+        start_body(r);
 }
 
 /* --- the merchant's answer ------------------------------------------------------------------ */
@@ -830,7 +991,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
 
 void proxy_client_readable(struct request *r)
 {
-    if (r->body_reading && r->uc)
+    if (r->body_reading && (r->uc || r->held))
         pump_body(r);
     /* Otherwise: bytes of a pipelined request, parsed once this answer is done. */
 }

@@ -382,6 +382,21 @@ static int64_t use_jti(struct state *st, const char *key, size_t len, int64_t ex
     return ++j->a;
 }
 
+int state_nonce(struct state *st, const char *keyid, const char *nonce, int64_t until_unix_s,
+                int64_t now_unix_s)
+{
+    char key[2 * MANDATE_ID_MAX + 4], scope[MANDATE_ID_MAX + 1];
+    if (snprintf(scope, sizeof(scope), "nonce:%s", keyid) >= (int)sizeof(scope) ||
+        strlen(nonce) > MANDATE_ID_MAX)
+        return 0; /* never the case for a verified signature: refuse rather than truncate */
+    size_t len = make_key(key, sizeof(key), scope, nonce);
+    pthread_mutex_lock(&st->mu);
+    int fresh = use_jti(st, key, len, until_unix_s) == 1;
+    prune_jtis(st, now_unix_s);
+    pthread_mutex_unlock(&st->mu);
+    return fresh;
+}
+
 static int64_t uses_of(struct state *st, const char *key, size_t len)
 {
     struct slot *j = find(&st->jtis, key, len, fnv(key, len));

@@ -63,6 +63,12 @@ struct admit {
  * (CLOCK_MONOTONIC) drives the rate buckets, now_unix_s (wall clock) the jti and ledger expiry.
  */
 enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, int64_t now_unix_s);
+/**
+ * Remember a request signature's nonce for keyid until until_unix_s (SPEC §7). Returns 1 when it
+ * is new (now remembered), 0 when it was seen before: a replay. Same expiry wheel as the jtis.
+ */
+int state_nonce(struct state *st, const char *keyid, const char *nonce, int64_t until_unix_s,
+                int64_t now_unix_s);
 /** Give back everything state_admit() took (the commit failed; nothing was forwarded). */
 void state_undo(struct state *st, const struct admit *a);
 /** Take back a reservation whose payment did not happen (4xx/5xx, or never forwarded). */

@@ -177,6 +177,9 @@ void worker_free(struct worker *w)
     config_unref(w->conf);
     free(w->vcache);
     free(w->scratch_headers);
+    for (size_t i = 0; i < WORKER_POP_SLOTS; i++)
+        if (w->pop[i].used)
+            jwk_clear(&w->pop[i].key);
     free(w);
 }
 

@@ -19,6 +19,13 @@
 #include "gateway/server.h"
 #include "gateway/upstream.h"
 
+/* Agent keys of cnf claims (SPEC §7), by thumbprint, parsed once: a direct-mapped cache. */
+#define WORKER_POP_SLOTS 64
+struct pop_slot {
+    bool used;
+    struct jwk key; /* kid = the thumbprint */
+};
+
 struct worker {
     int id;
     struct server *srv;
@@ -36,6 +43,7 @@ struct worker {
     struct hp_request scratch; /* conn.c's head parses, before a request owns a copy */
     struct hp_header *scratch_headers;
     size_t scratch_cap;
+    struct pop_slot pop[WORKER_POP_SLOTS];
     bool started;
     struct event *stop_ev, *drain_ev;
     struct event *resume_ev; /* re-enables accepting after a pause for lack of descriptors */
