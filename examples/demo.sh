@@ -3,6 +3,9 @@
 # directory under build/, starts the demo merchant, the gateway and the wallet on free loopback
 # ports, plays an agent (curl + jq) through search, quote, payment, replay, tampering, the spend
 # cap, a human approval and revocation, then checks the audit log and stops what it started.
+# The agent holds a key of its own (its public JWK is in wallet.json, so its mandates carry
+# cnf.jwk) and signs every request with examples/agent/sign-request (RFC 9421, SPEC §7); a thief
+# with a copy of a mandate but not that key gets nowhere.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/${BUILD:-build}
@@ -36,6 +39,12 @@ say() { step=$((step + 1)); printf '%2d. %s\n' "$step" "$*"; }
 "$B/mandate-wallet" keygen --alg ES256 --kid lux1 --out lux-hotels.pem --jwks lux-hotels.jwks.json
 "$B/mandate-wallet" keygen --alg EdDSA --kid cp --out checkpoint.pem --jwks checkpoint.jwks.json \
     --pub checkpoint.pub.pem
+# The agent's own key stays with the agent; the wallet only learns its public half.
+"$B/mandate-wallet" keygen --alg EdDSA --kid agent-planner --out agent-planner.pem \
+    --jwks agent-planner.jwks.json
+"$B/mandate-wallet" keygen --alg EdDSA --kid thief --out thief.pem --jwks thief.jwks.json
+SIGN=$B/examples/agent/sign-request
+AGENT_JWK=$("$SIGN" --key agent-planner.pem --jwk)
 AGENT=$(token) GW_ADMIN=$(token) W_ADMIN=$(token)
 echo "$GW_ADMIN" > gateway-admin.token
 echo "$W_ADMIN" > wallet-admin.token
@@ -65,7 +74,8 @@ cat > wallet.json <<JSON
    "max_per_payment": {"value": 50000, "currency": "EUR"},
    "approval_above": {"value": 20000, "currency": "EUR"},
    "allow": [{"merchant": "lux-hotels", "actions": ["search", "quote_room", "book_room", "get_booking"]}]}],
- "agents": [{"id": "agent-planner", "principal": "alice", "token_sha256": "$(sha "$AGENT")"}],
+ "agents": [{"id": "agent-planner", "principal": "alice", "token_sha256": "$(sha "$AGENT")",
+   "jwk": $AGENT_JWK}],
  "gateways": [{"admin_url": "http://127.0.0.1:$GWA", "token_file": "gateway-admin.token"}]}
 JSON
 
@@ -86,15 +96,25 @@ wallet() {
         -H 'Content-Type: application/json' --data "$2" "http://127.0.0.1:$WAL$1")
     STATUS=${out##*$'\n'}; BODY=${out%$'\n'*}
 }
-# via METHOD PATH MANDATE [CART] [BODY] -> through the gateway; status in $STATUS, body in $BODY
-via() {
-    local args=(-s -w '\n%{http_code}' -X "$1" -H "Authorization: Mandate $3")
-    [ -n "${4:-}" ] && args+=(-H "Mandate-Cart: $4")
-    [ -n "${5:-}" ] && args+=(-H 'Content-Type: application/json' --data "$5")
+# send KEY METHOD PATH MANDATE [CART] [BODY] -> through the gateway, the request signed with KEY
+# (none: unsigned) as SPEC §7 wants; status in $STATUS, body in $BODY, signature headers in $SIGS
+send() {
+    local key=$1 url="http://127.0.0.1:$GW$3" hdrs=(-H "Authorization: Mandate $4") sig=()
+    [ -n "${5:-}" ] && hdrs+=(-H "Mandate-Cart: $5")
+    local args=(-s -w '\n%{http_code}' -X "$2" "${hdrs[@]}")
+    [ -n "${6:-}" ] && args+=(-H 'Content-Type: application/json' --data-binary "$6")
+    SIGS=
+    if [ "$key" != none ]; then
+        SIGS=$("$SIGN" --key "$key" --method "$2" --url "$url" "${hdrs[@]}" ${6:+--data "$6"})
+        mapfile -t sig <<<"$SIGS"
+        for h in "${sig[@]}"; do args+=(-H "$h"); done
+    fi
     local out
-    out=$(curl "${args[@]}" "http://127.0.0.1:$GW$2")
+    out=$(curl "${args[@]}" "$url")
     STATUS=${out##*$'\n'}; BODY=${out%$'\n'*}
 }
+# via METHOD PATH MANDATE [CART] [BODY]: the agent, signing with its key
+via() { send agent-planner.pem "$@"; }
 # base64url to bytes (padding restored); "18000 EUR" (minor units) to "180.00 EUR"
 b64d() { local s=$1; while [ $(( ${#s} % 4 )) -ne 0 ]; do s+="="; done; tr '_-' '/+' <<<"$s" | base64 -d; }
 human() { read -r v c; printf '%d.%02d %s' $((v / 100)) $((v % 100)) "$c"; }
@@ -113,13 +133,32 @@ approve() {   # as alice, from her terminal; prints the mandate the agent then c
 }
 
 via GET /lux/search "$(intent search)"; expect 200
-say "agent-planner (for alice) searches lux-hotels: $(verdict), $(jq '.rooms | length' <<<"$BODY") rooms"
+say "agent-planner (for alice) searches lux-hotels, signing the request with its key: $(verdict), $(jq '.rooms | length' <<<"$BODY") rooms"
+while IFS= read -r h; do
+    [ ${#h} -gt 110 ] && h="${h:0:107}..."; printf '      %s\n' "$h"
+done <<<"$SIGS"
 
 quote deluxe 1
 say "agent-planner asks lux-hotels for a quote, deluxe x1: $(verdict), cart of $AMOUNT locked for 10 minutes"
 
 wallet /v1/mandates/payment "{\"cart\":\"$CART\"}"; expect 201
 PAY=$(jq -r .mandate <<<"$BODY")
+
+# A thief copies the payment mandate and the cart on their way (a log, a compromised tool) and
+# races the agent from another process. It has everything but agent-planner's private key.
+printf '%s\n%s\n' "$PAY" "$CART" > stolen.txt
+thief() {   # thief KEY: replay stolen.txt from a separate shell, signing with KEY (or none)
+    GW=$GW SIGN=$SIGN bash -c "$(declare -f send)"'
+        { read -r p; read -r c; } < stolen.txt
+        send "$0" POST /lux/book "$p" "$c" "{}"
+        printf "%s\n%s" "$BODY" "$STATUS"' "$1" > thief.out
+    STATUS=$(tail -n1 thief.out); BODY=$(sed '$d' thief.out)
+}
+thief none; expect 401
+say "a thief replays a copy of that payment mandate from another process, unsigned: $(verdict)"
+thief thief.pem; expect 401
+say "the thief signs the request with a key of its own: $(verdict)"
+
 via POST /lux/book "$PAY" "$CART" '{}'; expect 201
 say "agent-planner pays $AMOUNT (within alice's 500.00 EUR daily cap) and books: $(verdict), booking $(jq -r .booking_id <<<"$BODY")"
 
