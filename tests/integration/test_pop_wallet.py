@@ -312,3 +312,40 @@ def test_signer_window_and_created(tmp_path):
                 ["--url", "ftp://x/"], ["--url", "http://u@h/"], ["--data", "a", "--body", pem]):
         r = run(*base, "-H", "Authorization: Mandate x", *bad)
         assert r.returncode == 1 and r.stdout == "", (bad, r)
+
+
+# --- end to end: the wallet's cnf mandate, the signer, the gateway ------------------------------
+
+def signed_request(stack, pem, method, path, token, headers=None, body=None):
+    h = {"Authorization": "Mandate " + token, **(headers or {})}
+    out = sign(pem, method, f"http://127.0.0.1:{stack.port}{path}", h, body) if pem else {}
+    return stack.request(method, path, headers={**h, **out}, body=body)
+
+
+def test_wallet_mandate_signed_by_agent_passes_the_gateway(tmp_path, procs):
+    """Needs the gateway's SPEC §7 checks: the agent's signed requests pass, a copy of the mandate
+    alone does not."""
+    s = Stack(str(tmp_path), procs)
+    pem, jwks, _ = keygen(s.d, "agent", "ES256")
+    s.wallet_conf["agents"][0]["jwk"] = public_jwk(jwks)
+    write_json(s.wallet_path, s.wallet_conf)
+    s.start()
+    tok = s.intent("search", uses=3)
+    st, _, body, _ = signed_request(s, None, "GET", "/lux/search", tok)
+    assert (st, body["error"]) == (401, "signature_missing")
+    thief_pem, _, _ = keygen(s.d, "thief", "ES256")
+    st, _, body, _ = signed_request(s, thief_pem, "GET", "/lux/search", tok)
+    assert (st, body["error"]) == (401, "signature_invalid")
+    st, _, body, _ = signed_request(s, pem, "GET", "/lux/search?city=lux", tok)
+    assert st == 200 and body["rooms"], body
+    # A body: covered by Content-Digest.
+    st, _, body, _ = signed_request(s, pem, "POST", "/lux/quote", s.intent("quote_room"),
+                                    {"Content-Type": "application/json"},
+                                    json.dumps({"sku": "standard", "nights": 1}))
+    assert st == 201, body
+    cart = body["cart"]
+    st, _, body, _ = s.w("POST", "/v1/mandates/payment", {"cart": cart})
+    assert st == 201, body
+    st, _, body, _ = signed_request(s, pem, "POST", "/lux/book", body["mandate"],
+                                    {"Mandate-Cart": cart}, "{}")
+    assert st == 201 and body["amount"] == "9000 EUR", body
