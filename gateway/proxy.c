@@ -588,10 +588,17 @@ static void write_request_head(struct request *r, struct evbuffer *out)
     }
     evbuffer_add_printf(out, "Mandate-Principal: %s\r\nMandate-Agent: %s\r\nMandate-Action: %s\r\n",
                         m->sub, m->agent, r->route->action);
+    /* Which mandates these are, so the merchant can tie an order to its quote and its payment. */
+    if (m->typ == MANDATE_INTENT)
+        evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", m->jti);
     if (r->v.has_cart) {
         char amount[40];
         money_format(&r->v.cart.total, amount, sizeof(amount));
-        evbuffer_add_printf(out, "Mandate-Amount: %s\r\n", amount);
+        evbuffer_add_printf(out, "Mandate-Amount: %s\r\nMandate-Payment-Id: %s\r\n"
+                                 "Mandate-Cart-Id: %s\r\n",
+                            amount, m->jti, r->v.cart.jti);
+        if (r->v.cart.intent[0])
+            evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", r->v.cart.intent);
     }
     struct hp_str host = r->hp.host;
     bool host_ok =

@@ -35,18 +35,35 @@ def g(gateway):
 
 
 def test_allow_forwards_with_mandate_headers(g):
-    st, h, body, _ = g.request("GET", "/lux/search?q=rome&n=2", g.mint())
+    tok = g.mint()
+    st, h, body, _ = g.request("GET", "/lux/search?q=rome&n=2", tok)
     assert st == 200 and body["path"] == "/lux/search?q=rome&n=2"
     got = g.received()[-1]
     hs = {k.lower(): v for k, v in got["headers"]}
     assert hs["mandate-principal"] == "alice"
     assert hs["mandate-agent"] == "agent-planner"
     assert hs["mandate-action"] == "search"
+    assert hs["mandate-intent-id"] == claims(tok)["jti"]
     assert hs["x-request-id"] == h["x-request-id"]
     assert hs["mandate-receipt"] == h["mandate-receipt"]
     assert re.fullmatch(r"\d+:[0-9a-f]{64}", h["mandate-receipt"])
     assert hs["forwarded"].startswith('for="127.0.0.1:')
     assert "authorization" not in hs
+
+
+def claims(tok):
+    return json.loads(__import__("base64").urlsafe_b64decode(tok.split(".")[1] + "=="))
+
+
+def test_priced_allow_names_its_payment_and_cart(g):
+    """The merchant learns which payment and cart were used (Mandate-Payment-Id, -Cart-Id)."""
+    c = g.cart(total=1000)
+    pay = g.pay(c)
+    st, _, body, _ = g.request("PUT", "/drop/names", pay, headers={"Mandate-Cart": c}, body="{}")
+    hs = {k.lower(): v for k, v in g.received()[-1]["headers"]}
+    assert hs["mandate-payment-id"] == claims(pay)["jti"]
+    assert hs["mandate-cart-id"] == claims(c)["jti"]
+    assert hs["mandate-amount"] == "1000 EUR"
 
 
 def test_every_unpriced_denial_code(g):
