@@ -192,9 +192,9 @@ static void load_principals(struct cfg *c, const json_t *root, struct wallet_con
  */
 static void load_agent_jwk(struct cfg *c, const char *path, const json_t *o, struct agent *a)
 {
-    static const char *const keys[] = {"kty", "crv", "x",  "y",  "kid", "alg", "use",  "key_ops",
-                                       "d",   "p",   "q",  "dp", "dq",  "qi",  "oth",  "k",
-                                       NULL};
+    static const char *const keys[] = {"kty", "crv",     "x",   "y", "kid", "alg",
+                                       "use", "key_ops", "d",   "p", "q",   "dp",
+                                       "dq",  "qi",      "oth", "k", NULL};
     static const char *const private[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k", NULL};
     if (!json_object_get(o, "jwk"))
         return;
@@ -209,8 +209,9 @@ static void load_agent_jwk(struct cfg *c, const char *path, const json_t *o, str
         if (json_object_get(j, private[i])) {
             char pp[CFG_PATH_MAX];
             cfg_join(pp, jp, private[i]);
-            cfg_error(c, pp, "a private key member: give the agent's public key only (the "
-                             "private key stays with the agent)");
+            cfg_error(c, pp,
+                      "a private key member: give the agent's public key only (the "
+                      "private key stays with the agent)");
             priv = true;
         }
     if (priv)

@@ -39,9 +39,9 @@
 #include "core/sjson.h"
 #include "core/util.h"
 
-#define MAX_HEADERS   32
-#define MAX_BODY      (16 * 1024 * 1024)
-#define MAX_WINDOW_S  60 /* SPEC §7: expires - created at most */
+#define MAX_HEADERS  32
+#define MAX_BODY     (16 * 1024 * 1024)
+#define MAX_WINDOW_S 60 /* SPEC §7: expires - created at most */
 
 struct header {
     char *name; /* lower-case */
@@ -164,31 +164,60 @@ static int64_t number(const char *opt, const char *s, int64_t min, int64_t max)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"key", required_argument, NULL, 'k'},    {"method", required_argument, NULL, 'm'},
-        {"url", required_argument, NULL, 'u'},    {"header", required_argument, NULL, 'H'},
-        {"data", required_argument, NULL, 'd'},   {"body", required_argument, NULL, 'b'},
-        {"expires-in", required_argument, NULL, 'e'}, {"created", required_argument, NULL, 'c'},
-        {"jwk", no_argument, NULL, 'j'},          {"keyid", no_argument, NULL, 'i'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
+                                         {"method", required_argument, NULL, 'm'},
+                                         {"url", required_argument, NULL, 'u'},
+                                         {"header", required_argument, NULL, 'H'},
+                                         {"data", required_argument, NULL, 'd'},
+                                         {"body", required_argument, NULL, 'b'},
+                                         {"expires-in", required_argument, NULL, 'e'},
+                                         {"created", required_argument, NULL, 'c'},
+                                         {"jwk", no_argument, NULL, 'j'},
+                                         {"keyid", no_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *keyfile = NULL, *method = NULL, *url = NULL, *data = NULL, *bodyfile = NULL;
     int64_t window = MAX_WINDOW_S, created = (int64_t)time(NULL);
     bool print_jwk = false, print_keyid = false;
     int o;
     while ((o = getopt_long(argc, argv, "H:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'k': keyfile = optarg; break;
-        case 'm': method = optarg; break;
-        case 'u': url = optarg; break;
-        case 'H': add_header(optarg); break;
-        case 'd': data = optarg; break;
-        case 'b': bodyfile = optarg; break;
-        case 'e': window = number("--expires-in", optarg, 1, MAX_WINDOW_S); break;
-        case 'c': created = number("--created", optarg, 0, INT64_MAX / 2); break;
-        case 'j': print_jwk = true; break;
-        case 'i': print_keyid = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case 'k':
+            keyfile = optarg;
+            break;
+        case 'm':
+            method = optarg;
+            break;
+        case 'u':
+            url = optarg;
+            break;
+        case 'H':
+            add_header(optarg);
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'b':
+            bodyfile = optarg;
+            break;
+        case 'e':
+            window = number("--expires-in", optarg, 1, MAX_WINDOW_S);
+            break;
+        case 'c':
+            created = number("--created", optarg, 0, INT64_MAX / 2);
+            break;
+        case 'j':
+            print_jwk = true;
+            break;
+        case 'i':
+            print_keyid = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     if (optind != argc || !keyfile) {
