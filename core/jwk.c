@@ -293,25 +293,126 @@ void jwks_free(struct jwks *set)
     free(set);
 }
 
-void keyring_add(struct keyring *kr, const char *issuer, struct jwks *set)
+struct jwks *jwks_dup(const struct jwks *set)
+{
+    if (!set)
+        return NULL;
+    struct jwks *d = xcalloc(1, sizeof(*d));
+    d->keys = xcalloc(set->n ? set->n : 1, sizeof(struct jwk));
+    for (size_t i = 0; i < set->n; i++) {
+        d->keys[i] = set->keys[i];
+        if (!EVP_PKEY_up_ref(d->keys[i].pkey))
+            abort();
+    }
+    d->n = set->n;
+    return d;
+}
+
+bool jwks_equal(const struct jwks *a, const struct jwks *b)
+{
+    if (!a || !b || a->n != b->n)
+        return a == b;
+    for (size_t i = 0; i < a->n; i++) {
+        const struct jwk *k = jwks_find(b, a->keys[i].kid);
+        if (!k || k->alg != a->keys[i].alg || EVP_PKEY_eq(k->pkey, a->keys[i].pkey) != 1)
+            return false;
+    }
+    return true;
+}
+
+static struct keyring_entry *ring_push(struct keyring *kr, const char *issuer)
 {
     kr->v = xrealloc(kr->v, (kr->n + 1) * sizeof(*kr->v));
-    kr->v[kr->n].issuer = xstrdup(issuer);
-    kr->v[kr->n].jwks = set;
-    kr->n++;
+    struct keyring_entry *e = &kr->v[kr->n++];
+    memset(e, 0, sizeof(*e));
+    e->issuer = xstrdup(issuer);
+    return e;
+}
+
+void keyring_add(struct keyring *kr, const char *issuer, struct jwks *set)
+{
+    ring_push(kr, issuer)->jwks = set;
+}
+
+struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issuer,
+                                            const char *uri, const char *ca_file)
+{
+    struct jwks_remote_slot *s = xcalloc(1, sizeof(*s));
+    s->uri = xstrdup(uri);
+    s->ca_file = ca_file ? xstrdup(ca_file) : NULL;
+    atomic_init(&s->cur, NULL);
+    atomic_init(&s->wanted, false);
+    atomic_init(&s->notify_arg, NULL);
+    ring_push(kr, issuer)->remote = s;
+    return s;
+}
+
+void keyring_remote_install(struct jwks_remote_slot *slot, struct jwks *set)
+{
+    struct jwks *prev = atomic_load_explicit(&slot->cur, memory_order_relaxed);
+    if (prev) {
+        slot->old = xrealloc(slot->old, (slot->nold + 1) * sizeof(*slot->old));
+        slot->old[slot->nold++] = prev;
+    }
+    /* Release: a reader that sees the pointer sees the keys it points to. */
+    atomic_store_explicit(&slot->cur, set, memory_order_release);
+}
+
+const struct jwks *keyring_remote_current(const struct jwks_remote_slot *slot)
+{
+    return atomic_load_explicit(&((struct jwks_remote_slot *)slot)->cur, memory_order_acquire);
+}
+
+static const struct keyring_entry *ring_entry(const struct keyring *kr, const char *issuer)
+{
+    for (size_t i = 0; i < kr->n; i++)
+        if (strcmp(kr->v[i].issuer, issuer) == 0)
+            return &kr->v[i];
+    return NULL;
+}
+
+struct jwks_remote_slot *keyring_remote_slot(const struct keyring *kr, const char *issuer)
+{
+    const struct keyring_entry *e = ring_entry(kr, issuer);
+    return e ? e->remote : NULL;
 }
 
 const struct jwks *keyring_get(const struct keyring *kr, const char *issuer)
 {
-    for (size_t i = 0; i < kr->n; i++)
-        if (strcmp(kr->v[i].issuer, issuer) == 0)
-            return kr->v[i].jwks;
-    return NULL;
+    const struct keyring_entry *e = ring_entry(kr, issuer);
+    if (!e)
+        return NULL;
+    return e->remote ? keyring_remote_current(e->remote) : e->jwks;
+}
+
+static enum keyring_miss slot_miss(struct jwks_remote_slot *s)
+{
+    if (!keyring_remote_current(s))
+        return KEYRING_MISS_NO_KEYS;
+    /* Wake the fetcher once per batch of misses: it clears the flag when it looks. */
+    void *arg = atomic_load_explicit(&s->notify_arg, memory_order_acquire);
+    if (!atomic_exchange(&s->wanted, true) && arg)
+        s->notify(arg);
+    return KEYRING_MISS_ASKED;
 }
 
 const struct jwk *keyring_find(const struct keyring *kr, const char *issuer, const char *kid)
 {
-    return jwks_find(keyring_get(kr, issuer), kid);
+    const struct keyring_entry *e = ring_entry(kr, issuer);
+    if (!e)
+        return NULL;
+    if (!e->remote)
+        return jwks_find(e->jwks, kid);
+    const struct jwk *k = jwks_find(keyring_remote_current(e->remote), kid);
+    if (!k)
+        slot_miss(e->remote); /* a rotated set: ask for a refetch (rate-limited by the fetcher) */
+    return k;
+}
+
+enum keyring_miss keyring_miss(const struct keyring *kr, const char *issuer)
+{
+    struct jwks_remote_slot *s = keyring_remote_slot(kr, issuer);
+    return s ? slot_miss(s) : KEYRING_MISS_LOCAL;
 }
 
 void keyring_clear(struct keyring *kr)
@@ -319,6 +420,16 @@ void keyring_clear(struct keyring *kr)
     for (size_t i = 0; i < kr->n; i++) {
         free(kr->v[i].issuer);
         jwks_free(kr->v[i].jwks);
+        struct jwks_remote_slot *s = kr->v[i].remote;
+        if (s) {
+            jwks_free(atomic_load(&s->cur));
+            for (size_t j = 0; j < s->nold; j++)
+                jwks_free(s->old[j]);
+            free(s->old);
+            free(s->uri);
+            free(s->ca_file);
+            free(s);
+        }
     }
     free(kr->v);
     kr->v = NULL;

@@ -13,6 +13,7 @@
 #include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
+#include "gateway/jwks_remote.h"
 #include "gateway/tls.h"
 
 #define ADMIN_MAX_BODY 4096
@@ -108,8 +109,20 @@ static void handle(struct evhttp_request *req, void *arg)
             http_reply(req, 503, "text/plain", "draining\n");
         else if (writer_disk_low(a->srv->writer))
             http_reply(req, 503, "text/plain", "low disk space under the database\n");
-        else
-            http_reply(req, 200, "text/plain", "ready\n");
+        else {
+            /* Remote key sets (SPEC §7): name the issuers whose first set is not fetched yet. */
+            struct config *conf = server_config(a->srv);
+            char *missing = jwks_remote_missing(conf);
+            config_unref(conf);
+            if (missing) {
+                char *text = xasprintf("%s\n", missing);
+                http_reply(req, 503, "text/plain", text);
+                free(text);
+                free(missing);
+            } else {
+                http_reply(req, 200, "text/plain", "ready\n");
+            }
+        }
         return;
     }
     if (IS("/metrics") && cmd == EVHTTP_REQ_GET) {

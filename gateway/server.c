@@ -16,7 +16,11 @@
 #include "core/log.h"
 #include "core/sjson.h"
 #include "gateway/admin.h"
+#include "gateway/jwks_remote.h"
 #include "gateway/worker.h"
+
+/* Remote key sets (SPEC §7): fetched on the main thread's base. One server per process. */
+static struct jwks_remote *jwks_fetcher;
 
 struct config *server_config(struct server *s)
 {
@@ -127,6 +131,7 @@ static void on_sighup(evutil_socket_t fd, short what, void *arg)
         return;
     }
     config_reload_check(old, conf);
+    jwks_remote_reload(jwks_fetcher, conf); /* before the workers can see conf */
     log_min_level = conf->log_level;
     state_set_rate(s->state, conf->rate_per_s, conf->rate_burst);
     flood_set_rate(s->flood, conf->denials_per_s);
@@ -191,6 +196,7 @@ int server_run(struct config *conf)
     if (open_store(s, conf) != 0)
         goto out;
     submit_config_entry(s, conf);
+    jwks_fetcher = jwks_remote_start(s->base, conf);
 
     char *err = NULL;
     if (conf->has_admin && !(admin = admin_start(s, conf, &err))) {
@@ -231,6 +237,8 @@ out:
     }
     for (int i = 0; i < s->nworkers; i++)
         worker_free(s->workers[i]);
+    jwks_remote_free(jwks_fetcher); /* the workers could wake it until they were joined */
+    jwks_fetcher = NULL;
     admin_free(admin);
     free(s->workers);
     event_free(hup);
