@@ -30,6 +30,9 @@ struct merchant {
     bool upstream_tls;                   /* https:// */
     struct tls_client *upstream_tls_ctx; /* with upstream_tls: CA file or the system store */
     bool require_pop;                    /* every mandate for it must carry cnf (SPEC §7) */
+    bool has_cart_key;
+    struct jwk cart_key; /* signs the carts of sign_cart routes */
+    int64_t cart_ttl_s;  /* their price lock */
 };
 
 struct config {

@@ -75,6 +75,7 @@ struct request {
     bool rechunk;     /* the client gets the body chunked (it came chunked or close-delimited) */
     bool client_keep; /* the client connection stays open after this answer */
     bool up_paused;   /* the merchant's reads wait for the client to drain */
+    struct evbuffer *collect, *collect_head; /* sign_cart: the answer, held to sign its cart */
 };
 
 static void forward(struct request *r);
@@ -211,6 +212,10 @@ static void request_free(struct request *r)
         r->c->req = NULL;
     if (r->held)
         evbuffer_free(r->held);
+    if (r->collect)
+        evbuffer_free(r->collect);
+    if (r->collect_head)
+        evbuffer_free(r->collect_head);
     httpsig_digest_clear(&r->digest);
     r->w->inflight--;
     config_unref(r->conf);
@@ -594,8 +599,9 @@ static void write_request_head(struct request *r, struct evbuffer *out)
     if (r->v.has_cart) {
         char amount[40];
         money_format(&r->v.cart.total, amount, sizeof(amount));
-        evbuffer_add_printf(out, "Mandate-Amount: %s\r\nMandate-Payment-Id: %s\r\n"
-                                 "Mandate-Cart-Id: %s\r\n",
+        evbuffer_add_printf(out,
+                            "Mandate-Amount: %s\r\nMandate-Payment-Id: %s\r\n"
+                            "Mandate-Cart-Id: %s\r\n",
                             amount, m->jti, r->v.cart.jti);
         if (r->v.cart.intent[0])
             evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", r->v.cart.intent);
@@ -778,22 +784,11 @@ static bool passable(const struct request *r, struct hp_str name)
            !hp_str_ieq(name, "mandate-receipt") && !hp_str_ieq(name, "x-request-id");
 }
 
-static void write_response_head(struct request *r, struct evbuffer *out,
-                                const struct hp_response *h, bool interim)
+/* The end of a final answer's head: framing (the body's length when known), keep-alive, CRLF. */
+static void end_response_head(struct request *r, struct evbuffer *out, int64_t length)
 {
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
-    for (size_t i = 0; i < h->n_headers; i++)
-        if (passable(r, h->headers[i].name))
-            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.n,
-                                h->headers[i].name.p, (int)h->headers[i].value.n,
-                                h->headers[i].value.p);
-    if (interim) {
-        evbuffer_add(out, "\r\n", 2);
-        return;
-    }
-    evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->receipt, r->id);
-    if (r->resp_body == BODY_LENGTH || (r->resp_body == BODY_NONE && h->content_length >= 0))
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)h->content_length);
+    if (length >= 0)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)length);
     else if (r->rechunk)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     if (!r->client_keep)
@@ -803,6 +798,93 @@ static void write_response_head(struct request *r, struct evbuffer *out,
     evbuffer_add(out, "\r\n", 2);
 }
 
+/* The status line and the headers the client may see (plus ours on a final answer), without
+ * framing or the final CRLF. */
+static void write_response_lines(struct request *r, struct evbuffer *out,
+                                 const struct hp_response *h, bool interim)
+{
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
+    for (size_t i = 0; i < h->n_headers; i++)
+        if (passable(r, h->headers[i].name))
+            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.n,
+                                h->headers[i].name.p, (int)h->headers[i].value.n,
+                                h->headers[i].value.p);
+    if (!interim)
+        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->receipt, r->id);
+}
+
+/* --- carts signed for the merchant (sign_cart routes) --------------------------------------- */
+
+#define SIGN_CART_MAX (64 * 1024) /* the largest quote answer whose cart the gateway signs */
+
+/* Turn the merchant's {"cart": {claims}} into {"cart": "<cart JWS>"}, signed with its cart_key:
+ * iss, iat, exp (cart_ttl_s) and jti are the gateway's; sub defaults to the principal. NULL when
+ * the answer is not such an object. */
+static char *sign_cart(struct request *r, struct evbuffer *body, const char **why)
+{
+    const struct merchant *mc = r->route->merchant;
+    size_t n = evbuffer_get_length(body);
+    char *perr = NULL;
+    json_t *root = sjson_parse((const char *)evbuffer_pullup(body, (ev_ssize_t)n), n, &perr);
+    free(perr);
+    json_t *claims = json_object_get(root, "cart");
+    char *out = NULL;
+    if (!json_is_object(claims)) {
+        *why = "the answer is not a JSON object with a \"cart\" object";
+        goto done;
+    }
+    char jti[40] = "cart-";
+    proxy_new_request_id(jti + 5);
+    int64_t now = now_s();
+    claims = json_deep_copy(claims);
+    sjson_set(claims, "iss", json_string(mc->id));
+    sjson_set(claims, "iat", json_integer(now));
+    sjson_set(claims, "exp", json_integer(now + mc->cart_ttl_s));
+    sjson_set(claims, "jti", json_string(jti));
+    if (!json_object_get(claims, "sub"))
+        sjson_set(claims, "sub", json_string(r->v.m.sub));
+    char *jws = mandate_sign(&mc->cart_key, MANDATE_CART, claims);
+    json_decref(claims);
+    if (!jws) {
+        *why = "the cart cannot be signed";
+        goto done;
+    }
+    sjson_set(root, "cart", json_string(jws));
+    free(jws);
+    out = sjson_dump(root);
+done:
+    json_decref(root);
+    return out;
+}
+
+/* The collected answer of a sign_cart route is complete: sign its cart and send it. */
+static void send_signed_cart(struct request *r)
+{
+    struct evbuffer *out = bufferevent_get_output(r->c->bev);
+    const char *why = NULL;
+    char *body = sign_cart(r, r->collect, &why);
+    if (!body) {
+        log_write(LOG_WARN, r->id, "sign_cart %s: %s", r->route->merchant->id, why);
+        evbuffer_free(r->collect_head);
+        r->collect_head = NULL;
+        r->status = 502;
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+                            "X-Request-Id: %s\r\n",
+                            r->id);
+        body = xasprintf("{\"error\":\"upstream_unavailable\",\"message\":\"%s\","
+                         "\"request_id\":\"%s\"}",
+                         "the merchant's answer holds no cart to sign", r->id);
+    } else {
+        evbuffer_add_buffer(out, r->collect_head);
+    }
+    size_t n = strlen(body);
+    end_response_head(r, out, (int64_t)n);
+    evbuffer_add(out, body, n);
+    r->bytes = n;
+    free(body);
+}
+
 /* The upstream head is complete in buf[0..n): relay an interim answer, or start the final one. */
 static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
 {
@@ -810,8 +892,10 @@ static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
     if (r->resp.status < 200) {
         /* 1xx (not 101): passed on to an HTTP/1.1 client, and the final answer awaited. Our own
          * 100 Continue already went out; the merchant's is not repeated. */
-        if (r->resp.status != 100 && r->hp.minor == 1)
-            write_response_head(r, out, &r->resp, true);
+        if (r->resp.status != 100 && r->hp.minor == 1) {
+            write_response_lines(r, out, &r->resp, true);
+            evbuffer_add(out, "\r\n", 2);
+        }
         evbuffer_drain(in, n);
         return;
     }
@@ -829,8 +913,22 @@ static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
         hp_chunked_init(
             &r->resp_dec, UINT64_MAX,
             &(struct hp_limits){(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers});
-    write_response_head(r, out, &r->resp, false);
     r->head_sent = true;
+    if (r->route->sign_cart && r->status >= 200 && r->status < 300 && r->resp_body != BODY_NONE) {
+        /* The body is the quote the gateway turns into a signed cart: collected, not relayed. */
+        r->collect = evbuffer_new();
+        r->collect_head = evbuffer_new();
+        r->rechunk = false;
+        write_response_lines(r, r->collect_head, &r->resp, false);
+        evbuffer_drain(in, n);
+        return;
+    }
+    write_response_lines(r, out, &r->resp, false);
+    end_response_head(r, out,
+                      r->resp_body == BODY_LENGTH ||
+                              (r->resp_body == BODY_NONE && r->resp.content_length >= 0)
+                          ? r->resp.content_length
+                          : -1);
     evbuffer_drain(in, n);
 }
 
@@ -876,7 +974,9 @@ static bool relay_body(struct request *r, struct evbuffer *in, struct evbuffer *
 /* The answer is complete: end the client's chunked body, hand both connections on. */
 static void answer_done(struct request *r)
 {
-    if (r->rechunk)
+    if (r->collect)
+        send_signed_cart(r);
+    else if (r->rechunk)
         evbuffer_add(bufferevent_get_output(r->c->bev), "0\r\n\r\n", 5);
     /* The merchant may answer before it has read our whole request: then the connection cannot
      * carry another one. */
@@ -945,7 +1045,7 @@ static void on_up_read(struct bufferevent *bev, void *arg)
         return;
     /* The response headers were copied out; nothing below reads r->resp's slices again. */
     int err = 0;
-    struct evbuffer *out = bufferevent_get_output(r->c->bev);
+    struct evbuffer *out = r->collect ? r->collect : bufferevent_get_output(r->c->bev);
     if (r->resp_body == BODY_NONE || relay_body(r, in, out, &err)) {
         answer_done(r);
         return;
@@ -956,7 +1056,14 @@ static void on_up_read(struct bufferevent *bev, void *arg)
         upstream_failed(r, false);
         return;
     }
-    if (evbuffer_get_length(out) >= HIGH_WATER) {
+    if (r->collect && evbuffer_get_length(out) > SIGN_CART_MAX) {
+        log_write(LOG_WARN, r->id, "sign_cart %s: the answer is over %d bytes",
+                  r->route->merchant->id, SIGN_CART_MAX);
+        r->head_sent = false; /* nothing went to the client yet: it gets a 502 */
+        upstream_failed(r, false);
+        return;
+    }
+    if (!r->collect && evbuffer_get_length(out) >= HIGH_WATER) {
         bufferevent_disable(bev, EV_READ);
         r->up_paused = true;
     }

@@ -19,6 +19,7 @@ struct route {
     size_t prefix_len; /* "/x/" + star: strlen("/x/"); 0 for exact */
     char *action;
     bool priced;
+    bool sign_cart;                  /* the gateway signs the cart of a 2xx answer (cart_key) */
     const struct merchant *merchant; /* borrowed from the configuration */
 };
 

@@ -5,6 +5,7 @@ per request in the file given as argv[2]) and answers by path:
   /big/<n>           streams n bytes (Content-Length framed, written in 64 KiB pieces)
   /status/<code>     answers with that status and a JSON body
   /close/...         answers, then closes the connection
+  /quotecart         answers {"cart": {claims}} for the gateway to sign (sign_cart routes)
   /drop/...          reads the request, then closes the connection without answering
   /early/<code>      answers "103 Early Hints" (with a Link header), then <code> with a JSON body
   /dupcl             answers 200 with two different Content-Length headers
@@ -90,6 +91,19 @@ class Handler(BaseHTTPRequestHandler):
         record({"method": self.command, "path": self.path,
                 "headers": [[k, v] for k, v in self.headers.items()],
                 "body": body.decode(errors="replace")})
+        if self.path.startswith("/quotecart"):
+            # A merchant that leaves cart signing to the gateway (sign_cart routes).
+            out = json.dumps({"cart": {"action": "book_room",
+                                       "items": [{"sku": "deluxe", "qty": 2,
+                                                  "unit": {"value": 9000, "currency": "EUR"}}],
+                                       "total": {"value": 18000, "currency": "EUR"}},
+                              "note": "kept"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         if self.path.startswith("/early/"):
             self.send_response_only(103, "Early Hints")
             self.send_header("Link", "</style.css>; rel=preload")

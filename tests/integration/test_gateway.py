@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, Proc, binary, free_port, keygen, raw, wait_for, wait_port,
-                      write_json)
+from conftest import (ADMIN_TOKEN, Proc, binary, free_port, keygen, raw, run, wait_for,
+                      wait_port, write_json)
 from jwcrypto import jwk
 
 
@@ -354,3 +354,34 @@ def test_commit_failure_is_503_and_forwards_nothing(g):
     # The use that failed to commit was given back: the second use still works.
     assert g.request("GET", "/lux/search", tok)[0] == 200
     assert g.request("GET", "/lux/search", tok)[0] == 403
+
+
+def test_sign_cart_route(gateway):
+    """A merchant that only returns JSON: the gateway signs the cart of a sign_cart route's 2xx
+    answer with merchants[].cart_key, and that cart pays on the priced route."""
+    from jwcrypto import jws as _jws
+    m = gateway.conf["merchants"][0]
+    m["cart_key"] = {"file": "lux-hotels.pem", "kid": "lux1"}
+    m["routes"].insert(0, {"method": "POST", "path": "/quotecart", "action": "quote_room",
+                           "sign_cart": True})
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    st, _, body, _ = g.request("POST", "/quotecart", g.mint(action="quote_room"), body="{}")
+    assert st == 200 and body["note"] == "kept", body
+    cart = body["cart"]
+    t = _jws.JWS()
+    t.deserialize(cart)
+    t.verify(g.merchant_key)  # signed with the merchant's key held by the gateway
+    claims = json.loads(t.payload)
+    assert claims["iss"] == "lux-hotels" and claims["sub"] == "alice"
+    assert claims["exp"] - claims["iat"] == 600 and claims["total"]["value"] == 18000
+    st, _, body, _ = g.book(g.pay(cart), cart)
+    assert st == 200, body
+
+
+def test_sign_cart_needs_cart_key(gateway):
+    gateway.conf["merchants"][0]["routes"][0]["sign_cart"] = True
+    write_json(gateway.config_path, gateway.conf)
+    r = run(binary("mandate-gateway"), "--check-config", "--config", gateway.config_path)
+    assert r.returncode == 1
+    assert "merchants[0].routes[0].sign_cart: needs the merchant's cart_key" in r.stderr
