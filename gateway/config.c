@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/sha256.h"
+#include "gateway/jwks_remote.h"
 #include "gateway/tls.h"
 
 static const char *const top_keys[] = {"listen",    "workers",   "database",   "admin",
@@ -142,10 +143,65 @@ static void load_limits(struct cfg *c, const json_t *root, struct config *conf)
     json_decref(empty);
 }
 
-/* A key set named by `jwks_file` inside obj at path, added to ring under id. */
+/* A remote key set (`jwks_uri`, optional `jwks_ca_file`) inside obj at path, added to ring under
+ * id with no keys yet: the fetcher (jwks_remote) fills it. The CA file is loaded now so that
+ * --check-config proves it loads. */
+static void load_jwks_uri(struct cfg *c, const char *path, const json_t *obj, const char *id,
+                          struct keyring *ring)
+{
+    char p[CFG_PATH_MAX];
+    const char *uri = cfg_string(c, path, obj, "jwks_uri", true, NULL);
+    char *ca =
+        json_object_get(obj, "jwks_ca_file") ? cfg_file(c, path, obj, "jwks_ca_file", true) : NULL;
+    struct jwks_uri u;
+    char *err = NULL;
+    bool ok = uri != NULL;
+    if (uri && jwks_uri_parse(uri, &u, &err) != 0) {
+        cfg_join(p, path, "jwks_uri");
+        cfg_error(c, p, "%s", err);
+        free(err);
+        ok = false;
+    } else if (uri) {
+        if (ca && !u.tls) {
+            cfg_join(p, path, "jwks_ca_file");
+            cfg_error(c, p, "only for an https:// jwks_uri");
+            ok = false;
+        } else if (u.tls) {
+            struct tls_client *t = tls_client_new(ca, &err);
+            if (!t) {
+                cfg_join(p, path, ca ? "jwks_ca_file" : "jwks_uri");
+                cfg_error(c, p, "%s", err);
+                free(err);
+                ok = false;
+            }
+            tls_client_free(t);
+        }
+        jwks_uri_clear(&u);
+    }
+    if (ok && id)
+        keyring_add_remote(ring, id, uri, ca);
+    free(ca);
+}
+
+/* A key set named by `jwks_file`, or fetched from `jwks_uri`, inside obj at path, added to ring
+ * under id. */
 static void load_jwks(struct cfg *c, const char *path, const json_t *obj, const char *id,
                       struct keyring *ring)
 {
+    bool has_uri = json_object_get(obj, "jwks_uri") != NULL;
+    if (has_uri && json_object_get(obj, "jwks_file")) {
+        cfg_error(c, path, "jwks_file and jwks_uri: expected one of them, not both");
+        return;
+    }
+    if (has_uri) {
+        load_jwks_uri(c, path, obj, id, ring);
+        return;
+    }
+    if (json_object_get(obj, "jwks_ca_file")) {
+        char p[CFG_PATH_MAX];
+        cfg_join(p, path, "jwks_ca_file");
+        cfg_error(c, p, "only with jwks_uri");
+    }
     char *file = cfg_file(c, path, obj, "jwks_file", true);
     if (!file)
         return;
@@ -166,7 +222,7 @@ static void load_jwks(struct cfg *c, const char *path, const json_t *obj, const 
 
 static void load_issuers(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"id", "jwks_file", NULL};
+    static const char *const keys[] = {"id", "jwks_file", "jwks_uri", "jwks_ca_file", NULL};
     json_t *arr = cfg_array(c, "", root, "issuers", true);
     size_t i;
     json_t *it;
@@ -286,9 +342,9 @@ static void load_cart_key(struct cfg *c, const char *path, const json_t *obj, st
 
 static void load_merchants(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"id",         "upstream",    "upstream_ca_file",
-                                       "jwks_file",  "require_pop", "cart_key",
-                                       "cart_ttl_s", "routes",      NULL};
+    static const char *const keys[] = {
+        "id",          "upstream", "upstream_ca_file", "jwks_file", "jwks_uri", "jwks_ca_file",
+        "require_pop", "cart_key", "cart_ttl_s",       "routes",    NULL};
     json_t *arr = cfg_array(c, "", root, "merchants", true);
     conf->merchants = xcalloc(json_array_size(arr) + 1, sizeof(struct merchant));
     size_t i;
@@ -328,15 +384,18 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
             free(err);
         }
         free(ca);
-        if (json_object_get(it, "jwks_file"))
+        bool has_keys = json_object_get(it, "jwks_file") || json_object_get(it, "jwks_uri");
+        if (has_keys || json_object_get(it, "jwks_ca_file"))
             load_jwks(c, p, it, m->id, &conf->merchant_keys);
         size_t first = conf->routes.n;
         load_routes(c, p, it, m, conf);
         for (size_t r = first; r < conf->routes.n; r++)
-            if (conf->routes.v[r].priced && !json_object_get(it, "jwks_file")) {
+            if (conf->routes.v[r].priced && !has_keys) {
                 char pp[CFG_PATH_MAX];
                 cfg_join(pp, p, "jwks_file");
-                cfg_error(c, pp, "required: priced routes need the merchant's keys to check carts");
+                cfg_error(c, pp,
+                          "required: priced routes need the merchant's keys to check carts "
+                          "(jwks_file or jwks_uri)");
                 break;
             }
     }
