@@ -4,11 +4,14 @@
 #include "gateway/admin.h"
 
 #include <string.h>
+#include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/pem.h>
 
 #include "core/http.h"
 #include "core/log.h"
@@ -93,6 +96,49 @@ static void post_revocation(struct admin *a, struct evhttp_request *req)
     json_decref(body);
 }
 
+/*
+ * GET /admin/spend?principal=P: what P has spent in every cap period still running, as the
+ * gateway's ledger counts it (reservations, settled and unknown amounts), for a wallet to show
+ * an agent its remaining budget.
+ */
+static void get_spend(struct admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq q;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    const char *p = NULL;
+    TAILQ_INIT(&q);
+    if (query && evhttp_parse_query_str(query, &q) == 0)
+        p = evhttp_find_header(&q, "principal");
+    if (!p || !*p || strlen(p) > MANDATE_ID_MAX) {
+        reply_error(req, 400, "bad_request", "expected ?principal=<id>");
+    } else {
+        json_t *spend = state_spend(a->srv->state, p, (int64_t)time(NULL));
+        http_reply_json(req, 200, json_pack("{ss so}", "principal", p, "spend", spend));
+    }
+    evhttp_clear_headers(&q);
+}
+
+/* GET /.well-known/mandate-log-key: the checkpoint key's public half, SubjectPublicKeyInfo PEM,
+ * the file `mandate-audit verify --checkpoint-key` takes. */
+static void get_log_key(struct admin *a, struct evhttp_request *req)
+{
+    struct config *conf = server_config(a->srv);
+    BIO *b = BIO_new(BIO_s_mem());
+    char *pem = NULL;
+    long n = 0;
+    if (b && conf->checkpoint_key.pkey && PEM_write_bio_PUBKEY(b, conf->checkpoint_key.pkey) == 1)
+        n = BIO_get_mem_data(b, &pem);
+    if (n > 0) {
+        char *text = xstrndup(pem, (size_t)n);
+        http_reply(req, 200, "application/x-pem-file", text);
+        free(text);
+    } else {
+        reply_error(req, 500, "internal", "cannot encode the checkpoint key");
+    }
+    BIO_free(b);
+    config_unref(conf);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct admin *a = arg;
@@ -134,6 +180,10 @@ static void handle(struct evhttp_request *req, void *arg)
         sb_clear(&b);
         return;
     }
+    if (IS("/.well-known/mandate-log-key") && cmd == EVHTTP_REQ_GET) {
+        get_log_key(a, req);
+        return;
+    }
     if (!authorized(a, req)) {
         reply_error(req, 401, "unauthorized", "admin bearer token required");
         return;
@@ -145,6 +195,10 @@ static void handle(struct evhttp_request *req, void *arg)
     if (IS("/admin/revocations") && cmd == EVHTTP_REQ_GET) {
         http_reply_json(req, 200,
                         json_pack("{so}", "revocations", state_revocations(a->srv->state)));
+        return;
+    }
+    if (IS("/admin/spend") && cmd == EVHTTP_REQ_GET) {
+        get_spend(a, req);
         return;
     }
     if (IS("/admin/checkpoint") && cmd == EVHTTP_REQ_GET) {

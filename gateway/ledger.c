@@ -118,3 +118,28 @@ size_t ledger_size(const struct ledger *l)
 {
     return l->n;
 }
+
+/* Does key "issuer|principal|currency|period" name principal? The currency and the period hold
+ * no '|', so the principal is what lies between the first '|' and the second-to-last one. */
+static bool key_names(const char *key, const char *principal)
+{
+    const char *first = strchr(key, '|'), *last = strrchr(key, '|');
+    if (!first || last == first)
+        return false;
+    const char *cur = last - 1;
+    while (cur > first && *cur != '|')
+        cur--;
+    if (cur == first)
+        return false;
+    size_t n = (size_t)(cur - first - 1);
+    return strlen(principal) == n && strncmp(first + 1, principal, n) == 0;
+}
+
+void ledger_each_principal(struct ledger *l, const char *principal, int64_t now_unix_s,
+                           void (*fn)(void *arg, const char *key, int64_t spent), void *arg)
+{
+    for (size_t i = 0; i < LEDGER_BUCKETS; i++)
+        for (struct entry *e = l->v[i]; e; e = e->next)
+            if (e->end_unix_s > now_unix_s && key_names(e->key, principal))
+                fn(arg, e->key, e->spent);
+}

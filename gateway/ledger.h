@@ -35,5 +35,12 @@ void ledger_prune(struct ledger *l, int64_t now_unix_s, int budget);
 size_t ledger_size(const struct ledger *l);
 /** Count amount under key unconditionally (start-up from the database). */
 void ledger_load(struct ledger *l, const char *key, int64_t amount);
+/**
+ * Call fn(arg, key, spent) for every total whose key (cap_key()'s "issuer|principal|currency|
+ * period") names principal and whose period has not ended at now_unix_s. Visits every entry:
+ * for the admin API, not the request path.
+ */
+void ledger_each_principal(struct ledger *l, const char *principal, int64_t now_unix_s,
+                           void (*fn)(void *arg, const char *key, int64_t spent), void *arg);
 
 #endif

@@ -487,3 +487,29 @@ void state_counts(struct state *st, struct state_counts *out)
     out->lock_us = &st->lock_us;
     out->lock_max_us = atomic_load(&st->lock_max_us);
 }
+
+/* One ledger total into the array arg: the key split back into its parts. */
+static void spend_row(void *arg, const char *key, int64_t spent)
+{
+    const char *first = strchr(key, '|'), *period = strrchr(key, '|');
+    const char *cur = period - 1;
+    while (cur > first && *cur != '|')
+        cur--;
+    char *iss = xstrndup(key, (size_t)(first - key));
+    char *currency = xstrndup(cur + 1, (size_t)(period - cur - 1));
+    json_t *row = json_pack("{ss ss ss s{sI ss}}", "issuer", iss, "currency", currency, "period",
+                            period + 1, "spent", "value", (json_int_t)spent, "currency", currency);
+    if (row)
+        json_array_append_new(arg, row);
+    free(iss);
+    free(currency);
+}
+
+json_t *state_spend(struct state *st, const char *principal, int64_t now_unix_s)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&st->mu);
+    ledger_each_principal(st->ledger, principal, now_unix_s, spend_row, arr);
+    pthread_mutex_unlock(&st->mu);
+    return arr;
+}

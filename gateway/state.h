@@ -76,6 +76,13 @@ void state_release(struct state *st, const char *spend_key, int64_t amount);
 /** Count amount under a ledger key (start-up). */
 void state_load_spend(struct state *st, const char *key, int64_t amount);
 
+/**
+ * What principal has spent in every cap period still running at now_unix_s, as a new JSON array
+ * of {"issuer", "currency", "period", "spent": money} (reserved, committed and unknown amounts
+ * alike: what counts against the cap). For the admin API: it walks the whole ledger.
+ */
+json_t *state_spend(struct state *st, const char *principal, int64_t now_unix_s);
+
 /* Sizes and the admission lock's hold times, for /metrics and tests. */
 struct state_counts {
     size_t jtis, buckets, revocations, ledger;

@@ -702,3 +702,137 @@ def test_tools_share_a_crashed_copy(gateway):
         for p in ps:
             out, err = p.communicate(timeout=30)
             assert p.returncode == 0 and "locked" not in err, err
+
+
+# --- issue 15: export --format csv, check-receipt, the log key on the admin listener -----------
+
+@pytest.fixture
+def paid(gateway):
+    """A log with a priced allow (180.00 EUR), its Mandate-Receipt, a denial, and the log key as
+    the admin listener serves it; the gateway stopped (final checkpoint written)."""
+    import urllib.request
+    g = gateway.start()
+    cart = g.cart(18000)
+    st, h, _, _ = g.book(g.pay(cart), cart)
+    assert st == 200, h
+    assert g.request("GET", "/lux/search")[0] == 401
+    url = f"http://127.0.0.1:{g.admin_port}/.well-known/mandate-log-key"
+    with urllib.request.urlopen(url, timeout=5) as r:  # no admin token needed: a public key
+        assert r.status == 200 and r.headers["Content-Type"] == "application/x-pem-file"
+        key = r.read()
+    assert g.gw.stop() == 0
+    with open(os.path.join(g.d, "checkpoint.pub.pem"), "rb") as f:
+        assert key == f.read()
+    served = os.path.join(g.d, "served-log-key.pem")
+    with open(served, "wb") as f:
+        f.write(key)
+    return g, os.path.join(g.d, "gateway.db"), h["mandate-receipt"], served
+
+
+def test_export_csv(paid):
+    import csv
+    import io
+    import re
+    g, db, receipt, _ = paid
+    r = subprocess_run(binary("mandate-audit"), "export", "--db", db, "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    raw = r.stdout
+    assert raw.endswith(b"\r\n") and raw.count(b"\r\n") == raw.count(b"\n")  # RFC 4180 CRLF
+    table = list(csv.DictReader(io.StringIO(raw.decode(), newline="")))
+    assert list(table[0]) == ["seq", "time", "kind", "decision", "code", "status", "principal",
+                              "agent", "merchant", "action", "amount", "currency", "request_id",
+                              "receipt"]
+    assert [int(t["seq"]) for t in table] == list(range(len(table))) and len(rows(db)) == len(table)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t["time"]) for t in table)
+    allow = [t for t in table if t["decision"] == "allow" and t["action"] == "book_room"]
+    assert len(allow) == 1 and allow[0]["receipt"] == receipt
+    assert allow[0]["amount"] == "180.00" and allow[0]["currency"] == "EUR"
+    assert allow[0]["principal"] == "alice" and allow[0]["code"] == "ok"
+    outcome = [t for t in table if t["kind"] == "outcome"]
+    assert outcome and outcome[0]["status"] == "200"
+    assert any(t["code"] == "mandate_missing" and t["decision"] == "deny" for t in table)
+    # --since and the JSON lines export still agree on what they hold.
+    r2 = subprocess_run(binary("mandate-audit"), "export", "--db", db, "--format", "csv",
+                        "--since", "2")
+    assert r2.stdout.split(b"\r\n")[1].startswith(b"2,")
+    jl = subprocess_run(binary("mandate-audit"), "export", "--db", db, "--format", "jsonl")
+    assert jl.stdout.count(b"\n") == len(table)
+    bad = subprocess_run(binary("mandate-audit"), "export", "--db", db, "--format", "xml")
+    assert bad.returncode == 1 and b"xml" in bad.stderr
+
+
+def test_csv_quotes_fields_that_need_it(paid, tmp_path):
+    """An entry whose fields hold a comma, a quote and a newline (a denial summary's codes, or a
+    principal named so) comes back from a CSV reader exactly."""
+    import csv
+    import io
+    g, db, _, _ = paid
+    out = str(tmp_path / "odd.db")
+    shutil.copy(db, out)
+    e = json.loads(rows(out)[-1][1])
+    weird = 'acme, "west"\nbranch'
+    e2 = {"v": 1, "seq": e["seq"] + 1, "prev": hashlib.sha256(b"\0" + rows(out)[-1][1]).hexdigest(),
+          "ts_ms": e["ts_ms"], "kind": "decision", "request_id": "r", "principal": weird,
+          "agent": "a", "merchant": "m", "action": "x", "decision": "deny",
+          "code": "mandate_revoked", "mandates": []}
+    b = json.dumps(e2, sort_keys=True, separators=(",", ":")).encode()
+    c = sqlite3.connect(out)
+    c.execute("INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)",
+              (e2["seq"], b, hashlib.sha256(b"\0" + b).digest()))
+    c.commit()
+    c.close()
+    r = subprocess_run(binary("mandate-audit"), "export", "--db", out, "--format", "csv")
+    last = list(csv.DictReader(io.StringIO(r.stdout.decode(), newline="")))[-1]
+    assert last["principal"] == weird and last["seq"] == str(e2["seq"])
+
+
+def subprocess_run(*args):
+    import subprocess
+    return subprocess.run(list(args), capture_output=True, timeout=60)
+
+
+def test_check_receipt(paid, tmp_path):
+    g, db, receipt, key = paid
+    seq = receipt.split(":")[0]
+    r = run(binary("mandate-audit"), "prove", "--db", db, "--seq", seq)
+    assert r.returncode == 0, r.stderr
+    proof = tmp_path / "proof.json"
+    proof.write_text(r.stdout)
+    note = tmp_path / "checkpoint.note"
+    note.write_text(json.loads(r.stdout)["checkpoint"])
+
+    def check(rcpt=receipt, checkpoint=str(note), pf=str(proof), pub=key, *extra):
+        return run(binary("mandate-audit"), "check-receipt", "--checkpoint-key", pub,
+                   "--checkpoint", checkpoint, "--proof", pf, "--receipt", rcpt, *extra)
+
+    ok = check()
+    assert ok.returncode == 0 and "included in the checkpoint of test.example/audit" in ok.stdout
+    assert check(rcpt=receipt, pub=key).returncode == 0
+    assert run(binary("mandate-audit"), "check-receipt", "--checkpoint-key", key, "--checkpoint",
+               str(note), "--proof", str(proof), "--receipt", receipt, "--origin",
+               "other.example/audit").returncode == 1
+    # Another entry's hash, another seq, a proof for another entry: not included.
+    other = rows(db)[0][2].hex()
+    bad = check(rcpt=f"{seq}:{other}")
+    assert bad.returncode == 1 and "NOT INCLUDED" in bad.stdout
+    assert check(rcpt=f"0:{receipt.split(':')[1]}").returncode == 1
+    p = json.loads(proof.read_text())
+    p["proof"][0] = "00" * 32
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(p))
+    assert check(pf=str(forged)).returncode == 1
+    # A checkpoint signed by another key, or altered, proves nothing.
+    from conftest import keygen
+    _, _, other_pub = keygen(str(tmp_path), "other-cp", "EdDSA", kid="cp")
+    assert check(pub=other_pub).returncode == 1
+    lines = note.read_text().split("\n")
+    lines[1] = str(int(lines[1]) + 1)
+    altered = tmp_path / "altered.note"
+    altered.write_text("\n".join(lines))
+    assert check(checkpoint=str(altered)).returncode == 1
+    # Bad input: exit 1 with a reason, or 2 when the proof file cannot be read as one.
+    assert check(rcpt="12").returncode == 1
+    assert check(rcpt="x:" + "0" * 64).returncode == 1
+    (tmp_path / "junk.json").write_text("[]")
+    assert check(pf=str(tmp_path / "junk.json")).returncode == 2
+    assert run(binary("mandate-audit"), "check-receipt", "--receipt", receipt).returncode == 1

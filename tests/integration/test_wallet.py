@@ -429,3 +429,111 @@ def test_listener_drops_an_unfinished_request_head(stack):
     took = time.monotonic() - t0
     assert b"200 OK" not in got
     assert took < 8, f"the wallet kept a half-sent request head open for {took:.1f} s"
+
+
+# --- issue 15: sign-cart for merchants, GET /v1/spend for agents, the gateway's /admin/spend ---
+
+def sign_cart(stack, items, *extra):
+    path = os.path.join(stack.d, "items.json")
+    write_json(path, items)
+    return run(binary("mandate-wallet"), "sign-cart", "--key",
+               os.path.join(stack.d, "lux-hotels.pem"), "--kid", "lux1", "--merchant",
+               "lux-hotels", "--principal", "alice", "--action", "book_room", "--items", path,
+               *extra)
+
+
+def test_sign_cart_is_paid_through_the_gateway(stack):
+    intent_jti = "i-" + "a" * 20
+    r = sign_cart(stack, [{"sku": "standard", "qty": 2, "unit": {"value": 4000, "currency": "EUR"}},
+                          {"sku": "breakfast", "qty": 1, "unit": {"value": 500,
+                                                                  "currency": "EUR"}}],
+                  "--ttl", "600", "--intent", intent_jti)
+    assert r.returncode == 0, r.stderr
+    cart = r.stdout.strip()
+    # An outside JOSE implementation checks the signature with the merchant's published key.
+    with open(os.path.join(stack.d, "lux-hotels.jwks.json")) as f:
+        key = jwk.JWKSet.from_json(f.read()).get_key("lux1")
+    t = jws.JWS()
+    t.deserialize(cart)
+    t.verify(key)
+    assert json.loads(t.objects["protected"])["typ"] == "cart-mandate+jwt"
+    c = json.loads(t.payload)
+    assert c["iss"] == "lux-hotels" and c["sub"] == "alice" and c["action"] == "book_room"
+    assert c["total"] == {"value": 8500, "currency": "EUR"} and c["intent"] == intent_jti
+    assert c["exp"] - c["iat"] == 600 and len(c["jti"]) == 32
+    st, _, body, _ = stack.w("POST", "/v1/mandates/payment", {"cart": cart})
+    assert st == 201, body
+    st, h, booked, _ = stack.book(body["mandate"], cart)
+    assert st == 201 and booked["amount"] == "8500 EUR"
+
+
+def test_sign_cart_refuses_what_the_gateway_would(stack):
+    eur = {"value": 100, "currency": "EUR"}
+    for items in ([], [{"sku": "a", "qty": 0, "unit": eur}],
+                  [{"sku": "a", "qty": 1, "unit": {"value": 1.5, "currency": "EUR"}}],
+                  [{"sku": "a", "qty": 1, "unit": eur},
+                   {"sku": "b", "qty": 1, "unit": {"value": 1, "currency": "USD"}}],
+                  [{"sku": "a", "qty": 2, "unit": {"value": 2 ** 62, "currency": "EUR"}}],
+                  {"sku": "a"}):
+        r = sign_cart(stack, items)
+        assert r.returncode == 1 and r.stdout == "" and "items.json" in r.stderr, (items, r)
+    for bad in (["--ttl", "0"], ["--ttl", "86401"], ["--ttl", "10s"], ["--kid"]):
+        r = sign_cart(stack, [{"sku": "a", "qty": 1, "unit": eur}], *bad)
+        assert r.returncode == 1 and r.stdout == "", bad
+
+
+def spend(stack, token=None):
+    from conftest import AGENT_TOKEN
+    st, _, body, _ = stack.w("GET", "/v1/spend", token=token or AGENT_TOKEN)
+    assert st == 200, body
+    return body
+
+
+def test_spend_shows_cap_minted_and_what_the_gateway_counts(stack):
+    b = spend(stack)
+    assert b["principal"] == "alice" and b["cap"] == {"value": 50000, "currency": "EUR",
+                                                      "period": "day"}
+    assert b["period"] == time.strftime("d%Y-%m-%d", time.gmtime())
+    assert b["minted"] == {"value": 0, "currency": "EUR"}
+    assert b["gateways"] == [{"admin_url": f"http://127.0.0.1:{stack.admin_port}",
+                              "spent": {"value": 0, "currency": "EUR"}}]
+    assert b["remaining"]["value"] == 50000 and b["remaining_basis"] == "gateways"
+
+    cart = stack.quote("standard", 1)  # 9,000 EUR
+    st, _, pay, _ = stack.w("POST", "/v1/mandates/payment", {"cart": cart})
+    assert st == 201, pay
+    b = spend(stack)  # minted, not yet spent
+    assert b["minted"]["value"] == 9000 and b["gateways"][0]["spent"]["value"] == 0
+    assert b["remaining"]["value"] == 50000
+    assert stack.book(pay["mandate"], cart)[0] == 201
+    b = spend(stack)
+    assert b["gateways"][0]["spent"]["value"] == 9000 and b["remaining"]["value"] == 41000
+
+    # The gateway's side: the admin token is required, and the principal.
+    st, _, g, _ = stack.admin("GET", "/admin/spend?principal=alice")
+    assert st == 200 and g["principal"] == "alice"
+    assert g["spend"] == [{"issuer": "wallet-1", "currency": "EUR", "period": b["period"],
+                           "spent": {"value": 9000, "currency": "EUR"}}]
+    assert stack.admin("GET", "/admin/spend?principal=bob")[2]["spend"] == []
+    assert stack.admin("GET", "/admin/spend")[0] == 400
+    assert stack.admin("GET", "/admin/spend?principal=alice", token=None)[0] == 401
+    assert stack.w("GET", "/v1/spend", token="not-an-agent")[0] == 401
+    assert stack.w("GET", "/v1/spend", token=WALLET_ADMIN)[0] == 401
+
+
+def test_spend_without_an_answering_gateway_counts_what_was_minted(tmp_path, procs):
+    s = stack_with_dead_gateway(tmp_path, procs)
+    cart = s.quote("standard", 1)
+    st, _, pay, _ = s.w("POST", "/v1/mandates/payment", {"cart": cart})
+    assert st == 201, pay
+    b = spend(s)
+    live, dead = b["gateways"]
+    assert live["spent"]["value"] == 0
+    assert dead == {"admin_url": f"http://127.0.0.1:{s.dead_port}",
+                    "error": "unreachable or timed out"}
+    assert b["remaining"]["value"] == 50000 and b["remaining_basis"] == "gateways"
+    s.gw.stop()  # now no gateway answers: the wallet counts its own mints
+    b = spend(s)
+    assert all("error" in g for g in b["gateways"])
+    assert b["remaining"] == {"value": 41000, "currency": "EUR"}
+    assert b["remaining_basis"] == "minted"
