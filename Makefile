@@ -126,6 +126,37 @@ format:
 format-check:
 	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "format: ok"
 
+# install: the three programs, their man pages, the systemd units (with PREFIX's bindir put in)
+# and the sysusers.d entry for their system user, under DESTDIR. man-lint: mandoc -T lint on
+# every page (or man -l when mandoc is absent). docker-test: build the image and run the demo in
+# containers (needs a Docker daemon; not part of `make test`).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR  ?= $(PREFIX)/share/doc/mandate-gateway
+MAN_PAGES := $(wildcard man/*.[158])
+.PHONY: install man-lint docker-test
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	for m in $(MAN_PAGES); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	for u in dist/systemd/*.service; do \
+	    sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; done
+	install -m 0644 dist/sysusers.d/mandate.conf $(DESTDIR)$(SYSUSERSDIR)/mandate.conf
+	install -m 0644 LICENSE README.md docs/*.md config/*.json $(DESTDIR)$(DOCDIR)/
+man-lint:
+	@if command -v mandoc >/dev/null; then mandoc -T lint -W warning $(MAN_PAGES); \
+	else for m in $(MAN_PAGES); do LC_ALL=C.UTF-8 MANWIDTH=80 man -l -Tutf8 $$m >/dev/null \
+	    2>$(BUILD)/man-lint.err && ! test -s $(BUILD)/man-lint.err || { cat $(BUILD)/man-lint.err; exit 1; }; done; fi
+	@echo "man-lint: $(words $(MAN_PAGES)) pages ok"
+docker-test:
+	@scripts/docker-test.sh
+
 clean:
 	rm -rf build
 

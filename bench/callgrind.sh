@@ -6,7 +6,8 @@
 set -euo pipefail
 SECS=${1:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/bench}
+. "$ROOT/bench/harness.sh"
+need_harness start-nginx.sh
 B=$ROOT/build D=/tmp/bench-gw OUT=$(mktemp /tmp/callgrind.XXXXXX)
 [ -f $D/gateway.json ] || { echo "run bench/gateway.sh once first (it writes $D)" >&2; exit 1; }
 sed 's/"workers": [0-9]*/"workers": 1/' $D/gateway.json > $D/gw1.json

@@ -16,7 +16,8 @@ SECS=${1:-60}
 UNLOADED_S=${UNLOADED_S:-10}
 MAX_S=${MAX_S:-300}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/bench}
+. "$ROOT/bench/harness.sh"
+need_harness upstream-nginx.conf
 BUILD=${BUILD:-build/hf}
 B=$ROOT/$BUILD
 command -v wrk > /dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 1; }

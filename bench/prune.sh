@@ -17,7 +17,8 @@ FIRST=${2:-100000}
 CONNS=${CONNS:-64}
 MAX_S=${MAX_S:-330}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/bench}
+. "$ROOT/bench/harness.sh"
+need_harness upstream-nginx.conf
 BUILD=${BUILD:-build/hf}
 B=$ROOT/$BUILD
 command -v wrk > /dev/null || true

@@ -2,11 +2,12 @@
 # bench/writer.sh [SECONDS] -- the audit writer under load: the gateway in front of the harness's
 # nginx upstream, wrk -c32 with one multi-use mandate, then the writer's figures from /metrics
 # (entries/s, transactions, batch sizes, commit latency), next to SQLite's one-row-per-transaction
-# rate on the same disk (../shared/bench/sqlite-anchor.sh).
+# rate on the same disk (the optional harness's sqlite-anchor.sh; see bench/harness.sh).
 set -euo pipefail
 SECS=${1:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/bench}
+. "$ROOT/bench/harness.sh"
+need_harness start-nginx.sh sqlite-anchor.sh
 B=$ROOT/build D=/tmp/bench-gw
 [ -f $D/gateway.json ] || { echo "run bench/gateway.sh once first (it writes $D)" >&2; exit 1; }
 "$HARNESS/start-nginx.sh" $((SECS + 30)) > /tmp/bench-writer-nginx.log 2>&1 &

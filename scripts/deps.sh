@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian packages that are missing, and say which: `deps.sh` for building and the
-# demo, `deps.sh test` for the tests as well. Each pkg-config module (or command) maps to the
+# demo, `deps.sh test` for the tests as well, `deps.sh docker` for `make docker-test` (optional:
+# docker.io, docker-compose, debootstrap, mandoc). Each pkg-config module (or command) maps to the
 # package that provides it.
 set -eu
 missing=""
@@ -25,6 +26,12 @@ if [ "${1:-}" = test ]; then
     need_cmd /usr/bin/python3 python3
     need_py pytest python3-pytest
     need_py jwcrypto python3-jwcrypto
+fi
+if [ "${1:-}" = docker ]; then
+    need_cmd dockerd docker.io
+    need_cmd docker-compose docker-compose
+    need_cmd debootstrap debootstrap
+    need_cmd mandoc mandoc
 fi
 
 [ -z "$missing" ] && exit 0

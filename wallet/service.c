@@ -876,6 +876,16 @@ static void on_term(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(arg, NULL);
 }
 
+/* SIGHUP: the wallet reads its configuration once, at start; say so instead of dying. */
+static void on_hup(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_warn("SIGHUP: the wallet reads its configuration at start only; restart it to apply "
+             "changes");
+}
+
 int service_run(struct wallet_config *w)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -911,8 +921,10 @@ int service_run(struct wallet_config *w)
     }
     struct event *term = evsignal_new(wl.base, SIGTERM, on_term, wl.base);
     struct event *intr = evsignal_new(wl.base, SIGINT, on_term, wl.base);
+    struct event *hup = evsignal_new(wl.base, SIGHUP, on_hup, NULL);
     event_add(term, NULL);
     event_add(intr, NULL);
+    event_add(hup, NULL);
     if (!evhttp_bind_socket_with_handle(wl.http, w->listen_host, (ev_uint16_t)w->listen_port)) {
         log_error("listen: cannot listen on %s:%d", w->listen_host, w->listen_port);
     } else {
@@ -932,6 +944,7 @@ int service_run(struct wallet_config *w)
     free(wl.pushers);
     event_free(term);
     event_free(intr);
+    event_free(hup);
     evhttp_free(wl.http);
     event_base_free(wl.base);
     wdb_close(wl.db);

@@ -1,0 +1,16 @@
+# Sourced by the bench scripts that compare the gateway with nginx or SQLite baselines. Those
+# baselines come from an external bench harness (start-nginx.sh, upstream-nginx.conf,
+# run-baseline.sh, rotate-tokens.lua, sqlite-anchor.sh) that is optional and not part of this
+# repository: point HARNESS at its directory. Scripts that need it stop with this message.
+HARNESS=${HARNESS:-}
+# need_harness FILE...: every FILE must be in $HARNESS, else explain and exit 2.
+need_harness() {
+    local f
+    for f in "$@"; do
+        if [ -z "$HARNESS" ] || [ ! -e "$HARNESS/$f" ]; then
+            echo "$(basename "$0"): needs the optional bench harness (file $f): set HARNESS to" \
+                 "its directory${HARNESS:+ (HARNESS=$HARNESS has no $f)}" >&2
+            exit 2
+        fi
+    done
+}
