@@ -334,8 +334,8 @@ void keyring_add(struct keyring *kr, const char *issuer, struct jwks *set)
     ring_push(kr, issuer)->jwks = set;
 }
 
-struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issuer,
-                                            const char *uri, const char *ca_file)
+struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issuer, const char *uri,
+                                            const char *ca_file)
 {
     struct jwks_remote_slot *s = xcalloc(1, sizeof(*s));
     s->uri = xstrdup(uri);
@@ -525,4 +525,45 @@ int jwk_write_private(const struct jwk *k, const char *path, char **err)
 int jwk_write_public_pem(const struct jwk *k, const char *path, char **err)
 {
     return write_pem(k, path, false, err);
+}
+
+/* Canonical public JWKS (audit key-set evidence): one key's compact text, ordered by kid then
+ * text so that the same keys in another order give the same bytes. */
+struct canon_key {
+    const char *kid;
+    char *text;
+};
+
+static int cmp_canon_key(const void *a, const void *b)
+{
+    const struct canon_key *x = a, *y = b;
+    int c = strcmp(x->kid, y->kid);
+    return c ? c : strcmp(x->text, y->text);
+}
+
+char *jwks_canonical_public(const struct jwks *set)
+{
+    size_t n = set ? set->n : 0;
+    struct canon_key *v = xcalloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        json_t *k = jwk_to_json(&set->keys[i]); /* public members only, by construction */
+        v[i].kid = set->keys[i].kid;
+        v[i].text = sjson_dump(k);
+        json_decref(k);
+    }
+    if (n > 1)
+        qsort(v, n, sizeof(*v), cmp_canon_key);
+    /* {"keys":[k1,k2,...]}: each key is already compact with sorted members. */
+    size_t len = strlen("{\"keys\":[]}") + 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(v[i].text) + 1;
+    char *out = xmalloc(len), *p = out;
+    p += sprintf(p, "{\"keys\":[");
+    for (size_t i = 0; i < n; i++) {
+        p += sprintf(p, "%s%s", i ? "," : "", v[i].text);
+        free(v[i].text);
+    }
+    sprintf(p, "]}");
+    free(v);
+    return out;
 }

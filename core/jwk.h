@@ -39,13 +39,13 @@ struct jwks {
  */
 struct jwks_remote_slot {
     char *uri;
-    char *ca_file;                  /* NULL: the system trust store */
-    _Atomic(struct jwks *) cur;     /* NULL until the first set is installed */
-    struct jwks **old;              /* sets installed before cur: installer's thread only */
+    char *ca_file;              /* NULL: the system trust store */
+    _Atomic(struct jwks *) cur; /* NULL until the first set is installed */
+    struct jwks **old;          /* sets installed before cur: installer's thread only */
     size_t nold;
-    _Atomic bool wanted;            /* a reader met an unknown kid since the fetcher last looked */
-    void (*notify)(void *arg);      /* the fetcher's wake-up, any thread; set before notify_arg */
-    _Atomic(void *) notify_arg;     /* NULL: nobody is fetching (yet) */
+    _Atomic bool wanted;        /* a reader met an unknown kid since the fetcher last looked */
+    void (*notify)(void *arg);  /* the fetcher's wake-up, any thread; set before notify_arg */
+    _Atomic(void *) notify_arg; /* NULL: nobody is fetching (yet) */
 };
 
 /** Issuer id → key set, as configured: a local set (jwks) or a remote one (remote). */
@@ -94,8 +94,8 @@ void keyring_add(struct keyring *kr, const char *issuer, struct jwks *set);
  * Add issuer → a remote set at uri (verified against ca_file, or the system store when NULL),
  * with no keys yet; returns its slot, owned by the ring.
  */
-struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issuer,
-                                            const char *uri, const char *ca_file);
+struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issuer, const char *uri,
+                                            const char *ca_file);
 /**
  * Make set the current set of slot (taking ownership); the previous one stays alive until the
  * ring is cleared. Only one thread may install into a slot; readers may run concurrently.
@@ -137,5 +137,12 @@ int jwk_load_private(const char *path, const char *kid, struct jwk *out, char **
 int jwk_write_private(const struct jwk *k, const char *path, char **err) MUST_CHECK;
 /** Write k's public key as SubjectPublicKeyInfo PEM. */
 int jwk_write_public_pem(const struct jwk *k, const char *path, char **err) MUST_CHECK;
+
+/**
+ * The public keys of set as canonical JWKS text (audit evidence, SPEC §4): {"keys":[...]}, compact,
+ * members sorted, keys ordered by kid, public members only (never d). NULL or empty: {"keys":[]}.
+ * A new string the caller frees; the same keys give the same bytes, so their SHA-256 names the set.
+ */
+char *jwks_canonical_public(const struct jwks *set);
 
 #endif

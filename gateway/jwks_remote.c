@@ -299,8 +299,8 @@ static void fetch_done(struct src *s)
                   s->slot->uri, (long long)s->max_age);
         jwks_free(set);
     } else {
-        log_info("jwks %s %s: %zu key%s from %s%s, next fetch in %lld s", kind_name[s->kind],
-                 s->id, set->n, set->n == 1 ? "" : "s", s->slot->uri,
+        log_info("jwks %s %s: %zu key%s from %s%s, next fetch in %lld s", kind_name[s->kind], s->id,
+                 set->n, set->n == 1 ? "" : "s", s->slot->uri,
                  kid ? " (refetched for an unknown kid)" : "", (long long)s->max_age);
         keyring_remote_install(s->slot, set);
     }
@@ -323,7 +323,7 @@ static int read_head(struct src *s, struct evbuffer *in)
         if (n == 0)
             return 0;
         if (n < 0) {
-            fetch_failed(s, "bad answer: %s", hp_error_str((enum hp_error)-n));
+            fetch_failed(s, "bad answer: %s", hp_error_str((enum hp_error) - n));
             return -1;
         }
         if (resp.status >= 100 && resp.status < 200) {
@@ -387,7 +387,7 @@ static void on_read(struct bufferevent *bev, void *arg)
                 if (-rc == HP_BODY_TOO_LARGE)
                     fetch_failed(s, "the answer is over %d bytes", JWKS_REMOTE_MAX_BYTES);
                 else
-                    fetch_failed(s, "bad chunked body: %s", hp_error_str((enum hp_error)-rc));
+                    fetch_failed(s, "bad chunked body: %s", hp_error_str((enum hp_error) - rc));
                 return;
             }
         }
@@ -521,8 +521,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         }
         s->last_kid_ms = now;
         s->limit_logged = false;
-        log_info("jwks %s %s: unknown kid: refetching %s", kind_name[s->kind], s->id,
-                 s->slot->uri);
+        log_info("jwks %s %s: unknown kid: refetching %s", kind_name[s->kind], s->id, s->slot->uri);
         start_fetch(s);
         s->kid_fetch = s->bev != NULL;
     }
