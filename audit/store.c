@@ -24,7 +24,11 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS spend(request_id TEXT PRIMARY KEY, key TEXT NOT NULL,"
     " amount INTEGER NOT NULL, status INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL,"
-    " hash BLOB NOT NULL, PRIMARY KEY(level, idx));";
+    " hash BLOB NOT NULL, PRIMARY KEY(level, idx));"
+    /* The key sets the gateway used, so that old mandates can be verified after a rotation. One
+     * row per (set, owner): two owners may share a set. */
+    "CREATE TABLE IF NOT EXISTS keysets(sha256 TEXT NOT NULL, owner TEXT NOT NULL,"
+    " jwks TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, PRIMARY KEY(sha256, owner));";
 
 /* How long the first statements of an open keep retrying a busy database. */
 #define STORE_BUSY_MS 5000
@@ -122,7 +126,12 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
         prepare(st, "INSERT OR REPLACE INTO nodes(level, idx, hash) VALUES(?,?,?)",
                 &st->ins_node) ||
         prepare(st, "SELECT hash FROM nodes WHERE level = ? AND idx = ?", &st->get_node) ||
-        prepare(st, "SELECT leaf FROM entries WHERE seq = ?", &st->get_leaf)) {
+        prepare(st, "SELECT leaf FROM entries WHERE seq = ?", &st->get_leaf) ||
+        (mode == STORE_CREATE &&
+         prepare(st,
+                 "INSERT OR IGNORE INTO keysets(sha256, owner, jwks, first_seen_ms) "
+                 "VALUES(?,?,?,?)",
+                 &st->ins_keyset))) {
         *err = xasprintf("%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -150,6 +159,7 @@ void store_close(struct store *st)
     sqlite3_finalize(st->ins_node);
     sqlite3_finalize(st->get_node);
     sqlite3_finalize(st->get_leaf);
+    sqlite3_finalize(st->ins_keyset);
     sqlite3_close(st->db);
     free(st);
 }
@@ -437,4 +447,16 @@ int store_each_revocation(struct store *st,
            sqlite3_column_int64(s, 2));
     sqlite3_finalize(s);
     return r == SQLITE_DONE ? 0 : -1;
+}
+
+int store_put_keyset(struct store *st, const char *sha_hex, const char *owner, const char *jwks,
+                     int64_t first_seen_ms)
+{
+    if (!st->ins_keyset)
+        return -1; /* opened read-only */
+    sqlite3_bind_text(st->ins_keyset, 1, sha_hex, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->ins_keyset, 2, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->ins_keyset, 3, jwks, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st->ins_keyset, 4, first_seen_ms);
+    return step(st, st->ins_keyset);
 }

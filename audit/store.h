@@ -20,6 +20,7 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint, *put_spend;
     sqlite3_stmt *ins_node, *get_node, *get_leaf;
+    sqlite3_stmt *ins_keyset; /* STORE_CREATE only */
 };
 
 enum store_mode { STORE_CREATE, STORE_READONLY };
@@ -91,6 +92,14 @@ int store_tail(struct store *st, struct merkle_frontier *f, unsigned char last_l
                char **err) MUST_CHECK;
 /** The newest checkpoint note (caller frees), or NULL. */
 char *store_last_checkpoint(struct store *st);
+
+/**
+ * Store a key set the gateway uses: its canonical public JWKS text (jwks_canonical_public), the
+ * hex SHA-256 of that text, and whose it is (an issuer or merchant id). A set already stored for
+ * that owner keeps its row, and so the time it was first seen.
+ */
+int store_put_keyset(struct store *st, const char *sha_hex, const char *owner, const char *jwks,
+                     int64_t first_seen_ms) MUST_CHECK;
 
 /** Call fn for every used jti with exp >= since. */
 int store_each_jti(struct store *st, int64_t since,

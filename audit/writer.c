@@ -99,10 +99,26 @@ void writer_item_op(struct writer_item *it, enum writer_op_kind kind, const char
     op->y = y;
 }
 
+void writer_item_add_keyset(struct writer_item *it, const char *owner, char *jwks,
+                            const char sha_hex[65])
+{
+    it->keysets = xrealloc(it->keysets, (it->nkeysets + 1) * sizeof(*it->keysets));
+    struct writer_keyset *k = &it->keysets[it->nkeysets++];
+    k->owner = xstrdup(owner);
+    k->jwks = jwks;
+    memcpy(k->sha, sha_hex, 64);
+    k->sha[64] = '\0';
+}
+
 void writer_item_free(struct writer_item *it)
 {
     if (!it)
         return;
+    for (size_t i = 0; i < it->nkeysets; i++) {
+        free(it->keysets[i].owner);
+        free(it->keysets[i].jwks);
+    }
+    free(it->keysets);
     entry_body_clear(&it->body);
     free(it->jws[0]);
     free(it->jws[1]);
@@ -236,6 +252,9 @@ static int append(struct writer *w, struct writer_item *it)
         else
             rc = store_put_spend(w->st, op->a, op->b, op->x, (int)op->y);
     }
+    for (size_t i = 0; rc == 0 && i < it->nkeysets; i++)
+        rc = store_put_keyset(w->st, it->keysets[i].sha, it->keysets[i].owner,
+                              it->keysets[i].jwks, now_ms());
     if (rc != 0)
         return -1;
     it->seq = w->tree.size;

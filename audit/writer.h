@@ -42,6 +42,13 @@ struct writer_op {
 
 struct writer_item;
 
+/* A key set the gateway uses, stored with the entry (store_put_keyset): all owned. */
+struct writer_keyset {
+    char *owner;
+    char *jwks; /* canonical public JWKS text */
+    char sha[65];
+};
+
 /** Where finished items go: a worker's queue plus the event that wakes it. */
 struct writer_mailbox {
     pthread_mutex_t mu;
@@ -60,6 +67,8 @@ struct writer_item {
     char jws_sha[2][65]; /* their hex SHA-256 */
     struct writer_op ops[WRITER_MAX_OPS];
     int nops;
+    struct writer_keyset *keysets; /* owned (writer_item_add_keyset); NULL on the hot path */
+    size_t nkeysets;
     struct writer_mailbox *mb; /* NULL: nobody waits; the writer frees the item */
     void (*done)(struct writer_item *it);
     void *arg;
@@ -139,6 +148,12 @@ void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned
 /** Add a state change (at most WRITER_MAX_OPS). */
 void writer_item_op(struct writer_item *it, enum writer_op_kind kind, const char *a, const char *b,
                     int64_t x, int64_t y);
+/**
+ * Store a key set as owner's with the entry, once per (sha_hex, owner): jwks is its canonical
+ * public text (jwks_canonical_public; the item takes ownership), sha_hex that text's SHA-256.
+ */
+void writer_item_add_keyset(struct writer_item *it, const char *owner, char *jwks,
+                            const char sha_hex[65]);
 /** Free an item; NULL is a no-op. */
 void writer_item_free(struct writer_item *it);
 

@@ -14,6 +14,7 @@
 
 #include "audit/store.h"
 #include "core/log.h"
+#include "core/sha256.h"
 #include "core/sjson.h"
 #include "gateway/admin.h"
 #include "gateway/jwks_remote.h"
@@ -79,13 +80,56 @@ static int open_store(struct server *s, const struct config *conf)
     return 0;
 }
 
+/* A key set of the configuration: whose, its canonical public text and that text's SHA-256. */
+struct keyset_ref {
+    const char *owner;
+    char *text;
+    char sha[65];
+};
+
+/* By owner, then SHA-256: the same sets give the same config entry. */
+static int cmp_keyset_ref(const void *a, const void *b)
+{
+    const struct keyset_ref *x = a, *y = b;
+    int c = strcmp(x->owner, y->owner);
+    return c ? c : strcmp(x->sha, y->sha);
+}
+
+/*
+ * The config entry (SPEC §4), with every key set of conf (issuers and merchants; a remote set as
+ * currently fetched) stored beside it and listed in it as {"owner","sha256"}: an auditor can
+ * verify old mandates after a rotation, and a set written into the database later is not one the
+ * log vouches for.
+ */
 static void submit_config_entry(struct server *s, const struct config *conf)
 {
     char sha[65];
     hex_encode(conf->sha256, 32, sha);
-    json_t *e = json_pack("{sI ss ss ss}", "ts_ms", (json_int_t)now_ms(), "kind", "config",
-                          "request_id", "", "config_sha256", sha);
+    const struct keyring *rings[] = {&conf->issuers, &conf->merchant_keys};
+    size_t n = 0;
+    struct keyset_ref *v = xcalloc(conf->issuers.n + conf->merchant_keys.n + 1, sizeof(*v));
+    for (size_t r = 0; r < 2; r++)
+        for (size_t i = 0; i < rings[r]->n; i++) {
+            const struct jwks *set = keyring_get(rings[r], rings[r]->v[i].issuer);
+            if (!set)
+                continue; /* a remote set not fetched yet */
+            unsigned char h[32];
+            v[n].owner = rings[r]->v[i].issuer;
+            v[n].text = jwks_canonical_public(set);
+            sha256(v[n].text, strlen(v[n].text), h);
+            hex_encode(h, 32, v[n].sha);
+            n++;
+        }
+    qsort(v, n, sizeof(*v), cmp_keyset_ref);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        sjson_append(list, json_pack("{ss ss}", "owner", v[i].owner, "sha256", v[i].sha));
+    json_t *e = json_pack("{sI ss ss ss so}", "ts_ms", (json_int_t)now_ms(), "kind", "config",
+                          "request_id", "", "config_sha256", sha, "keysets", list);
     struct writer_item *it = writer_item_new(e);
+    for (size_t i = 0; i < n; i++)
+        writer_item_add_keyset(it, v[i].owner, v[i].text, v[i].sha); /* takes the text */
+    free(v);
     if (!writer_submit(s->writer, it))
         writer_item_free(it);
 }
@@ -135,13 +179,15 @@ static void on_sighup(evutil_socket_t fd, short what, void *arg)
     log_min_level = conf->log_level;
     state_set_rate(s->state, conf->rate_per_s, conf->rate_burst);
     flood_set_rate(s->flood, conf->denials_per_s);
+    /* Queued before the workers can see conf: its key sets are in the log before any decision
+     * made with them. */
+    submit_config_entry(s, conf);
     pthread_mutex_lock(&s->conf_mu);
     struct config *prev = s->conf;
     s->conf = conf;
     atomic_fetch_add(&s->conf_gen, 1);
     pthread_mutex_unlock(&s->conf_mu);
     config_unref(prev);
-    submit_config_entry(s, conf);
     log_info("reloaded %s", conf->path);
     config_unref(old);
 }
