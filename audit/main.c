@@ -393,9 +393,9 @@ static void csv_field(const char *v, bool last)
  */
 static void csv_rows(sqlite3_stmt *s)
 {
-    static const char *const cols[] = {"seq",      "time",     "kind",   "decision", "code",
-                                       "status",   "principal", "agent", "merchant", "action",
-                                       "amount",   "currency", "request_id", "receipt"};
+    static const char *const cols[] = {"seq",    "time",      "kind",       "decision", "code",
+                                       "status", "principal", "agent",      "merchant", "action",
+                                       "amount", "currency",  "request_id", "receipt"};
     for (size_t i = 0; i < ARRAY_LEN(cols); i++)
         csv_field(cols[i], i + 1 == ARRAY_LEN(cols));
     while (sqlite3_step(s) == SQLITE_ROW) {

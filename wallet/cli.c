@@ -252,12 +252,15 @@ static json_t *load_items(const char *path, struct money *total)
 
 int cli_sign_cart(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"key", required_argument, 0, 'k'},       {"kid", required_argument, 0, 'i'},
-        {"merchant", required_argument, 0, 'm'},  {"principal", required_argument, 0, 'p'},
-        {"action", required_argument, 0, 'a'},    {"items", required_argument, 0, 'I'},
-        {"ttl", required_argument, 0, 't'},       {"intent", required_argument, 0, 'n'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"key", required_argument, 0, 'k'},
+                                         {"kid", required_argument, 0, 'i'},
+                                         {"merchant", required_argument, 0, 'm'},
+                                         {"principal", required_argument, 0, 'p'},
+                                         {"action", required_argument, 0, 'a'},
+                                         {"items", required_argument, 0, 'I'},
+                                         {"ttl", required_argument, 0, 't'},
+                                         {"intent", required_argument, 0, 'n'},
+                                         {0, 0, 0, 0}};
     const char *key = NULL, *kid = NULL, *merchant = NULL, *principal = NULL, *action = NULL,
                *items = NULL, *ttl_s = NULL, *intent = NULL;
     int c;
@@ -280,8 +283,8 @@ int cli_sign_cart(int argc, char **argv)
         return sign_cart_usage();
     long long ttl = CART_TTL_DEFAULT;
     char *end = NULL;
-    if (ttl_s && ((ttl = strtoll(ttl_s, &end, 10)) < 1 || ttl > CART_TTL_MAX || *end ||
-                  !*ttl_s || strspn(ttl_s, "0123456789") != strlen(ttl_s))) {
+    if (ttl_s && ((ttl = strtoll(ttl_s, &end, 10)) < 1 || ttl > CART_TTL_MAX || *end || !*ttl_s ||
+                  strspn(ttl_s, "0123456789") != strlen(ttl_s))) {
         fprintf(stderr, "mandate-wallet: --ttl %s: expected 1..%d seconds\n", ttl_s, CART_TTL_MAX);
         return 1;
     }
@@ -312,10 +315,10 @@ int cli_sign_cart(int argc, char **argv)
     } else {
         hex_encode(r, sizeof(r), jti);
         int64_t now = (int64_t)time(NULL);
-        json_t *claims = json_pack("{ss ss ss sI sI ss so so}", "iss", merchant, "sub", principal,
-                                   "jti", jti, "iat", (json_int_t)now, "exp",
-                                   (json_int_t)(now + ttl), "action", action, "items", arr,
-                                   "total", money_to_json(&total));
+        json_t *claims =
+            json_pack("{ss ss ss sI sI ss so so}", "iss", merchant, "sub", principal, "jti", jti,
+                      "iat", (json_int_t)now, "exp", (json_int_t)(now + ttl), "action", action,
+                      "items", arr, "total", money_to_json(&total));
         arr = NULL;
         if (intent)
             sjson_set(claims, "intent", json_string(intent));

@@ -32,7 +32,7 @@
 #define PUSH_TIMEOUT_S      5     /* for one push to connect and be answered */
 #define HTTP_TIMEOUT_S      5     /* a client's request head, body and keep-alive idle */
 #define APPROVAL_ID_MAX     64
-#define SPEND_TIMEOUT_S     2     /* how long GET /v1/spend waits for each gateway */
+#define SPEND_TIMEOUT_S     2 /* how long GET /v1/spend waits for each gateway */
 
 /*
  * The pushes to one gateway: the pending rows of the database are the queue, sent one at a time,
@@ -588,8 +588,8 @@ static void get_spend(struct wallet *wl, struct evhttp_request *req, const struc
     q->p = a->principal;
     int64_t now = (int64_t)time(NULL);
     cap_period_at(q->p->cap_period, now, q->period);
-    if (wdb_minted_since(wl->db, q->p->id, q->p->spend_cap.currency,
-                         period_start(q->period) * 1000, &q->minted) != 0) {
+    if (wdb_minted_since(wl->db, q->p->id, q->p->spend_cap.currency, period_start(q->period) * 1000,
+                         &q->minted) != 0) {
         free(q);
         error(req, CODE_UNAVAILABLE, 503, "The wallet cannot read its database now.");
         return;
