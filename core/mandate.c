@@ -336,11 +336,17 @@ enum code mandate_verify(const char *tok, size_t len, unsigned accept, const str
     jws_clear(&j);
     return rc;
 out:
-    /* Nothing unsigned may pass for a claim (in an audit entry, a log line): keep only typ. */
+    /* Nothing unsigned may pass for a claim (in an audit entry, a log line): keep only typ, and
+     * for an unknown key the issuer named, so the caller can tell "no keys fetched yet for this
+     * issuer" (SPEC §7: 503) from a key that does not exist. */
     {
         enum mandate_typ typ = out->typ;
+        char iss[sizeof(out->iss)];
+        memcpy(iss, out->iss, sizeof(iss));
         memset(out, 0, sizeof(*out));
         out->typ = typ;
+        if (rc == CODE_MANDATE_UNKNOWN_KEY)
+            memcpy(out->iss, iss, sizeof(iss));
     }
     json_decref(claims);
     jws_clear(&j);

@@ -87,7 +87,8 @@ int64_t cap_key_end(const char *key);
  * at time now. Returns CODE_OK and fills out, or the first applicable code of SPEC §1.
  * out->typ is valid whenever the return is not CODE_MANDATE_MALFORMED; the other fields only
  * once the signature has verified (the time checks may still fail), and are zeroed otherwise, so
- * that nothing unsigned is ever taken for a claim.
+ * that nothing unsigned is ever taken for a claim; with CODE_MANDATE_UNKNOWN_KEY out->iss names
+ * the (unverified) issuer whose key set had no such kid, to look that key set up again.
  */
 enum code mandate_verify(const char *tok, size_t len, unsigned accept, const struct keyring *kr,
                          const struct mandate_limits *lim, int64_t now, struct mandate *out);

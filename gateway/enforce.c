@@ -5,7 +5,9 @@
 
 #include <string.h>
 #include <strings.h>
+
 #include "core/sha256.h"
+#include "gateway/jwks_remote.h"
 
 /* The cart checks of SPEC §2.1 step 3 for a priced route, after the payment mandate verified. */
 static enum code check_cart(const struct config *conf, const struct route *route, const char *cart,
@@ -21,6 +23,9 @@ static enum code check_cart(const struct config *conf, const struct route *route
         v->cart_len--;
     enum code rc = mandate_verify(cart, v->cart_len, MANDATE_CART, &conf->merchant_keys,
                                   &conf->mandate_limits, now, &v->cart);
+    if (rc == CODE_MANDATE_UNKNOWN_KEY &&
+        jwks_remote_unknown_key(&conf->merchant_keys, v->cart.iss) == CODE_UNAVAILABLE)
+        return CODE_UNAVAILABLE; /* the merchant's remote keys were never fetched (SPEC §7) */
     if (rc == CODE_MANDATE_EXPIRED)
         return CODE_CART_EXPIRED;
     if (rc != CODE_OK || strcmp(v->cart.iss, route->merchant->id) != 0)
@@ -88,6 +93,8 @@ enum code enforce(const struct config *conf, const struct route *route, const ch
         return v->code = CODE_MANDATE_MISSING;
     unsigned accept = route->priced ? MANDATE_PAYMENT : MANDATE_INTENT;
     v->code = verify_cached(conf, accept, now, cache, v);
+    if (v->code == CODE_MANDATE_UNKNOWN_KEY) /* 503 while the issuer's remote keys never came */
+        v->code = jwks_remote_unknown_key(&conf->issuers, v->m.iss);
     if (route->priced && v->code == CODE_MANDATE_WRONG_TYPE && v->m.typ == MANDATE_INTENT)
         return v->code = CODE_PAYMENT_REQUIRED;
     if (v->code != CODE_OK)

@@ -227,8 +227,6 @@ def test_reload_keeps_fetched_sets(started, keyserver):
     stays(lambda: not log_has(g, "failed"), 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the request path's hook: jwks_remote_unknown_key() "
-                   "in gateway/enforce.c (remove this mark once wired)")
 def test_issuer_without_keys_gets_503_unavailable(tmp_path, procs, keyserver):
     g = remote_gateway(str(tmp_path), procs, keyserver).start()
     g.gw.expect_error(r"jwks issuer wallet-1: fetching .* failed: .*no keys yet")
