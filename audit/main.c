@@ -204,6 +204,9 @@ static int report(const struct verify_report *rep, int json, const char *what)
                    (unsigned long long)rep->covered, (unsigned long long)rep->entries);
         else
             printf("; checkpoints not checked (no --checkpoint-key)\n");
+        if (rep->stored_owners[0]) /* no --jwks for them: audit/verify.h */
+            printf("%s: mandates of %s checked with the key sets stored in the log\n", what,
+                   rep->stored_owners);
     } else {
         printf("%s: VIOLATION at seq %lld: %s: %s\n", what, (long long)rep->bad_seq, rep->violation,
                rep->detail);

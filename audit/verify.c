@@ -333,6 +333,23 @@ static const char *summary_shape(const json_t *e)
     return sum == count ? NULL : "a denial_summary whose codes do not add up to its count";
 }
 
+/* A config entry: config_sha256, and the key sets it lists (optional: older logs have none). */
+static const char *config_shape(const json_t *e)
+{
+    if (!sjson_str(e, "config_sha256"))
+        return "a config entry without config_sha256";
+    json_t *list = json_object_get(e, "keysets"), *ref;
+    size_t i;
+    if (list && !json_is_array(list))
+        return "a config entry whose keysets is not a list";
+    for (i = 0; i < json_array_size(list); i++) {
+        ref = json_array_get(list, i);
+        if (!sjson_str(ref, "owner") || !sjson_str(ref, "sha256"))
+            return "a config entry listing a key set without owner or sha256";
+    }
+    return NULL;
+}
+
 /* The members every entry has and those of its kind (SPEC §4, §5): NULL, or what is wrong. */
 static const char *entry_shape(const json_t *e, int *kind)
 {
@@ -363,7 +380,7 @@ static const char *entry_shape(const json_t *e, int *kind)
             return "a revocation that does not name one jti, agent, principal or kid";
         return NULL;
     case K_CONFIG:
-        return sjson_str(e, "config_sha256") ? NULL : "a config entry without config_sha256";
+        return config_shape(e);
     case K_DENIAL_SUMMARY:
         return summary_shape(e);
     default:
@@ -390,13 +407,190 @@ static bool str_eq(const char *a, const char *b)
     return a && b && strcmp(a, b) == 0;
 }
 
+/* --- key sets stored in the log ------------------------------------------------------------ */
+
+/* The keysets table, read once; which rows config entries list, and which owners were used. */
+struct keystore {
+    struct stored_set {
+        char *owner;
+        char sha[65];       /* as stored (truncated to 64 hex digits) */
+        bool intact;        /* the text hashes to sha */
+        struct jwks *set;   /* parsed text, or NULL */
+        int64_t listed_seq; /* the first config entry that lists it, or -1 */
+    } * v;
+    size_t n;
+    char *used; /* owners whose mandates were checked with stored sets: "a,b" */
+};
+
+/* Read every stored key set; 0, or -1 when the table exists but cannot be read. */
+static int keystore_load(sqlite3 *db, struct keystore *ks)
+{
+    sqlite3_stmt *s;
+    memset(ks, 0, sizeof(*ks));
+    /* A log written before key sets were stored has no such table: nothing stored. */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keysets'",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    bool exists = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    if (!exists)
+        return 0;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT sha256, owner, jwks FROM keysets ORDER BY owner, first_seen_ms",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *sha = (const char *)sqlite3_column_text(s, 0);
+        const char *owner = (const char *)sqlite3_column_text(s, 1);
+        const char *text = (const char *)sqlite3_column_text(s, 2);
+        ks->v = xrealloc(ks->v, (ks->n + 1) * sizeof(*ks->v));
+        struct stored_set *k = &ks->v[ks->n++];
+        memset(k, 0, sizeof(*k));
+        k->owner = xstrdup(owner ? owner : "");
+        snprintf(k->sha, sizeof(k->sha), "%s", sha ? sha : "");
+        k->listed_seq = -1;
+        if (text) {
+            unsigned char h[32];
+            char hex[65];
+            size_t len = (size_t)sqlite3_column_bytes(s, 2);
+            sha256(text, len, h);
+            hex_encode(h, 32, hex);
+            k->intact = sha && strcmp(hex, sha) == 0;
+            char *err = NULL;
+            json_t *doc = k->intact ? sjson_parse(text, len, &err) : NULL;
+            if (doc)
+                k->set = jwks_from_json(doc, &err);
+            json_decref(doc);
+            free(err);
+        }
+    }
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+static void keystore_clear(struct keystore *ks)
+{
+    for (size_t i = 0; i < ks->n; i++) {
+        free(ks->v[i].owner);
+        jwks_free(ks->v[i].set);
+    }
+    free(ks->v);
+    free(ks->used);
+    memset(ks, 0, sizeof(*ks));
+}
+
+static struct stored_set *keystore_find(struct keystore *ks, const char *owner, const char *sha)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (strcmp(ks->v[i].owner, owner) == 0 && strcmp(ks->v[i].sha, sha) == 0)
+            return &ks->v[i];
+    return NULL;
+}
+
+/* A config entry's list of key sets: each stored, intact, and from now on usable. */
+static void keystore_listed(struct keystore *ks, int64_t seq, const json_t *e,
+                            struct verify_report *rep)
+{
+    json_t *list = json_object_get(e, "keysets"), *ref;
+    size_t i;
+    json_array_foreach(list, i, ref)
+    {
+        const char *owner = sjson_str(ref, "owner"), *sha = sjson_str(ref, "sha256");
+        struct stored_set *k = keystore_find(ks, owner, sha);
+        if (!k) {
+            violation(rep, seq, "key set missing",
+                      "the key set %.16s… of %.80s that the config entry lists is not stored", sha,
+                      owner);
+            return;
+        }
+        if (!k->intact) {
+            violation(rep, seq, "key set altered",
+                      "the stored key set %.16s… of %.80s does not hash to its sha256", sha, owner);
+            return;
+        }
+        if (!k->set) {
+            violation(rep, seq, "key set altered",
+                      "the stored key set %.16s… of %.80s is not a key set", sha, owner);
+            return;
+        }
+        if (k->listed_seq < 0)
+            k->listed_seq = seq;
+    }
+}
+
+/* After every entry: a stored row that no entry lists must still hash to its sha256. */
+static void keystore_unlisted(const struct keystore *ks, struct verify_report *rep)
+{
+    for (size_t i = 0; i < ks->n && rep->ok; i++)
+        if (!ks->v[i].intact)
+            violation(rep, -1, "key set altered",
+                      "the stored key set %.16s… of %.80s does not hash to its sha256 (no entry "
+                      "lists it)",
+                      ks->v[i].sha, ks->v[i].owner);
+}
+
+static void keystore_note_owner(struct keystore *ks, const char *owner)
+{
+    size_t len = strlen(owner);
+    for (const char *p = ks->used; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && memcmp(p, owner, n) == 0)
+            return;
+        p = end ? end + 1 : p + n;
+    }
+    char *next = ks->used ? xasprintf("%s,%s", ks->used, owner) : xstrdup(owner);
+    free(ks->used);
+    ks->used = next;
+}
+
+/*
+ * A mandate of iss, for which no key set was given, against the stored sets of iss listed at or
+ * before seq. Returns false when there are none (the mandate is not checked).
+ */
+static bool check_stored(struct keystore *ks, int64_t seq, const char *iss, const struct jws *j,
+                         struct verify_report *rep)
+{
+    bool any_set = false, any_kid = false;
+    for (size_t i = 0; i < ks->n; i++) {
+        const struct stored_set *k = &ks->v[i];
+        if (!k->set || k->listed_seq < 0 || k->listed_seq > seq || strcmp(k->owner, iss) != 0)
+            continue;
+        any_set = true;
+        const struct jwk *key = jwks_find(k->set, j->kid);
+        if (!key)
+            continue;
+        any_kid = true;
+        if (jws_check(j, key) == 0) {
+            rep->mandates_checked++;
+            rep->mandates_checked_stored++;
+            keystore_note_owner(ks, iss);
+            return true;
+        }
+    }
+    if (!any_set)
+        return false;
+    if (any_kid)
+        violation(rep, seq, "bad mandate signature",
+                  "an allowed mandate of %.80s does not verify with the key sets stored in the log",
+                  iss);
+    else
+        violation(rep, seq, "bad mandate signature",
+                  "an allowed mandate of %.80s names kid %.64s, which no key set of it stored in "
+                  "the log has",
+                  iss, j->kid ? j->kid : "");
+    return true;
+}
+
 /*
  * One listed mandate of an allow: its text is stored, hashes to its sha256, and is the token the
  * entry lists (typ, kid, iss, jti); with a key set for its issuer, its signature verifies.
  * *claims receives its payload (caller decrefs), NULL after a violation.
  */
-static void check_mandate(sqlite3 *db, const struct verify_opts *o, int64_t seq, const json_t *md,
-                          json_t **claims, struct verify_report *rep)
+static void check_mandate(sqlite3 *db, const struct verify_opts *o, struct keystore *ks,
+                          int64_t seq, const json_t *md, json_t **claims, struct verify_report *rep)
 {
     const char *sha = sjson_str(md, "sha256"), *iss = sjson_str(md, "iss");
     char *text = sha ? mandate_text(db, sha) : NULL;
@@ -432,7 +626,8 @@ static void check_mandate(sqlite3 *db, const struct verify_opts *o, int64_t seq,
     }
     const struct jwks *set = keyring_get(o->keys, iss);
     if (!set) {
-        rep->mandates_unchecked++;
+        if (!ks || !check_stored(ks, seq, iss, &j, rep))
+            rep->mandates_unchecked++;
     } else {
         const struct jwk *k = jwks_find(set, j.kid);
         if (!k || jws_check(&j, k) != 0)
@@ -471,8 +666,8 @@ static bool money_member_eq(const json_t *a, const json_t *b)
  * checked in check_mandate when a key set is given. claims[0] (the Authorization mandate) and
  * claims[1] (the cart) receive the payloads.
  */
-static void check_allow(sqlite3 *db, const struct verify_opts *o, int64_t seq, const json_t *e,
-                        json_t *claims[2], struct verify_report *rep)
+static void check_allow(sqlite3 *db, const struct verify_opts *o, struct keystore *ks, int64_t seq,
+                        const json_t *e, json_t *claims[2], struct verify_report *rep)
 {
     json_t *ms = json_object_get(e, "mandates");
     size_t n = json_array_size(ms);
@@ -496,7 +691,7 @@ static void check_allow(sqlite3 *db, const struct verify_opts *o, int64_t seq, c
         return;
     }
     for (size_t k = 0; k < n && rep->ok; k++)
-        check_mandate(db, o, seq, json_array_get(ms, k), &claims[k], rep);
+        check_mandate(db, o, ks, seq, json_array_get(ms, k), &claims[k], rep);
     if (!rep->ok)
         return;
     const json_t *m = claims[0], *act = json_object_get(m, "act"), *cart = claims[1];
@@ -530,9 +725,10 @@ static void check_allow(sqlite3 *db, const struct verify_opts *o, int64_t seq, c
         violation(rep, seq, "mandate mismatch", "the payment mandate's total is not the cart's");
 }
 
-/* One parsed entry: its shape, and an allow's mandates (claims as in check_allow). */
-static void check_entry(sqlite3 *db, const struct verify_opts *o, int64_t seq, const json_t *e,
-                        json_t *claims[2], struct verify_report *rep)
+/* One parsed entry: its shape, a config entry's key sets (with ks), and an allow's mandates
+ * (claims as in check_allow). */
+static void check_entry(sqlite3 *db, const struct verify_opts *o, struct keystore *ks, int64_t seq,
+                        const json_t *e, json_t *claims[2], struct verify_report *rep)
 {
     int kind;
     const char *why = e ? entry_shape(e, &kind) : "not JSON";
@@ -540,9 +736,11 @@ static void check_entry(sqlite3 *db, const struct verify_opts *o, int64_t seq, c
         violation(rep, seq, "malformed entry", "%s", why);
         return;
     }
+    if (kind == K_CONFIG && ks)
+        keystore_listed(ks, seq, e, rep);
     if (kind == K_DECISION && strcmp(sjson_str(e, "decision"), "allow") == 0) {
         rep->allows++;
-        check_allow(db, o, seq, e, claims, rep);
+        check_allow(db, o, ks, seq, e, claims, rep);
     }
 }
 
@@ -552,12 +750,12 @@ typedef void entry_fn(void *arg, int64_t seq, const json_t *entry, json_t *claim
 /* Checks every entry and calls fn (when not NULL) for each, with the claims of an allow's
  * mandates (the Authorization mandate first, then the cart); NULL claims for other entries. */
 static void each_entry(sqlite3 *db, const struct row *v, size_t n, const struct verify_opts *o,
-                       struct verify_report *rep, entry_fn *fn, void *arg)
+                       struct keystore *ks, struct verify_report *rep, entry_fn *fn, void *arg)
 {
     for (size_t i = 0; i < n && rep->ok; i++) {
         json_t *e = parse_row(&v[i]);
         json_t *claims[2] = {NULL, NULL};
-        check_entry(db, o, (int64_t)i, e, claims, rep);
+        check_entry(db, o, ks, (int64_t)i, e, claims, rep);
         if (rep->ok && fn)
             fn(arg, (int64_t)i, e, claims, rep);
         json_decref(claims[0]);
@@ -572,7 +770,7 @@ int verify_entry(sqlite3 *db, const struct verify_opts *o, int64_t seq, const ch
     struct row r = {seq, (char *)bytes, len, {0}, false};
     json_t *e = parse_row(&r);
     json_t *claims[2] = {NULL, NULL};
-    check_entry(db, o, seq, e, claims, rep);
+    check_entry(db, o, NULL, seq, e, claims, rep);
     json_decref(claims[0]);
     json_decref(claims[1]);
     json_decref(e);
@@ -598,8 +796,8 @@ static int begin(sqlite3 *db, struct verify_report *rep, struct row **v, size_t 
  * violation first: the sequence, the chain, the signed checkpoints, every entry, and last how
  * much of the log the checkpoints cover (a rewritten log without checkpoints shows there).
  */
-static void check_log(sqlite3 *db, const struct verify_opts *o, const struct row *v, size_t n,
-                      struct verify_report *rep)
+static void check_log(sqlite3 *db, const struct verify_opts *o, struct keystore *ks,
+                      const struct row *v, size_t n, struct verify_report *rep)
 {
     unsigned char(*leaves)[32] = xcalloc(n + 1, 32);
     uint64_t stored = 0;
@@ -610,19 +808,43 @@ static void check_log(sqlite3 *db, const struct verify_opts *o, const struct row
     if (rep->ok && rep->checkpoints_checked)
         check_checkpoints(db, o, (const unsigned char(*)[32])leaves, n, &stored, rep);
     if (rep->ok)
-        each_entry(db, v, n, o, rep, NULL, NULL);
+        each_entry(db, v, n, o, ks, rep, NULL, NULL);
+    if (rep->ok)
+        keystore_unlisted(ks, rep);
     if (rep->ok && rep->checkpoints_checked)
         check_coverage(o, n, stored, rep);
     free(leaves);
+}
+
+/* The stored key sets, for the owners without a key set given. -1 when they cannot be read. */
+static int begin_keys(sqlite3 *db, struct keystore *ks, struct verify_report *rep, struct row *v,
+                      size_t n)
+{
+    if (keystore_load(db, ks) != 0) {
+        keystore_clear(ks);
+        free_rows(v, n);
+        return -1;
+    }
+    rep->keysets_stored = ks->n;
+    return 0;
+}
+
+/* Which owners were checked with stored sets, into rep; then ks is released. */
+static void end_keys(struct keystore *ks, struct verify_report *rep)
+{
+    snprintf(rep->stored_owners, sizeof(rep->stored_owners), "%s", ks->used ? ks->used : "");
+    keystore_clear(ks);
 }
 
 int verify_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
 {
     struct row *v;
     size_t n;
-    if (begin(db, rep, &v, &n) != 0)
+    struct keystore ks;
+    if (begin(db, rep, &v, &n) != 0 || begin_keys(db, &ks, rep, v, n) != 0)
         return -1;
-    check_log(db, o, v, n, rep);
+    check_log(db, o, &ks, v, n, rep);
+    end_keys(&ks, rep);
     free_rows(v, n);
     return 0;
 }
@@ -749,15 +971,16 @@ int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
 {
     struct row *v;
     size_t n;
-    if (begin(db, rep, &v, &n) != 0)
+    struct keystore ks;
+    if (begin(db, rep, &v, &n) != 0 || begin_keys(db, &ks, rep, v, n) != 0)
         return -1;
     /* Replaying a log that is not the gateway's own would only re-derive the forger's story. */
-    check_log(db, o, v, n, rep);
+    check_log(db, o, &ks, v, n, rep);
     if (rep->ok) {
         /* The second walk re-reads the mandates the first one checked: counted once. */
         struct verify_report pass = *rep;
         struct replay rp = {{0}, {0}, {0}, o->skew_s};
-        each_entry(db, v, n, o, &pass, replay_entry, &rp);
+        each_entry(db, v, n, o, &ks, &pass, replay_entry, &rp);
         if (!pass.ok) {
             rep->ok = false;
             rep->bad_seq = pass.bad_seq;
@@ -768,6 +991,7 @@ int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
         tally_clear(&rp.spend);
         tally_clear(&rp.reserved);
     }
+    end_keys(&ks, rep);
     free_rows(v, n);
     return 0;
 }
@@ -798,6 +1022,17 @@ json_t *verify_report_json(const struct verify_report *rep)
                   "mandates_checked", (json_int_t)rep->mandates_checked, "mandates_unchecked",
                   (json_int_t)rep->mandates_unchecked, "covered", (json_int_t)rep->covered,
                   "checkpoints_checked", rep->checkpoints_checked);
+    /* The owners whose mandates were "checked with the key sets stored in the log". */
+    json_t *owners = json_array();
+    for (const char *p = rep->stored_owners; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        sjson_append(owners, json_stringn(p, len));
+        p = end ? end + 1 : p + len;
+    }
+    sjson_set(o, "checked_with_stored_keysets", owners);
+    sjson_set(o, "keysets_stored", json_integer((json_int_t)rep->keysets_stored));
+    sjson_set(o, "mandates_checked_stored", json_integer((json_int_t)rep->mandates_checked_stored));
     if (!rep->ok) {
         sjson_set(o, "bad_seq", json_integer(rep->bad_seq));
         sjson_set(o, "violation", json_string(rep->violation));

@@ -4,9 +4,20 @@
  * auditor), checks their signatures and origin, checks every entry's members for its kind and
  * every allow against the mandates it lists (stored, hashing to their sha256, and signed for the
  * principal, agent, merchant, action and amount the entry names; their signatures too when a key
- * set is given), and requires the log to be covered by signed checkpoints; it stops at the first
- * violation and names its seq and kind. replay_log() runs the same checks, then re-derives the
- * used jtis and the spend ledger from the entries alone and reports any allow that broke a rule.
+ * set is given, or else against the key sets stored in the log), and requires the log to be
+ * covered by signed checkpoints; it stops at the first violation and names its seq and kind.
+ *
+ * Stored key sets: the gateway stores every key set of its configuration in the keysets table
+ * (sha256 of the canonical text, owner, text) and lists them, {"owner","sha256"}, in the config
+ * entry it writes at start and at each reload. A listed set must be stored and hash to its
+ * sha256 ("key set missing", "key set altered" at the config entry's seq); a stored row that does
+ * not hash to its sha256 is "key set altered" wherever it is (bad_seq -1 when no entry lists it).
+ * For an owner without a set in keys, a mandate verifies if a set of that owner listed at or
+ * before its entry has its kid and verifies it; none that has the kid, or none that verifies, is
+ * "bad mandate signature". Owners with no listed set stay "not checked".
+ *
+ * replay_log() runs the same checks, then re-derives the used jtis and the spend ledger from the
+ * entries alone and reports any allow that broke a rule.
  */
 #ifndef AUDIT_VERIFY_H
 #define AUDIT_VERIFY_H
@@ -50,6 +61,10 @@ struct verify_report {
     int64_t bad_seq;          /* -1 when ok */
     const char *violation; /* "altered", "deleted", "inserted", "reordered", "chain break", ... */
     char detail[256];
+    /* Key sets stored in the log (the keysets table), used for the owners without one given. */
+    uint64_t keysets_stored;          /* rows */
+    uint64_t mandates_checked_stored; /* of mandates_checked, with stored sets */
+    char stored_owners[512];          /* those owners, comma-separated ("" when none) */
 };
 
 /** Verify the log in db; fills rep. Returns 0 (rep->ok says intact or not) or -1 (cannot). */

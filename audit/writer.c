@@ -253,8 +253,8 @@ static int append(struct writer *w, struct writer_item *it)
             rc = store_put_spend(w->st, op->a, op->b, op->x, (int)op->y);
     }
     for (size_t i = 0; rc == 0 && i < it->nkeysets; i++)
-        rc = store_put_keyset(w->st, it->keysets[i].sha, it->keysets[i].owner,
-                              it->keysets[i].jwks, now_ms());
+        rc = store_put_keyset(w->st, it->keysets[i].sha, it->keysets[i].owner, it->keysets[i].jwks,
+                              now_ms());
     if (rc != 0)
         return -1;
     it->seq = w->tree.size;
