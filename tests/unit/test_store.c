@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 
 #include "audit/store.h"
+#include "core/jwk.h"
+#include "core/sha256.h"
 
 struct jti_seen {
     int n;
@@ -174,11 +176,85 @@ static void test_open_crashed_copy_concurrently(void **state)
     tk_rmdir(dir);
 }
 
+static int64_t keyset_rows(sqlite3 *db, const char *where, int64_t *first_seen)
+{
+    char *sql = xasprintf("SELECT COUNT(*), MIN(first_seen_ms) FROM keysets WHERE %s", where);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(q, 0);
+    if (first_seen)
+        *first_seen = sqlite3_column_int64(q, 1);
+    sqlite3_finalize(q);
+    free(sql);
+    return n;
+}
+
+/* A key set stored twice is one row that keeps the time it was first seen; the same set for
+ * another owner is a row of its own; a database made before the table existed gets it at open;
+ * the canonical text does not depend on the order of the keys and holds no private member. */
+static void test_keyset_stored_once(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/k.db", dir);
+    char *err = NULL;
+    sqlite3 *old;
+    assert_int_equal(sqlite3_open(path, &old), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(old,
+                                  "CREATE TABLE entries(seq INTEGER PRIMARY KEY, entry BLOB NOT "
+                                  "NULL, leaf BLOB NOT NULL)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(old);
+
+    struct jwk a, b;
+    assert_int_equal(jwk_generate(JWK_ES256, "k-a", &a), 0);
+    assert_int_equal(jwk_generate(JWK_EDDSA, "k-b", &b), 0);
+    struct jwks ab = {(struct jwk[]){a, b}, 2}, ba = {(struct jwk[]){b, a}, 2};
+    char *t1 = jwks_canonical_public(&ab), *t2 = jwks_canonical_public(&ba);
+    assert_string_equal(t1, t2);
+    assert_null(strstr(t1, "\"d\""));
+    assert_non_null(strstr(t1, "\"kid\":\"k-a\""));
+    unsigned char h[32];
+    char sha[65];
+    sha256(t1, strlen(t1), h);
+    hex_encode(h, 32, sha);
+
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    assert_int_equal(store_put_keyset(st, sha, "wallet-1", t1, 1000), 0);
+    assert_int_equal(store_put_keyset(st, sha, "wallet-1", t2, 2000), 0);
+    assert_int_equal(store_put_keyset(st, sha, "lux-hotels", t1, 3000), 0);
+    int64_t first = 0;
+    char *where = xasprintf("sha256 = '%s' AND owner = 'wallet-1'", sha);
+    assert_int_equal(keyset_rows(store_db(st), where, &first), 1);
+    assert_int_equal(first, 1000);
+    assert_int_equal(keyset_rows(store_db(st), "1", NULL), 2);
+    store_close(st);
+
+    /* Read-only (mandate-audit): never written. */
+    st = store_open(path, STORE_READONLY, &err);
+    assert_non_null(st);
+    assert_int_equal(store_put_keyset(st, sha, "other", t1, 4000), -1);
+    assert_int_equal(keyset_rows(store_db(st), "1", NULL), 2);
+    store_close(st);
+
+    free(where);
+    free(t1);
+    free(t2);
+    jwk_clear(&a);
+    jwk_clear(&b);
+    free(path);
+    tk_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jti_count_never_decreases),
         cmocka_unit_test(test_open_crashed_copy_concurrently),
+        cmocka_unit_test(test_keyset_stored_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
