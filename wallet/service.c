@@ -535,8 +535,17 @@ static void spend_answer(struct spend_query *q)
 
 struct spend_call {
     struct spend_query *q;
-    json_t *slot; /* borrowed from q->gateways */
+    json_t *slot;                    /* borrowed from q->gateways */
+    struct evhttp_connection *evcon; /* owned: freed once its callback has returned */
 };
+
+/* evhttp still uses a connection while it runs the request's callback: free it just after. */
+static void free_evcon(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
 
 /* One gateway's answer: the row for this wallet, the cap's currency and period, or zero. */
 static void spend_done(struct evhttp_request *resp, void *arg)
@@ -575,6 +584,9 @@ static void spend_done(struct evhttp_request *resp, void *arg)
         sjson_set(call->slot, "spent", money_to_json(&got));
     }
     json_decref(doc);
+    if (call->evcon)
+        event_base_once(q->wl->base, -1, EV_TIMEOUT, free_evcon, call->evcon,
+                        &(struct timeval){0, 0});
     free(call);
     if (--q->pending == 0)
         spend_answer(q);
@@ -609,7 +621,6 @@ static void get_spend(struct wallet *wl, struct evhttp_request *req, const struc
         struct evhttp_connection *evcon =
             evhttp_connection_base_new(wl->base, NULL, g->host, (unsigned short)g->port);
         evhttp_connection_set_timeout(evcon, SPEND_TIMEOUT_S);
-        evhttp_connection_free_on_completion(evcon);
         struct evhttp_request *r = evhttp_request_new(spend_done, call);
         struct evkeyvalq *h = evhttp_request_get_output_headers(r);
         char auth[600];
@@ -621,7 +632,9 @@ static void get_spend(struct wallet *wl, struct evhttp_request *req, const struc
         if (evhttp_make_request(evcon, r, EVHTTP_REQ_GET, path) != 0) {
             evhttp_connection_free(evcon);
             spend_done(NULL, call);
+            continue;
         }
+        call->evcon = evcon;
     }
     if (--q->pending == 0)
         spend_answer(q);
