@@ -14,5 +14,6 @@ def test_demo_runs(tmp_path):
     for line in ("ALLOW 201, booking", "DENY 403 mandate_used", "DENY 401 mandate_bad_signature",
                  "DENY 403 spend_cap_exceeded", "270.00 EUR seen by the merchant",
                  "DENY 403 mandate_revoked", "DENY 403 agent_revoked", "verify: intact",
-                 "replay: intact", "demo: ok"):
+                 "replay: intact", "DENY 401 signature_missing", "DENY 401 signature_invalid",
+                 "demo: ok"):
         assert line in out, out
