@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "core/cfg.h"
 #include "core/log.h"
 #include "core/sjson.h"
 #include "core/util.h"
@@ -200,14 +201,11 @@ int64_t jwks_max_age(const char *const *v, const size_t *len, size_t n)
 
 /* --- the fetcher ---------------------------------------------------------------------------- */
 
-enum ring_kind { RK_ISSUER, RK_MERCHANT };
-static const char *const kind_name[] = {"issuer", "merchant"};
-
 struct src {
     struct jwks_remote *r;
-    enum ring_kind kind;
+    const char *kind; /* static: "issuer", "merchant" */
     char *id;
-    struct jwks_remote_slot *slot; /* in r->conf */
+    struct jwks_remote_slot *slot; /* in the rings last given */
     struct jwks_uri u;
     struct tls_client *tls; /* https: the system store or jwks_ca_file */
     struct event *timer;    /* the next scheduled fetch */
@@ -229,7 +227,7 @@ struct src {
 struct jwks_remote {
     struct event_base *base;
     struct evdns_base *dns; /* made at the first fetch by name */
-    struct config *conf;
+    struct jwks_remote_opts opts;
     struct event *kick; /* activated by workers through keyring_miss */
     struct src **v;
     size_t n;
@@ -268,11 +266,11 @@ static void fetch_failed(struct src *s, const char *fmt, ...)
     s->retry_s = wait * 2 > JWKS_REMOTE_RETRY_MAX_S ? JWKS_REMOTE_RETRY_MAX_S : wait * 2;
     if (keyring_remote_current(s->slot))
         log_warn("jwks %s %s: fetching %s failed: %s; keeping the last good set, retrying in %d s",
-                 kind_name[s->kind], s->id, s->slot->uri, why, wait);
+                 s->kind, s->id, s->slot->uri, why, wait);
     else
         log_error("jwks %s %s: fetching %s failed: %s; no keys yet (its mandates get 503), "
                   "retrying in %d s",
-                  kind_name[s->kind], s->id, s->slot->uri, why, wait);
+                  s->kind, s->id, s->slot->uri, why, wait);
     free(why);
     schedule(s, wait);
 }
@@ -295,13 +293,15 @@ static void fetch_done(struct src *s)
     s->retry_s = 0;
     const struct jwks *cur = keyring_remote_current(s->slot);
     if (cur && jwks_equal(cur, set)) {
-        log_debug("jwks %s %s: %s unchanged, next fetch in %lld s", kind_name[s->kind], s->id,
-                  s->slot->uri, (long long)s->max_age);
+        log_debug("jwks %s %s: %s unchanged, next fetch in %lld s", s->kind, s->id, s->slot->uri,
+                  (long long)s->max_age);
         jwks_free(set);
     } else {
-        log_info("jwks %s %s: %zu key%s from %s%s, next fetch in %lld s", kind_name[s->kind], s->id,
-                 set->n, set->n == 1 ? "" : "s", s->slot->uri,
-                 kid ? " (refetched for an unknown kid)" : "", (long long)s->max_age);
+        log_info("jwks %s %s: %zu key%s from %s%s, next fetch in %lld s", s->kind, s->id, set->n,
+                 set->n == 1 ? "" : "s", s->slot->uri, kid ? " (refetched for an unknown kid)" : "",
+                 (long long)s->max_age);
+        if (s->r->opts.on_new) /* before a reader can see it */
+            s->r->opts.on_new(s->r->opts.arg, s->kind, s->id, s->slot, set);
         keyring_remote_install(s->slot, set);
     }
     schedule(s, s->max_age);
@@ -481,13 +481,14 @@ static void start_fetch(struct src *s)
     evbuffer_add_printf(bufferevent_get_output(s->bev),
                         "GET %s HTTP/1.1\r\nHost: %s\r\n"
                         "Accept: application/jwk-set+json, application/json\r\n"
-                        "User-Agent: mandate-gateway\r\nConnection: close\r\n\r\n",
-                        s->u.target, s->u.hostport);
-    log_debug("jwks %s %s: fetching %s", kind_name[s->kind], s->id, s->slot->uri);
+                        "User-Agent: %s\r\nConnection: close\r\n\r\n",
+                        s->u.target, s->u.hostport,
+                        s->r->opts.user_agent ? s->r->opts.user_agent : "mandate");
+    log_debug("jwks %s %s: fetching %s", s->kind, s->id, s->slot->uri);
     /* Callbacks are deferred: a failure at once is reported from the loop, never from here. */
     if (bufferevent_socket_connect_hostname(s->bev, s->r->dns, AF_UNSPEC, s->u.host, s->u.port) !=
         0)
-        log_debug("jwks %s %s: connect failed at once", kind_name[s->kind], s->id);
+        log_debug("jwks %s %s: connect failed at once", s->kind, s->id);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -512,7 +513,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             if (!s->limit_logged)
                 log_info("jwks %s %s: unknown kid: not refetching %s before %lld s (at most "
                          "once per %d s)",
-                         kind_name[s->kind], s->id, s->slot->uri,
+                         s->kind, s->id, s->slot->uri,
                          (long long)(s->last_kid_ms + JWKS_REMOTE_KID_EVERY_S * 1000 - now + 999) /
                              1000,
                          JWKS_REMOTE_KID_EVERY_S);
@@ -521,7 +522,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         }
         s->last_kid_ms = now;
         s->limit_logged = false;
-        log_info("jwks %s %s: unknown kid: refetching %s", kind_name[s->kind], s->id, s->slot->uri);
+        log_info("jwks %s %s: unknown kid: refetching %s", s->kind, s->id, s->slot->uri);
         start_fetch(s);
         s->kid_fetch = s->bev != NULL;
     }
@@ -556,18 +557,21 @@ static void attach(struct jwks_remote *r, struct src *s, struct jwks_remote_slot
     atomic_store_explicit(&slot->notify_arg, r, memory_order_release);
 }
 
-/* The sources of conf's remote slots, reusing those of old[0..nold) (taken ones set to NULL). */
-static void adopt(struct jwks_remote *r, struct config *conf, struct src **old, size_t nold)
+/* The sources of the rings' remote slots, reusing those of old[0..nold) (taken ones set to
+ * NULL). */
+static void adopt(struct jwks_remote *r, const struct jwks_remote_ring *rings, size_t nrings,
+                  struct src **old, size_t nold)
 {
-    const struct keyring *rings[] = {&conf->issuers, &conf->merchant_keys};
-    for (int k = 0; k < 2; k++)
-        for (size_t i = 0; i < rings[k]->n; i++) {
-            const struct keyring_entry *e = &rings[k]->v[i];
+    for (size_t k = 0; k < nrings; k++)
+        for (size_t i = 0; i < rings[k].ring->n; i++) {
+            const struct keyring_entry *e = &rings[k].ring->v[i];
+            const char *kind = rings[k].kind;
             if (!e->remote)
                 continue;
             struct src *s = NULL;
             for (size_t j = 0; j < nold && !s; j++)
-                if (old[j] && (int)old[j]->kind == k && strcmp(old[j]->id, e->issuer) == 0 &&
+                if (old[j] && strcmp(old[j]->kind, kind) == 0 &&
+                    strcmp(old[j]->id, e->issuer) == 0 &&
                     strcmp(old[j]->slot->uri, e->remote->uri) == 0 &&
                     same_str(old[j]->slot->ca_file, e->remote->ca_file)) {
                     s = old[j];
@@ -582,7 +586,7 @@ static void adopt(struct jwks_remote *r, struct config *conf, struct src **old, 
                 char *err = NULL;
                 s = xcalloc(1, sizeof(*s));
                 s->r = r;
-                s->kind = (enum ring_kind)k;
+                s->kind = kind;
                 s->id = xstrdup(e->issuer);
                 s->last_kid_ms = -1;
                 s->max_age = JWKS_REMOTE_DEFAULT_AGE_S;
@@ -592,8 +596,9 @@ static void adopt(struct jwks_remote *r, struct config *conf, struct src **old, 
                 /* The configuration checked both already; a failure here is reported per fetch. */
                 if (jwks_uri_parse(e->remote->uri, &s->u, &err) != 0 ||
                     (s->u.tls && !(s->tls = tls_client_new(e->remote->ca_file, &err)))) {
-                    log_error("jwks %s %s: %s", kind_name[k], s->id, err);
+                    log_error("jwks %s %s: %s", kind, s->id, err);
                     free(err);
+                    atomic_store(&e->remote->notify_arg, NULL);
                     src_free(s);
                     continue;
                 }
@@ -604,29 +609,31 @@ static void adopt(struct jwks_remote *r, struct config *conf, struct src **old, 
         }
 }
 
-struct jwks_remote *jwks_remote_start(struct event_base *base, struct config *conf)
+struct jwks_remote *jwks_remote_start(struct event_base *base, const struct jwks_remote_ring *rings,
+                                      size_t n, const struct jwks_remote_opts *opts)
 {
     struct jwks_remote *r = xcalloc(1, sizeof(*r));
     r->base = base;
-    r->conf = config_ref(conf);
+    if (opts)
+        r->opts = *opts;
     r->kick = event_new(base, -1, 0, on_kick, r);
-    adopt(r, conf, NULL, 0);
+    adopt(r, rings, n, NULL, 0);
     return r;
 }
 
-void jwks_remote_reload(struct jwks_remote *r, struct config *next)
+void jwks_remote_reload(struct jwks_remote *r, const struct jwks_remote_ring *rings, size_t n)
 {
     struct src **old = r->v;
     size_t nold = r->n;
     r->v = NULL;
     r->n = 0;
-    adopt(r, next, old, nold);
+    adopt(r, rings, n, old, nold);
     for (size_t j = 0; j < nold; j++)
-        if (old[j])
+        if (old[j]) {
+            atomic_store(&old[j]->slot->notify_arg, NULL);
             src_free(old[j]);
+        }
     free(old);
-    config_unref(r->conf);
-    r->conf = config_ref(next);
 }
 
 void jwks_remote_free(struct jwks_remote *r)
@@ -641,8 +648,14 @@ void jwks_remote_free(struct jwks_remote *r)
     event_free(r->kick);
     if (r->dns)
         evdns_base_free(r->dns, 0);
-    config_unref(r->conf);
     free(r);
+}
+
+size_t jwks_remote_config_rings(struct config *conf, struct jwks_remote_ring out[2])
+{
+    out[0] = (struct jwks_remote_ring){"issuer", &conf->issuers};
+    out[1] = (struct jwks_remote_ring){"merchant", &conf->merchant_keys};
+    return 2;
 }
 
 /* --- the request path and readiness --------------------------------------------------------- */
@@ -653,18 +666,24 @@ enum code jwks_remote_unknown_key(const struct keyring *ring, const char *iss)
                                                            : CODE_MANDATE_UNKNOWN_KEY;
 }
 
-char *jwks_remote_missing(const struct config *conf)
+char *jwks_remote_missing_in(const struct jwks_remote_ring *rings, size_t n)
 {
-    const struct keyring *rings[] = {&conf->issuers, &conf->merchant_keys};
     struct sb b = {0};
-    for (int k = 0; k < 2; k++)
-        for (size_t i = 0; i < rings[k]->n; i++) {
-            const struct keyring_entry *e = &rings[k]->v[i];
+    for (size_t k = 0; k < n; k++)
+        for (size_t i = 0; i < rings[k].ring->n; i++) {
+            const struct keyring_entry *e = &rings[k].ring->v[i];
             if (e->remote && !keyring_remote_current(e->remote))
-                sb_printf(&b, "%s%s %s", b.len ? ", " : "no keys fetched yet for ", kind_name[k],
+                sb_printf(&b, "%s%s %s", b.len ? ", " : "no keys fetched yet for ", rings[k].kind,
                           e->issuer);
         }
     return b.len ? b.buf : NULL;
+}
+
+char *jwks_remote_missing(const struct config *conf)
+{
+    struct jwks_remote_ring rings[2];
+    size_t n = jwks_remote_config_rings((struct config *)conf, rings);
+    return jwks_remote_missing_in(rings, n);
 }
 
 bool jwks_remote_ready(const struct config *conf)
@@ -672,4 +691,78 @@ bool jwks_remote_ready(const struct config *conf)
     char *m = jwks_remote_missing(conf);
     free(m);
     return m == NULL;
+}
+
+/* --- configuration -------------------------------------------------------------------------- */
+
+/* jwks_uri (and jwks_ca_file) inside obj at path: added to ring under id with no keys yet. */
+static void load_uri(struct cfg *c, const char *path, const json_t *obj, const char *id,
+                     struct keyring *ring)
+{
+    char p[CFG_PATH_MAX];
+    const char *uri = cfg_string(c, path, obj, "jwks_uri", true, NULL);
+    char *ca =
+        json_object_get(obj, "jwks_ca_file") ? cfg_file(c, path, obj, "jwks_ca_file", true) : NULL;
+    struct jwks_uri u;
+    char *err = NULL;
+    bool ok = uri != NULL;
+    if (uri && jwks_uri_parse(uri, &u, &err) != 0) {
+        cfg_join(p, path, "jwks_uri");
+        cfg_error(c, p, "%s", err);
+        free(err);
+        ok = false;
+    } else if (uri) {
+        if (ca && !u.tls) {
+            cfg_join(p, path, "jwks_ca_file");
+            cfg_error(c, p, "only for an https:// jwks_uri");
+            ok = false;
+        } else if (u.tls) {
+            struct tls_client *t = tls_client_new(ca, &err);
+            if (!t) {
+                cfg_join(p, path, ca ? "jwks_ca_file" : "jwks_uri");
+                cfg_error(c, p, "%s", err);
+                free(err);
+                ok = false;
+            }
+            tls_client_free(t);
+        }
+        jwks_uri_clear(&u);
+    }
+    if (ok && id)
+        keyring_add_remote(ring, id, uri, ca);
+    free(ca);
+}
+
+void jwks_remote_load_config(struct cfg *c, const char *path, const json_t *obj, const char *id,
+                             struct keyring *ring)
+{
+    if (json_object_get(obj, "jwks_uri") && json_object_get(obj, "jwks_file")) {
+        cfg_error(c, path, "jwks_file and jwks_uri: expected one of them, not both");
+        return;
+    }
+    if (json_object_get(obj, "jwks_uri")) {
+        load_uri(c, path, obj, id, ring);
+        return;
+    }
+    if (json_object_get(obj, "jwks_ca_file")) {
+        char p[CFG_PATH_MAX];
+        cfg_join(p, path, "jwks_ca_file");
+        cfg_error(c, p, "only with jwks_uri");
+    }
+    char *file = cfg_file(c, path, obj, "jwks_file", true);
+    if (!file)
+        return;
+    char *err = NULL;
+    struct jwks *set = jwks_load_file(file, &err);
+    if (!set) {
+        char p[CFG_PATH_MAX];
+        cfg_join(p, path, "jwks_file");
+        cfg_error(c, p, "%s", err);
+        free(err);
+    } else if (id) {
+        keyring_add(ring, id, set);
+    } else {
+        jwks_free(set);
+    }
+    free(file);
 }

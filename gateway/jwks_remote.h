@@ -1,7 +1,9 @@
 /*
  * jwks_remote: remote key sets (`jwks_uri`, SPEC §7) for issuers and merchants.
  *
- * The fetcher runs on the main thread's event base (admin listener, signals), never on a worker's:
+ * The fetcher runs on one event base: the gateway's main thread's (admin listener, signals), never
+ * a worker's; the wallet's one loop. It serves keyrings (struct jwks_remote_ring), not a program's
+ * configuration, so that both programs use it (mandate-wallet links libgateway.a for it):
  * each fetch is a non-blocking HTTP/1.1 GET on a bufferevent (plain, to a loopback address only,
  * or TLS verified against the system store or `jwks_ca_file`), with the name resolved by evdns.
  * An answer must be a 200 with a valid JWKS of at most 64 KiB, complete within 2 s of the start;
@@ -16,10 +18,11 @@
  * and scheduled refreshes do not count) or a fetch is in flight. The request itself does not wait:
  * it gets mandate_unknown_key, and a retry after the refetch finds the key.
  *
- * Sets live in the configuration's keyring (core/jwk.h: an atomic pointer per slot, every set kept
- * until the configuration is freed). A reload hands the fetcher the new configuration: slots with
- * the same owner, uri and CA file are seeded with the current set and keep their schedule, so a
- * SIGHUP never makes a known issuer unavailable.
+ * Sets live in the keyrings (core/jwk.h: an atomic pointer per slot, every set kept until the
+ * ring is cleared). A reload hands the fetcher the new rings: slots with the same kind, owner, uri
+ * and CA file are seeded with the current set and keep their schedule, so a SIGHUP never makes a
+ * known issuer unavailable. A new set is announced (jwks_remote_opts.on_new) before it is
+ * installed: the gateway stores it in the audit log as key-set evidence.
  */
 #ifndef GATEWAY_JWKS_REMOTE_H
 #define GATEWAY_JWKS_REMOTE_H
@@ -31,6 +34,7 @@
 #include "core/code.h"
 #include "core/jwk.h"
 
+struct cfg;
 struct event_base;
 struct config;
 struct jwks_remote;
@@ -69,20 +73,47 @@ void jwks_uri_clear(struct jwks_uri *u);
  */
 int64_t jwks_max_age(const char *const *v, const size_t *len, size_t n);
 
+/** A keyring the fetcher serves, and what its owners are called in logs and /readyz. */
+struct jwks_remote_ring {
+    const char *kind; /* "issuer", "merchant": static */
+    struct keyring *ring;
+};
+
 /**
- * Start fetching every remote set of conf (issuers and merchants) on base, the main thread's,
- * before the workers start. Holds a reference to conf. Never NULL (with no remote sets it does
- * nothing).
+ * A fetched set that differs from the slot's current one (its first set included) is about to
+ * be installed: called on the fetcher's base, before any reader can see next (the gateway logs
+ * the set as audit evidence before a decision can be made with it). slot is the ring's slot of
+ * owner; next is owned by the fetcher.
  */
-struct jwks_remote *jwks_remote_start(struct event_base *base, struct config *conf);
+typedef void jwks_remote_new_set_fn(void *arg, const char *kind, const char *owner,
+                                    const struct jwks_remote_slot *slot, const struct jwks *next);
+
+struct jwks_remote_opts {
+    const char *user_agent;         /* the User-Agent of each fetch; NULL: "mandate" */
+    jwks_remote_new_set_fn *on_new; /* NULL: nobody is told */
+    void *arg;
+};
+
 /**
- * A reload: call on the main thread with the new configuration BEFORE publishing it to the
- * workers. Slots that were already fetched are seeded with their current set; new ones are
- * fetched now; the old configuration is released.
+ * Start fetching every remote set of rings[0..n) on base (the gateway's main thread, before the
+ * workers start; the wallet's one loop). The rings (and their slots) must stay alive until the
+ * next jwks_remote_reload or jwks_remote_free; the fetcher keeps no pointer to rings itself.
+ * opts is copied (NULL: none). Never NULL (with no remote sets it does nothing).
  */
-void jwks_remote_reload(struct jwks_remote *r, struct config *next);
+struct jwks_remote *jwks_remote_start(struct event_base *base, const struct jwks_remote_ring *rings,
+                                      size_t n, const struct jwks_remote_opts *opts);
+/**
+ * A reload: call on the fetcher's thread with the new rings BEFORE any reader can use them.
+ * Slots with the same kind, owner, uri and CA file are seeded with their current set and keep
+ * their schedule (no callback: the set is not new); new ones are fetched now. After this the
+ * previous rings may be freed.
+ */
+void jwks_remote_reload(struct jwks_remote *r, const struct jwks_remote_ring *rings, size_t n);
 /** Stop (after the workers are joined: they may still wake the fetcher until then). NULL: no-op. */
 void jwks_remote_free(struct jwks_remote *r);
+
+/** The gateway's two rings: {"issuer", &conf->issuers}, {"merchant", &conf->merchant_keys}. */
+size_t jwks_remote_config_rings(struct config *conf, struct jwks_remote_ring out[2]);
 
 /**
  * The request path, any thread: mandate_verify (or the cart check) returned
@@ -91,12 +122,24 @@ void jwks_remote_free(struct jwks_remote *r);
  * else CODE_MANDATE_UNKNOWN_KEY, having asked for a refetch when iss's set is remote.
  */
 enum code jwks_remote_unknown_key(const struct keyring *ring, const char *iss);
+/**
+ * For /readyz: NULL when every remote set of rings[0..n) has keys, else a new string naming those
+ * without, e.g. "no keys fetched yet for issuer wallet-1, merchant lux-hotels" (caller frees).
+ */
+char *jwks_remote_missing_in(const struct jwks_remote_ring *rings, size_t n);
+/** jwks_remote_missing_in for the gateway's configuration (issuers, then merchants). */
+char *jwks_remote_missing(const struct config *conf);
 /** Is every remote set of conf fetched? */
 bool jwks_remote_ready(const struct config *conf);
+
 /**
- * For /readyz: NULL when every remote set of conf has keys, else a new string naming those without,
- * e.g. "no keys fetched yet for issuer wallet-1, merchant lux-hotels" (caller frees).
+ * A key set inside obj at path for owner id (SPEC §7), the configuration rule both programs
+ * share: exactly one of `jwks_file` (loaded now) and `jwks_uri` (parsed now, added to ring as a
+ * remote slot with no keys yet), `jwks_ca_file` only with an https:// jwks_uri (loaded now, so
+ * that --check-config proves it). Errors go to c naming their path; nothing is added on error or
+ * when id is NULL.
  */
-char *jwks_remote_missing(const struct config *conf);
+void jwks_remote_load_config(struct cfg *c, const char *path, const json_t *obj, const char *id,
+                             struct keyring *ring);
 
 #endif

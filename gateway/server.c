@@ -99,9 +99,11 @@ static int cmp_keyset_ref(const void *a, const void *b)
  * The config entry (SPEC §4), with every key set of conf (issuers and merchants; a remote set as
  * currently fetched) stored beside it and listed in it as {"owner","sha256"}: an auditor can
  * verify old mandates after a rotation, and a set written into the database later is not one the
- * log vouches for.
+ * log vouches for. With slot and next: next stands for slot's current set (a remote set the
+ * fetcher is about to install: the entry is queued before any decision can use it).
  */
-static void submit_config_entry(struct server *s, const struct config *conf)
+static void submit_config_entry(struct server *s, const struct config *conf,
+                                const struct jwks_remote_slot *slot, const struct jwks *next)
 {
     char sha[65];
     hex_encode(conf->sha256, 32, sha);
@@ -110,7 +112,9 @@ static void submit_config_entry(struct server *s, const struct config *conf)
     struct keyset_ref *v = xcalloc(conf->issuers.n + conf->merchant_keys.n + 1, sizeof(*v));
     for (size_t r = 0; r < 2; r++)
         for (size_t i = 0; i < rings[r]->n; i++) {
-            const struct jwks *set = keyring_get(rings[r], rings[r]->v[i].issuer);
+            const struct jwks *set = slot && rings[r]->v[i].remote == slot
+                                         ? next
+                                         : keyring_get(rings[r], rings[r]->v[i].issuer);
             if (!set)
                 continue; /* a remote set not fetched yet */
             unsigned char h[32];
@@ -132,6 +136,22 @@ static void submit_config_entry(struct server *s, const struct config *conf)
     free(v);
     if (!writer_submit(s->writer, it))
         writer_item_free(it);
+}
+
+/*
+ * The fetcher got a new remote set between reloads (its first included): a config entry with the
+ * same config_sha256, listing every set with the new one, so that `mandate-audit verify` without
+ * --jwks can check the mandates signed with a rotated remote key. Main thread, like a reload, so
+ * s->conf is the configuration whose ring holds slot.
+ */
+static void on_new_keyset(void *arg, const char *kind, const char *owner,
+                          const struct jwks_remote_slot *slot, const struct jwks *next)
+{
+    struct server *s = arg;
+    log_info("audit: storing the new key set of %s %s", kind, owner);
+    struct config *conf = server_config(s);
+    submit_config_entry(s, conf, slot, next);
+    config_unref(conf);
 }
 
 /* One denial_summary entry (SPEC §5); nobody waits for it. */
@@ -175,13 +195,15 @@ static void on_sighup(evutil_socket_t fd, short what, void *arg)
         return;
     }
     config_reload_check(old, conf);
-    jwks_remote_reload(jwks_fetcher, conf); /* before the workers can see conf */
+    struct jwks_remote_ring rings[2];
+    size_t nrings = jwks_remote_config_rings(conf, rings);
+    jwks_remote_reload(jwks_fetcher, rings, nrings); /* before the workers can see conf */
     log_min_level = conf->log_level;
     state_set_rate(s->state, conf->rate_per_s, conf->rate_burst);
     flood_set_rate(s->flood, conf->denials_per_s);
     /* Queued before the workers can see conf: its key sets are in the log before any decision
      * made with them. */
-    submit_config_entry(s, conf);
+    submit_config_entry(s, conf, NULL, NULL);
     pthread_mutex_lock(&s->conf_mu);
     struct config *prev = s->conf;
     s->conf = conf;
@@ -241,8 +263,13 @@ int server_run(struct config *conf)
     event_add(tick, &(struct timeval){1, 0});
     if (open_store(s, conf) != 0)
         goto out;
-    submit_config_entry(s, conf);
-    jwks_fetcher = jwks_remote_start(s->base, conf);
+    submit_config_entry(s, conf, NULL, NULL);
+    struct jwks_remote_ring rings[2];
+    size_t nrings = jwks_remote_config_rings(conf, rings);
+    jwks_fetcher =
+        jwks_remote_start(s->base, rings, nrings,
+                          &(struct jwks_remote_opts){
+                              .user_agent = "mandate-gateway", .on_new = on_new_keyset, .arg = s});
 
     char *err = NULL;
     if (conf->has_admin && !(admin = admin_start(s, conf, &err))) {

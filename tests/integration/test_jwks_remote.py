@@ -252,3 +252,36 @@ def test_config_refuses_plain_http_to_a_remote_host(tmp_path, procs):
     write_json(g.config_path, g.conf)
     r = run(binary("mandate-gateway"), "--config", g.config_path, "--check-config")
     assert r.returncode != 0 and "not both" in r.stderr, r.stderr
+
+
+def test_rotated_remote_set_is_stored_for_the_auditor(started, keyserver):
+    """A remote set fetched between reloads (the first one, then a rotation) goes into the log's
+    key-set evidence: a config entry listing it, queued before any decision can use it, so that
+    `mandate-audit verify` without --jwks checks the mandates signed with the rotated key."""
+    import sqlite3
+    from conftest import binary, run
+    g = started
+    keyserver.set_keys(g.jwks2)
+    assert status_code(g, g.mint(key=g.key2, kid="w2")) == (401, "mandate_unknown_key")
+    wait_for(lambda: status_code(g, g.mint(key=g.key2, kid="w2")) == (200, None),
+             what="the rotated key in use")
+    assert log_has(g, "storing the new key set of issuer wallet-1")
+    assert g.gw.stop() == 0
+    db = os.path.join(g.d, "gateway.db")
+    c = sqlite3.connect(db)
+    rows = c.execute("SELECT owner, jwks FROM keysets WHERE owner = 'wallet-1'").fetchall()
+    cfg = [json.loads(e) for (e,) in c.execute("SELECT entry FROM entries ORDER BY seq")]
+    c.close()
+    assert sorted(json.loads(j)["keys"][0]["kid"] for _, j in rows) == ["w1", "w2"], rows
+    cfg = [e for e in cfg if e["kind"] == "config"]
+    # At start (no remote set yet), at the first fetch, at the rotation: one config_sha256.
+    assert len(cfg) == 3 and len({e["config_sha256"] for e in cfg}) == 1, cfg
+    assert [sorted(k["owner"] for k in e["keysets"]) for e in cfg] == \
+        [["lux-hotels"], ["lux-hotels", "wallet-1"], ["lux-hotels", "wallet-1"]], cfg
+    r = run(binary("mandate-audit"), "verify", "--db", db, "--checkpoint-key",
+            os.path.join(g.d, "checkpoint.pub.pem"), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["ok"] and rep["allows"] == 2, rep
+    assert rep["mandates_checked_stored"] == 2 and rep["mandates_unchecked"] == 0, rep
+    assert rep["checked_with_stored_keysets"] == ["wallet-1"], rep
