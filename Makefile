@@ -58,7 +58,9 @@ $(ALL_LIBS):
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/mandate-gateway: $(call obj,gateway/main.c) $(LIBGATEWAY) $(LIBAUDIT) $(LIBCORE)
-$(BUILD)/mandate-wallet: $(call obj,wallet/main.c) $(LIBWALLET) $(LIBCORE)
+# The wallet fetches its merchants' remote key sets with the gateway's fetcher (jwks_remote, tls,
+# http_parse): it links libgateway.a, of which only those objects are pulled in.
+$(BUILD)/mandate-wallet: $(call obj,wallet/main.c) $(LIBWALLET) $(LIBGATEWAY) $(LIBCORE)
 $(BUILD)/mandate-audit: $(call obj,audit/main.c) $(LIBAUDIT) $(LIBCORE)
 $(PROGRAMS):
 	@mkdir -p $(dir $@)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/sjson.h"
+#include "gateway/jwks_remote.h"
 
 static const char *const top_keys[] = {"id",         "listen",        "database",  "signing_key",
                                        "admin",      "default_ttl_s", "max_ttl_s", "merchants",
@@ -98,9 +99,11 @@ static void load_key(struct cfg *c, const json_t *root, struct wallet_config *w)
     free(file);
 }
 
+/* Each merchant's key set, which checks its carts: `jwks_file`, or `jwks_uri` (+ `jwks_ca_file`)
+ * fetched by the service (SPEC §7), with the gateway's rules. */
 static void load_merchants(struct cfg *c, const json_t *root, struct wallet_config *w)
 {
-    static const char *const keys[] = {"id", "jwks_file", NULL};
+    static const char *const keys[] = {"id", "jwks_file", "jwks_uri", "jwks_ca_file", NULL};
     json_t *arr = cfg_array(c, "", root, "merchants", false);
     size_t i;
     json_t *m;
@@ -110,20 +113,14 @@ static void load_merchants(struct cfg *c, const json_t *root, struct wallet_conf
         cfg_index(p, "merchants", i);
         cfg_keys(c, p, m, keys);
         const char *id = cfg_string(c, p, m, "id", true, NULL);
-        char *file = cfg_file(c, p, m, "jwks_file", true);
-        char *err = NULL;
-        struct jwks *set = file ? jwks_load_file(file, &err) : NULL;
-        if (file && !set) {
+        if (id &&
+            (keyring_get(&w->merchant_keys, id) || keyring_remote_slot(&w->merchant_keys, id))) {
             char pp[CFG_PATH_MAX];
-            cfg_join(pp, p, "jwks_file");
-            cfg_error(c, pp, "%s", err);
-            free(err);
-        } else if (set && id) {
-            keyring_add(&w->merchant_keys, id, set);
-        } else {
-            jwks_free(set);
+            cfg_join(pp, p, "id");
+            cfg_error(c, pp, "merchant \"%s\" is listed twice", id);
+            id = NULL;
         }
-        free(file);
+        jwks_remote_load_config(c, p, m, id, &w->merchant_keys);
     }
 }
 

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/sjson.h"
 #include "core/sha256.h"
+#include "gateway/jwks_remote.h"
 #include "wallet/db.h"
 #include "wallet/mint.h"
 #include "wallet/policy.h"
@@ -55,7 +56,8 @@ struct wallet {
     struct wdb *db;
     struct event_base *base;
     struct evhttp *http;
-    struct pusher *pushers; /* one per configured gateway */
+    struct pusher *pushers;   /* one per configured gateway */
+    struct jwks_remote *jwks; /* the merchants' remote key sets (SPEC §7), on base */
 };
 
 static void error(struct evhttp_request *req, enum code code, int status, const char *msg)
@@ -215,6 +217,13 @@ static enum code check_cart(struct wallet *wl, const struct agent *a, const char
     struct mandate_limits lim = {16384, 5, wl->w->max_ttl_s};
     enum code rc =
         mandate_verify(cart, strlen(cart), MANDATE_CART, &wl->w->merchant_keys, &lim, now_s(), c);
+    if (rc == CODE_MANDATE_UNKNOWN_KEY &&
+        jwks_remote_unknown_key(&wl->w->merchant_keys, c->iss) == CODE_UNAVAILABLE) {
+        /* The merchant's remote keys were never fetched: the cart cannot be checked now. */
+        *why = "The wallet has no keys for this merchant yet (its jwks_uri has not been fetched); "
+               "try again later.";
+        return CODE_UNAVAILABLE;
+    }
     if (rc != CODE_OK) {
         *why = cart_refusal(rc);
         return CODE_CART_INVALID;
@@ -344,6 +353,7 @@ static void decide(struct wallet *wl, struct evhttp_request *req, const char *id
     const struct agent *a = agent_by_id(wl, ap.agent);
     struct mandate c;
     const char *why;
+    enum code cc = CODE_OK;
     if (strcmp(ap.status, "pending") != 0) {
         error(req, CODE_BAD_REQUEST, 409, "already decided");
     } else if (now_s() >= ap.expires_at) {
@@ -356,8 +366,11 @@ static void decide(struct wallet *wl, struct evhttp_request *req, const char *id
         else
             http_reply_json(req, 200, json_pack("{ss}", "status", "denied"));
     } else if (!a || wdb_revoked(wl->db, "agent", a->id) ||
-               check_cart(wl, a, ap.cart, &c, &why) != CODE_OK) {
-        error(req, CODE_POLICY_DENIED, 409, "the agent or the cart is no longer valid");
+               (cc = check_cart(wl, a, ap.cart, &c, &why)) != CODE_OK) {
+        if (cc == CODE_UNAVAILABLE) /* the merchant's remote keys never came: not a refusal */
+            error(req, CODE_UNAVAILABLE, 503, why);
+        else
+            error(req, CODE_POLICY_DENIED, 409, "the agent or the cart is no longer valid");
     } else {
         struct minted m;
         if (mint_payment(wl->w, a, &c, ap.cart, now_s(), &m) != 0) {
@@ -762,6 +775,7 @@ static void post_revocation(struct wallet *wl, struct evhttp_request *req)
 enum route {
     ROUTE_NONE,
     ROUTE_HEALTH,
+    ROUTE_READY,
     ROUTE_JWKS,
     ROUTE_INTENT,
     ROUTE_PAYMENT,
@@ -785,7 +799,7 @@ static enum route route(enum evhttp_cmd_type cmd, const char *path, char id[APPR
         enum route r;
     } fixed[] = {
         {EVHTTP_REQ_GET, "/livez", ROUTE_HEALTH},
-        {EVHTTP_REQ_GET, "/readyz", ROUTE_HEALTH},
+        {EVHTTP_REQ_GET, "/readyz", ROUTE_READY},
         {EVHTTP_REQ_GET, "/.well-known/jwks.json", ROUTE_JWKS},
         {EVHTTP_REQ_POST, "/v1/mandates/intent", ROUTE_INTENT},
         {EVHTTP_REQ_POST, "/v1/mandates/payment", ROUTE_PAYMENT},
@@ -832,6 +846,17 @@ static void handle(struct evhttp_request *req, void *arg)
     case ROUTE_HEALTH:
         http_reply_json(req, 200, json_pack("{ss}", "status", "ok"));
         return;
+    case ROUTE_READY: {
+        /* Not ready while a merchant's remote key set was never fetched (SPEC §7): name them. */
+        struct jwks_remote_ring ring = {"merchant", &wl->w->merchant_keys};
+        char *missing = jwks_remote_missing_in(&ring, 1);
+        if (missing)
+            error(req, CODE_UNAVAILABLE, 503, missing);
+        else
+            http_reply_json(req, 200, json_pack("{ss}", "status", "ok"));
+        free(missing);
+        return;
+    }
     case ROUTE_JWKS:
         http_reply_json(req, 200, jwks_to_json(wl->w->published));
         return;
@@ -902,7 +927,7 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 int service_run(struct wallet_config *w)
 {
     signal(SIGPIPE, SIG_IGN);
-    struct wallet wl = {w, NULL, NULL, NULL, NULL};
+    struct wallet wl = {w, NULL, NULL, NULL, NULL, NULL};
     char *err = NULL;
     int rc = 2;
     wl.db = wdb_open(w->database, &err);
@@ -938,6 +963,10 @@ int service_run(struct wallet_config *w)
     event_add(term, NULL);
     event_add(intr, NULL);
     event_add(hup, NULL);
+    /* The merchants' remote key sets: fetched on this loop, never blocking it. */
+    struct jwks_remote_ring ring = {"merchant", &w->merchant_keys};
+    wl.jwks = jwks_remote_start(wl.base, &ring, 1,
+                                &(struct jwks_remote_opts){.user_agent = "mandate-wallet"});
     if (!evhttp_bind_socket_with_handle(wl.http, w->listen_host, (ev_uint16_t)w->listen_port)) {
         log_error("listen: cannot listen on %s:%d", w->listen_host, w->listen_port);
     } else {
@@ -955,6 +984,7 @@ int service_run(struct wallet_config *w)
         event_free(wl.pushers[i].timer);
     }
     free(wl.pushers);
+    jwks_remote_free(wl.jwks);
     event_free(term);
     event_free(intr);
     event_free(hup);
