@@ -1,10 +1,20 @@
 /*
  * Unit tests for remote key sets (SPEC §7): Cache-Control max-age parsing and its bounds, jwks_uri
  * parsing (https anywhere, http to loopback only), and the keyring's remote slots (swap, misses,
- * the wake-up of the fetcher).
+ * the wake-up of the fetcher), and the fetcher itself over a keyring against a local evhttp key
+ * server: the first set and a rotation announced (on_new) before they are installed, a reload
+ * seeding the new ring without a fetch or an announcement.
  */
 #include "testkit.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "core/util.h"
 #include "gateway/jwks_remote.h"
 
 static int64_t age1(const char *v)
@@ -194,12 +204,142 @@ static void test_remote_slot(void **state)
     keyring_clear(&kr); /* frees both remote sets (ASan/valgrind check the rest) */
 }
 
+/* --- the fetcher against a local key server ------------------------------------------------ */
+
+struct fx {
+    struct event_base *base;
+    char *body; /* what /jwks.json answers */
+    int fetches;
+    int announced;
+    char kind[16], owner[16], kid[JWK_KID_MAX + 1];
+    bool was_installed; /* the slot's current set at the announcement was already next */
+};
+
+static void serve(struct evhttp_request *req, void *arg)
+{
+    struct fx *f = arg;
+    f->fetches++;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, f->body, strlen(f->body));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "max-age=3600");
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+static void on_new(void *arg, const char *kind, const char *owner,
+                   const struct jwks_remote_slot *slot, const struct jwks *next)
+{
+    struct fx *f = arg;
+    f->announced++;
+    snprintf(f->kind, sizeof(f->kind), "%s", kind);
+    snprintf(f->owner, sizeof(f->owner), "%s", owner);
+    snprintf(f->kid, sizeof(f->kid), "%s", next->keys[0].kid);
+    f->was_installed = keyring_remote_current(slot) == next;
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+}
+
+/* Run the loop until the merchant's current set has kid (bounded: 5 s). */
+static void run_until_kid(struct fx *f, const struct keyring *kr, const char *kid)
+{
+    struct event *t = event_new(f->base, -1, EV_PERSIST, tick, NULL);
+    event_add(t, &(struct timeval){0, 20000});
+    int64_t end = mono_us() + 5000000;
+    const struct jwks *cur;
+    while (!((cur = keyring_get(kr, "m")) && jwks_find(cur, kid)) && mono_us() < end)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    event_free(t);
+    cur = keyring_get(kr, "m");
+    if (!cur || !jwks_find(cur, kid))
+        fail_msg("no set with kid %s within 5 s", kid);
+}
+
+static char *jwks_text(const char *kid, struct jwk *keep)
+{
+    struct jwks *set = set_of_new_key(kid, keep);
+    json_t *doc = jwks_to_json(set);
+    char *text = sjson_dump(doc);
+    json_decref(doc);
+    jwks_free(set);
+    return text;
+}
+
+static void test_fetcher_over_a_keyring(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    f.base = event_base_new();
+    struct evhttp *http = evhttp_new(f.base);
+    evhttp_set_gencb(http, serve, &f);
+    struct evhttp_bound_socket *h = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
+    assert_non_null(h);
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(h), (struct sockaddr *)&sa, &sl), 0);
+    char *uri = xasprintf("http://127.0.0.1:%d/jwks.json", ntohs(sa.sin_port));
+
+    struct jwk k1, k2;
+    f.body = jwks_text("a1", &k1);
+    struct keyring kr = {0};
+    keyring_add_remote(&kr, "m", uri, NULL);
+    struct jwks_remote_ring ring = {"merchant", &kr};
+    char *missing = jwks_remote_missing_in(&ring, 1);
+    assert_string_equal(missing, "no keys fetched yet for merchant m");
+    free(missing);
+
+    struct jwks_remote *r = jwks_remote_start(
+        f.base, &ring, 1, &(struct jwks_remote_opts){.on_new = on_new, .arg = &f});
+    run_until_kid(&f, &kr, "a1");
+    assert_int_equal(f.fetches, 1);
+    assert_int_equal(f.announced, 1); /* the first set is new too */
+    assert_string_equal(f.kind, "merchant");
+    assert_string_equal(f.owner, "m");
+    assert_string_equal(f.kid, "a1");
+    assert_false(f.was_installed); /* announced before a reader could see it */
+    assert_null(jwks_remote_missing_in(&ring, 1));
+
+    /* Rotation: an unknown kid wakes the fetcher, which refetches and announces the new set. */
+    free(f.body);
+    f.body = jwks_text("a2", &k2);
+    assert_null(keyring_find(&kr, "m", "a2"));
+    run_until_kid(&f, &kr, "a2");
+    assert_int_equal(f.fetches, 2);
+    assert_int_equal(f.announced, 2);
+    assert_string_equal(f.kid, "a2");
+    assert_false(f.was_installed);
+
+    /* A reload to a new ring with the same slot: seeded, no fetch, nothing announced. */
+    struct keyring kr2 = {0};
+    keyring_add_remote(&kr2, "m", uri, NULL);
+    struct jwks_remote_ring ring2 = {"merchant", &kr2};
+    jwks_remote_reload(r, &ring2, 1);
+    keyring_clear(&kr); /* the fetcher no longer holds the old ring */
+    assert_non_null(keyring_find(&kr2, "m", "a2"));
+    assert_null(jwks_remote_missing_in(&ring2, 1));
+    assert_int_equal(event_base_loop(f.base, EVLOOP_NONBLOCK), 0);
+    assert_int_equal(f.fetches, 2);
+    assert_int_equal(f.announced, 2);
+
+    jwks_remote_free(r);
+    keyring_clear(&kr2);
+    evhttp_free(http);
+    event_base_free(f.base);
+    free(f.body);
+    free(uri);
+    jwk_clear(&k1);
+    jwk_clear(&k2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_age),
         cmocka_unit_test(test_uri),
         cmocka_unit_test(test_remote_slot),
+        cmocka_unit_test(test_fetcher_over_a_keyring),
     };
     return cmocka_run_group_tests_name("jwks_remote", tests, NULL, NULL);
 }
