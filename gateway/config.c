@@ -34,9 +34,8 @@ static int resolve(const char *host, int port, struct sockaddr_storage *out, int
     return 0;
 }
 
-/* A "tls" object inside obj at path: the listener's certificate, key, optional
- * client CA and minimum version, loaded now so that --check-config proves they
- * load and match. */
+/* A "tls" object inside obj at path: the listener's certificate, key, optional client CA and
+ * minimum version, loaded now so that --check-config proves they load and match. */
 static struct tls_server *load_tls(struct cfg *c, const char *path, const json_t *obj)
 {
     static const char *const keys[] = {"cert_file", "key_file", "client_ca_file", "min_version",
@@ -143,83 +142,6 @@ static void load_limits(struct cfg *c, const json_t *root, struct config *conf)
     json_decref(empty);
 }
 
-/* A remote key set (`jwks_uri`, optional `jwks_ca_file`) inside obj at path, added to ring under
- * id with no keys yet: the fetcher (jwks_remote) fills it. The CA file is loaded now so that
- * --check-config proves it loads. */
-static void load_jwks_uri(struct cfg *c, const char *path, const json_t *obj, const char *id,
-                          struct keyring *ring)
-{
-    char p[CFG_PATH_MAX];
-    const char *uri = cfg_string(c, path, obj, "jwks_uri", true, NULL);
-    char *ca =
-        json_object_get(obj, "jwks_ca_file") ? cfg_file(c, path, obj, "jwks_ca_file", true) : NULL;
-    struct jwks_uri u;
-    char *err = NULL;
-    bool ok = uri != NULL;
-    if (uri && jwks_uri_parse(uri, &u, &err) != 0) {
-        cfg_join(p, path, "jwks_uri");
-        cfg_error(c, p, "%s", err);
-        free(err);
-        ok = false;
-    } else if (uri) {
-        if (ca && !u.tls) {
-            cfg_join(p, path, "jwks_ca_file");
-            cfg_error(c, p, "only for an https:// jwks_uri");
-            ok = false;
-        } else if (u.tls) {
-            struct tls_client *t = tls_client_new(ca, &err);
-            if (!t) {
-                cfg_join(p, path, ca ? "jwks_ca_file" : "jwks_uri");
-                cfg_error(c, p, "%s", err);
-                free(err);
-                ok = false;
-            }
-            tls_client_free(t);
-        }
-        jwks_uri_clear(&u);
-    }
-    if (ok && id)
-        keyring_add_remote(ring, id, uri, ca);
-    free(ca);
-}
-
-/* A key set named by `jwks_file`, or fetched from `jwks_uri`, inside obj at path, added to ring
- * under id. */
-static void load_jwks(struct cfg *c, const char *path, const json_t *obj, const char *id,
-                      struct keyring *ring)
-{
-    bool has_uri = json_object_get(obj, "jwks_uri") != NULL;
-    if (has_uri && json_object_get(obj, "jwks_file")) {
-        cfg_error(c, path, "jwks_file and jwks_uri: expected one of them, not both");
-        return;
-    }
-    if (has_uri) {
-        load_jwks_uri(c, path, obj, id, ring);
-        return;
-    }
-    if (json_object_get(obj, "jwks_ca_file")) {
-        char p[CFG_PATH_MAX];
-        cfg_join(p, path, "jwks_ca_file");
-        cfg_error(c, p, "only with jwks_uri");
-    }
-    char *file = cfg_file(c, path, obj, "jwks_file", true);
-    if (!file)
-        return;
-    char *err = NULL;
-    struct jwks *set = jwks_load_file(file, &err);
-    if (!set) {
-        char p[CFG_PATH_MAX];
-        cfg_join(p, path, "jwks_file");
-        cfg_error(c, p, "%s", err);
-        free(err);
-    } else if (id) {
-        keyring_add(ring, id, set);
-    } else {
-        jwks_free(set);
-    }
-    free(file);
-}
-
 static void load_issuers(struct cfg *c, const json_t *root, struct config *conf)
 {
     static const char *const keys[] = {"id", "jwks_file", "jwks_uri", "jwks_ca_file", NULL};
@@ -238,12 +160,12 @@ static void load_issuers(struct cfg *c, const json_t *root, struct config *conf)
         const char *id = cfg_string(c, p, it, "id", true, NULL);
         if (id && keyring_get(&conf->issuers, id))
             cfg_error(c, p, "duplicate issuer id \"%s\"", id);
-        load_jwks(c, p, it, id, &conf->issuers);
+        jwks_remote_load_config(c, p, it, id, &conf->issuers);
     }
 }
 
-/* "http://host:port" or "https://host:port" (an optional final "/"), resolved
- * now: the request path never waits for a name lookup. */
+/* "http://host:port" or "https://host:port" (an optional final "/"), resolved now: the request
+ * path never waits for a name lookup. */
 static int parse_upstream(const char *s, struct merchant *m)
 {
     bool tls = strncmp(s, "https://", 8) == 0;
@@ -313,9 +235,8 @@ static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
     }
 }
 
-/* "cart_key": {"file", "kid"}: the merchant's key the gateway signs carts with
- * (sign_cart routes); its public half belongs in the merchant's key set, which
- * checks the carts at payment. */
+/* "cart_key": {"file", "kid"}: the merchant's key the gateway signs carts with (sign_cart routes);
+ * its public half belongs in the merchant's key set, which checks the carts at payment. */
 static void load_cart_key(struct cfg *c, const char *path, const json_t *obj, struct merchant *m)
 {
     static const char *const keys[] = {"file", "kid", NULL};
@@ -370,8 +291,7 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
             char pp[CFG_PATH_MAX];
             cfg_join(pp, p, "upstream");
             cfg_error(c, pp,
-                      "expected http://host:port or https://host:port (a name that "
-                      "resolves)");
+                      "expected http://host:port or https://host:port (a name that resolves)");
         }
         char *ca = json_object_get(it, "upstream_ca_file")
                        ? cfg_file(c, p, it, "upstream_ca_file", true)
@@ -386,7 +306,7 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
         free(ca);
         bool has_keys = json_object_get(it, "jwks_file") || json_object_get(it, "jwks_uri");
         if (has_keys || json_object_get(it, "jwks_ca_file"))
-            load_jwks(c, p, it, m->id, &conf->merchant_keys);
+            jwks_remote_load_config(c, p, it, m->id, &conf->merchant_keys);
         size_t first = conf->routes.n;
         load_routes(c, p, it, m, conf);
         for (size_t r = first; r < conf->routes.n; r++)
@@ -504,11 +424,10 @@ void config_unref(struct config *conf)
 }
 
 /*
- * Every key of gateway.json and whether SIGHUP applies it. What is not
- * reloadable is bound at start (sockets, threads, the database and its writer,
- * which owns its copy of the checkpoint key and origin); a reload that changes
- * it logs the key and keeps the running value until the next restart.
- * Reloadable keys need no comparison (CK_NONE): the new configuration simply
+ * Every key of gateway.json and whether SIGHUP applies it. What is not reloadable is bound at
+ * start (sockets, threads, the database and its writer, which owns its copy of the checkpoint
+ * key and origin); a reload that changes it logs the key and keeps the running value until the
+ * next restart. Reloadable keys need no comparison (CK_NONE): the new configuration simply
  * replaces the old one for every request begun after the swap.
  */
 enum ck_type { CK_STR, CK_INT, CK_I64, CK_KEY, CK_LISTEN, CK_NONE };
@@ -578,8 +497,7 @@ int config_reload_check(const struct config *running, const struct config *next)
     for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
         const struct config_key *k = &config_keys[i];
         if (!k->reloadable && key_differs(k, running, next)) {
-            log_warn("reload: %s changed: it takes effect at the next restart; the "
-                     "running "
+            log_warn("reload: %s changed: it takes effect at the next restart; the running "
                      "value stays in force",
                      k->path);
             n++;
