@@ -26,11 +26,20 @@ static void number(struct sb *b, const char *n, long long value)
     sb_int(b, value);
 }
 
-void accesslog_write(const struct access *a)
+void accesslog_flush(struct sb *buf)
+{
+    if (buf->len) {
+        ssize_t w = write(STDERR_FILENO, buf->buf, buf->len);
+        (void)w; /* nothing sensible to do when stderr is gone */
+        buf->len = 0;
+    }
+}
+
+void accesslog_write(struct sb *buf, const struct access *a)
 {
     char ts[40];
     log_timestamp(ts, sizeof(ts));
-    struct sb b = {0};
+    struct sb b = *buf;
     sb_puts(&b, "{\"ts\":\"");
     sb_puts(&b, ts);
     sb_puts(&b, "\",\"type\":\"access\"");
@@ -51,7 +60,7 @@ void accesslog_write(const struct access *a)
     number(&b, "check_us", a->check_us);
     number(&b, "upstream_us", a->upstream_us);
     sb_puts(&b, "}\n");
-    ssize_t w = write(STDERR_FILENO, b.buf, b.len);
-    (void)w;
-    sb_clear(&b);
+    *buf = b;
+    if (buf->len >= ACCESSLOG_FLUSH_BYTES)
+        accesslog_flush(buf);
 }

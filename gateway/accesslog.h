@@ -1,5 +1,7 @@
 /*
- * accesslog: one JSON line per proxied request on standard error, fixed fields, one write().
+ * accesslog: one JSON line per proxied request on standard error, fixed fields. Lines gather in
+ * a per-worker buffer written with one write() when it fills, every ACCESSLOG_FLUSH_MS and at
+ * shutdown: a syscall per batch, not per request.
  */
 #ifndef GATEWAY_ACCESSLOG_H
 #define GATEWAY_ACCESSLOG_H
@@ -15,7 +17,13 @@ struct access {
     int64_t check_us, upstream_us;
 };
 
-/** Write one access line. */
-void accesslog_write(const struct access *a);
+#define ACCESSLOG_FLUSH_BYTES (32 * 1024)
+#define ACCESSLOG_FLUSH_MS    100
+
+struct sb;
+/** Append one access line to buf (a worker's), writing buf out once it holds FLUSH_BYTES. */
+void accesslog_write(struct sb *buf, const struct access *a);
+/** Write out what buf holds (its worker's timer, and at shutdown). */
+void accesslog_flush(struct sb *buf);
 
 #endif

@@ -154,7 +154,7 @@ size_t conn_reply_error(struct conn *c, int status, const char *code, const char
 static void framing_error(struct conn *c, enum hp_error e)
 {
     char id[33];
-    proxy_new_request_id(id);
+    proxy_new_request_id(c->w, id);
     proxy_count_framing(c, hp_error_code(e), id);
     conn_reply_error(c, hp_error_status(e), code_name(hp_error_code(e)), hp_error_str(e), id, NULL,
                      false);
@@ -291,7 +291,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     char id[33];
-    proxy_new_request_id(id);
+    proxy_new_request_id(c->w, id);
     proxy_count_framing(c, CODE_REQUEST_TIMEOUT, id);
     conn_reply_error(c, 408, code_name(CODE_REQUEST_TIMEOUT), code_message(CODE_REQUEST_TIMEOUT),
                      id, NULL, false);

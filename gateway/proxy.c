@@ -19,7 +19,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <openssl/rand.h>
 
 #include "core/httpsig.h"
 #include "core/log.h"
@@ -86,12 +85,16 @@ static void admit_and_commit(struct request *r);
 
 /* --- ids, counting, logging --------------------------------------------------------------- */
 
-void proxy_new_request_id(char id[33])
+void proxy_new_request_id(struct worker *w, char id[33])
 {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof(b)) != 1)
-        abort();
-    hex_encode(b, sizeof(b), id);
+    /* A random 64-bit prefix drawn when the worker starts and a counter: unique across workers
+     * and restarts, and no RAND_bytes (nor its getpid) per request. */
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v[2] = {w->id_prefix, w->id_counter++};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 16; j++)
+            id[i * 16 + j] = hex[(v[i] >> (60 - 4 * j)) & 15];
+    id[32] = '\0';
 }
 
 struct hp_request *proxy_scratch_request(struct worker *w, const struct hp_limits *lim)
@@ -128,7 +131,7 @@ static void log_access(struct request *r, const char *decision)
                        r->bytes,
                        r->check_us,
                        r->up_us};
-    accesslog_write(&a);
+    accesslog_write(&r->w->alog, &a);
 }
 
 void proxy_count_framing(struct conn *c, enum code code, const char *request_id)
@@ -138,7 +141,7 @@ void proxy_count_framing(struct conn *c, enum code code, const char *request_id)
     struct access a = {
         request_id,        "", "", "", "", "", "", "", "deny", code_name(code), c->tls_client,
         code_status(code), 0,  0,  0};
-    accesslog_write(&a);
+    accesslog_write(&c->w->alog, &a);
 }
 
 /* --- audit entries -------------------------------------------------------------------------- */
@@ -494,7 +497,7 @@ void proxy_begin(struct conn *c, size_t head_len)
     r->start_us = mono_us();
     w->inflight++;
     atomic_fetch_add_explicit(&w->srv->metrics.requests, 1, memory_order_relaxed);
-    proxy_new_request_id(r->id);
+    proxy_new_request_id(w, r->id);
     r->body = r->hp.chunked ? BODY_CHUNKED : r->hp.content_length > 0 ? BODY_LENGTH : BODY_NONE;
     r->body_left = r->hp.content_length;
 
@@ -834,7 +837,7 @@ static char *sign_cart(struct request *r, struct evbuffer *body, const char **wh
         goto done;
     }
     char jti[40] = "cart-";
-    proxy_new_request_id(jti + 5);
+    proxy_new_request_id(r->w, jti + 5);
     int64_t now = now_s();
     claims = json_deep_copy(claims);
     sjson_set(claims, "iss", json_string(mc->id));

@@ -29,8 +29,8 @@ void proxy_client_gone(struct request *r);
 
 /** A parse target with w's scratch header array sized for lim (conn.c's head parses). */
 struct hp_request *proxy_scratch_request(struct worker *w, const struct hp_limits *lim);
-/** A new random request id (32 hex digits). */
-void proxy_new_request_id(char id[33]);
+/** A new request id (32 hex digits), unique across workers and restarts. */
+void proxy_new_request_id(struct worker *w, char id[33]);
 /** Count a framing or size error answered by conn.c (metrics and the access log, no audit). */
 void proxy_count_framing(struct conn *c, enum code code, const char *request_id);
 

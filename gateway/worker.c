@@ -7,7 +7,10 @@
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "core/log.h"
+#include "gateway/accesslog.h"
 #include "gateway/conn.h"
 #include "gateway/proxy.h"
 
@@ -48,6 +51,13 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     conn_drain_all(w);
     w->drain_deadline_us = mono_us() + DRAIN_TIMEOUT_US;
     on_drain(-1, 0, w);
+}
+
+static void on_alog_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    accesslog_flush(&((struct worker *)arg)->alog);
 }
 
 static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
@@ -130,10 +140,15 @@ struct worker *worker_new(struct server *s, int id, char **err)
     evconnlistener_set_error_cb(w->lst, on_accept_error);
     w->pools = upstream_pools_new(w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
+    if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
+        abort();
     writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);
     w->resume_ev = evtimer_new(w->base, on_resume_accept, w);
+    w->alog_ev = event_new(w->base, -1, EV_PERSIST, on_alog_tick, w);
+    struct timeval tick = {0, ACCESSLOG_FLUSH_MS * 1000};
+    event_add(w->alog_ev, &tick);
     return w;
 }
 
@@ -173,6 +188,9 @@ void worker_free(struct worker *w)
     event_free(w->stop_ev);
     event_free(w->drain_ev);
     event_free(w->resume_ev);
+    event_free(w->alog_ev);
+    accesslog_flush(&w->alog);
+    sb_clear(&w->alog);
     event_base_free(w->base);
     config_unref(w->conf);
     free(w->vcache);

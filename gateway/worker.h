@@ -14,6 +14,7 @@
 #include <event2/listener.h>
 
 #include "audit/writer.h"
+#include "core/log.h"
 #include "gateway/enforce.h"
 #include "gateway/http_parse.h"
 #include "gateway/server.h"
@@ -44,6 +45,9 @@ struct worker {
     struct hp_header *scratch_headers;
     size_t scratch_cap;
     struct pop_slot pop[WORKER_POP_SLOTS];
+    uint64_t id_prefix, id_counter; /* request ids: a random prefix and a counter */
+    struct sb alog;                 /* access lines not yet written */
+    struct event *alog_ev;          /* writes them out every ACCESSLOG_FLUSH_MS */
     bool started;
     struct event *stop_ev, *drain_ev;
     struct event *resume_ev; /* re-enables accepting after a pause for lack of descriptors */
