@@ -131,7 +131,11 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
          prepare(st,
                  "INSERT OR IGNORE INTO keysets(sha256, owner, jwks, first_seen_ms) "
                  "VALUES(?,?,?,?)",
-                 &st->ins_keyset))) {
+                 &st->ins_keyset)) ||
+        /* Prepared once: every batch runs them, and sqlite3_exec would parse them each time. */
+        (mode == STORE_CREATE &&
+         (prepare(st, "BEGIN IMMEDIATE", &st->begin) || prepare(st, "COMMIT", &st->commit) ||
+          prepare(st, "ROLLBACK", &st->rollback)))) {
         *err = xasprintf("%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -160,6 +164,9 @@ void store_close(struct store *st)
     sqlite3_finalize(st->get_node);
     sqlite3_finalize(st->get_leaf);
     sqlite3_finalize(st->ins_keyset);
+    sqlite3_finalize(st->begin);
+    sqlite3_finalize(st->commit);
+    sqlite3_finalize(st->rollback);
     sqlite3_close(st->db);
     free(st);
 }
@@ -176,20 +183,32 @@ static int exec(struct store *st, const char *sql)
     return 0;
 }
 
+/* Run one of the prepared transaction statements; log a failure with its SQL. */
+static int run(struct store *st, sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        log_error("sqlite: %s: %s", sqlite3_sql(s), sqlite3_errmsg(st->db));
+        return -1;
+    }
+    return 0;
+}
+
 int store_begin(struct store *st)
 {
-    return exec(st, "BEGIN IMMEDIATE");
+    return run(st, st->begin);
 }
 
 int store_commit(struct store *st)
 {
-    return exec(st, "COMMIT");
+    return run(st, st->commit);
 }
 
 void store_rollback(struct store *st)
 {
     if (!sqlite3_get_autocommit(st->db))
-        (void)exec(st, "ROLLBACK");
+        (void)run(st, st->rollback);
 }
 
 /* Step a bound statement to completion and reset it. */

@@ -20,7 +20,8 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint, *put_spend;
     sqlite3_stmt *ins_node, *get_node, *get_leaf;
-    sqlite3_stmt *ins_keyset; /* STORE_CREATE only */
+    sqlite3_stmt *ins_keyset;                /* STORE_CREATE only */
+    sqlite3_stmt *begin, *commit, *rollback; /* STORE_CREATE only: the writer's transactions */
 };
 
 enum store_mode { STORE_CREATE, STORE_READONLY };
