@@ -5,6 +5,14 @@
 #   MODE=single  a mandate not seen before on every request (rotate-tokens.lua over N tokens)
 # Prepares keys, configuration and tokens under /tmp/bench-gw (a fresh database every run).
 # Extra environment is passed to the harness (DURATION, REPS, PIN, ...).
+#   TLS=1     the gateway listens with TLS ("tls": {cert_file, key_file} in gateway.json) and
+#             GATEWAY_URL is https://127.0.0.1:18082/v1/echo; a self-signed P-256 certificate for
+#             127.0.0.1 is made with the openssl CLI in $TLS_DIR (/tmp/bench-gw/tls, exported;
+#             never committed); the harness's curl probe trusts it through CURL_CA_BUNDLE.
+#   RUNNER=   run this instead of $HARNESS/run-baseline.sh with the prepared environment, e.g.
+#             TLS=1 RUNNER=bench/tls-run.sh (TLS nginx vs TLS gateway: the harness's proxy is http).
+#   GW_STDERR=/dev/null  where the gateway's stderr goes: one access line per request plus any
+#             warnings; a file costs a write per request, so keep /dev/null for the figures.
 set -euo pipefail
 MODE=${1:-multi}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,11 +21,20 @@ B=$ROOT/build
 D=/tmp/bench-gw
 make -C "$ROOT" -s all
 rm -rf "$D" && mkdir -p "$D"
+TLS_JSON= SCHEME=http
+if [ "${TLS:-0}" = 1 ]; then
+    export TLS_DIR=$D/tls CURL_CA_BUNDLE=$D/tls/cert.pem
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+    TLS_JSON="\"tls\": {\"cert_file\": \"$TLS_DIR/cert.pem\", \"key_file\": \"$TLS_DIR/key.pem\"},"
+    SCHEME=https
+fi
 "$B/mandate-wallet" keygen --alg ES256 --kid w1 --out "$D/wallet.pem" --jwks "$D/wallet.jwks.json"
 "$B/mandate-wallet" keygen --alg EdDSA --kid cp --out "$D/cp.pem" --jwks "$D/cp.jwks.json"
 cat > "$D/gateway.json" <<JSON
 {
-  "listen": "127.0.0.1:18082", "workers": ${WORKERS:-2}, "database": "$D/gateway.db",
+  "listen": "127.0.0.1:18082", $TLS_JSON "workers": ${WORKERS:-2}, "database": "$D/gateway.db",
   "admin": {"listen": "127.0.0.1:18083",
             "token_sha256": "$(printf bench | sha256sum | cut -d' ' -f1)"},
   "audit": {"origin": "bench/audit", "checkpoint_key": "$D/cp.pem", "checkpoint_every": 10000},
@@ -29,8 +46,8 @@ cat > "$D/gateway.json" <<JSON
   "log_level": "warn"
 }
 JSON
-export GATEWAY_URL=http://127.0.0.1:18082/v1/echo
-export GATEWAY_START="exec $B/mandate-gateway --config $D/gateway.json 2>/dev/null"
+export GATEWAY_URL=$SCHEME://127.0.0.1:18082/v1/echo
+export GATEWAY_START="exec $B/mandate-gateway --config $D/gateway.json 2>${GW_STDERR:-/dev/null}"
 export BENCH_PATH=/v1/echo
 case "$MODE" in
 multi)
@@ -45,5 +62,6 @@ single)
     ;;
 *) echo "usage: bench/gateway.sh multi|single" >&2; exit 1 ;;
 esac
-export GATEWAY_NAME=gw-$MODE
-exec "$HARNESS/run-baseline.sh"
+export GATEWAY_NAME=gw-$MODE HARNESS
+[ "$SCHEME" = https ] && GATEWAY_NAME=gw-tls-$MODE
+exec "${RUNNER:-$HARNESS/run-baseline.sh}"
