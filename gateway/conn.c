@@ -4,6 +4,8 @@
 #include "gateway/conn.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -86,6 +88,10 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
         evutil_closesocket(fd);
         return;
     }
+    /* Answers leave in several writes (a TLS record each, an interim answer, chunks): without
+     * TCP_NODELAY, Nagle holds the next one for the client's delayed ACK (40 ms per request). */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct conn *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->fresh = true;

@@ -3,6 +3,8 @@
  */
 #include "gateway/upstream.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,8 +120,12 @@ static struct upconn *open_conn(struct upstream_pools *p, struct upstream_pool *
     }
     /* A refused connection is reported through the event callback, never here. */
     if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&m->upstream_addr,
-                                   m->upstream_addrlen) != 0)
+                                   m->upstream_addrlen) != 0) {
         log_debug("upstream %s: connect failed at once", pl->key);
+    } else {
+        int one = 1; /* a request's head and body go in separate writes: no Nagle delay */
+        setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     return c;
 }
 
