@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/gateway.sh MODE -- measure the gateway against nginx in one interleaved run, with the
-# shared harness (../shared/bench/run-baseline.sh).
+# optional external bench harness (HARNESS=<dir> with run-baseline.sh; see bench/harness.sh).
 #   MODE=multi   one mandate with a huge `uses`, sent on every request
 #   MODE=single  a mandate not seen before on every request (rotate-tokens.lua over N tokens)
 # Prepares keys, configuration and tokens under /tmp/bench-gw (a fresh database every run).
@@ -16,7 +16,8 @@
 set -euo pipefail
 MODE=${1:-multi}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/bench}
+. "$ROOT/bench/harness.sh"
+[ -n "${RUNNER:-}" ] || need_harness run-baseline.sh
 B=$ROOT/build
 D=/tmp/bench-gw
 make -C "$ROOT" -s all

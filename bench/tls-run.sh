@@ -3,11 +3,11 @@
 # Not run directly: `TLS=1 RUNNER=bench/tls-run.sh bench/gateway.sh multi|single` prepares the
 # gateway (https on 18082), the certificate ($TLS_DIR) and the request environment, then execs this.
 #
-# Why not ../shared/bench/run-baseline.sh: its proxy target is fixed (proxy-nginx.conf, plain
+# Why not the harness's run-baseline.sh: its proxy target is fixed (proxy-nginx.conf, plain
 # http://127.0.0.1:18081), so it cannot compare a TLS gateway with a TLS nginx. This script uses
 # the harness's lib.sh (start/stop by recorded PID, CPU accounting from /proc/PID/stat) and does
 # what run-baseline.sh does for three targets:
-#   proxy      plain nginx proxy   http://127.0.0.1:18081  (../shared/bench/proxy-nginx.conf)
+#   proxy      plain nginx proxy   http://127.0.0.1:18081  (the harness's proxy-nginx.conf)
 #   proxy-tls  TLS nginx proxy     https://127.0.0.1:18443 (bench/proxy-nginx-tls.conf)
 #   gw-tls-*   the TLS gateway     $GATEWAY_URL
 # all in front of the harness's upstream nginx on 18080. A 2 s warm-up per target, then REPS rounds

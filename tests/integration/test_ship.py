@@ -102,9 +102,4 @@ def test_repository_stands_alone():
     r = subprocess.run(["git", "-C", ROOT, "grep", "-l", "../shared", "--", "README.md", "docs",
                         "scripts", "bench", "config", "docker", "man", "dist", "examples"],
                        capture_output=True, text=True, timeout=30)
-    left = r.stdout.split()
-    # bench/gateway.sh was being changed by another engineer when the others were cleaned: it
-    # must source bench/harness.sh like them. Until it does, say so rather than pass silently.
-    if left == ["bench/gateway.sh"]:
-        pytest.xfail("bench/gateway.sh still defaults HARNESS to ../shared/bench")
-    assert left == [], left
+    assert r.stdout.split() == [], r.stdout
