@@ -35,31 +35,25 @@
 enum body_kind { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
 
 struct request {
+    struct decision d; /* what was decided (the id, route, verdict, admission, receipt) */
     struct worker *w;
     struct conn *c; /* NULL once the client is gone */
     struct config *conf;
-    char id[33];
     char method[16];
     char *path; /* NUL-terminated copy of the raw path */
     char *head; /* the request head as received (hp's slices point here) */
     struct hp_request hp;
-    const struct route *route;
-    struct verdict v;
-    struct admit admit;
-    enum code code;
     int status;
     uint64_t bytes;
-    int64_t start_us, check_us, up_start_us, up_us;
-    char receipt[90];
+    int64_t up_start_us, up_us;
     char tls_client[256]; /* the client certificate's subject, for the access log */
-    bool waiting_durable; /* the allow is queued for commit */
     /* the client's body */
     enum body_kind body;
     int64_t body_left; /* BODY_LENGTH: bytes still to read */
     struct hp_chunked body_dec;
     bool body_reading, body_done;
-    struct evbuffer *held;        /* a PoP body read before the decision (SPEC §7), or NULL */
-    struct httpsig_digest digest; /* its Content-Digest check */
+    struct evbuffer *held; /* a PoP body read before the decision (SPEC §7), or NULL; its
+                              Content-Digest check is d.digest */
     /* the merchant */
     struct upconn *uc;
     struct evbuffer_cb_entry *sent_cb;
@@ -81,7 +75,8 @@ static void forward(struct request *r);
 static void finish(struct request *r, const char *result);
 static void cut_client(struct request *r);
 static void start_body(struct request *r);
-static void admit_and_commit(struct request *r);
+static void count(struct worker *w, enum code code);
+static void log_access(struct request *r, const char *decision);
 
 /* --- ids, counting, logging --------------------------------------------------------------- */
 
@@ -115,21 +110,21 @@ static void count(struct worker *w, enum code code)
 
 static void log_access(struct request *r, const char *decision)
 {
-    const struct mandate *m = &r->v.m;
-    struct access a = {r->id,
+    const struct mandate *m = &r->d.v.m;
+    struct access a = {r->d.id,
                        r->method,
                        r->path,
-                       r->route ? r->route->path : "",
-                       r->route ? r->route->merchant->id : "",
-                       r->route ? r->route->action : "",
+                       r->d.route ? r->d.route->path : "",
+                       r->d.route ? r->d.route->merchant->id : "",
+                       r->d.route ? r->d.route->action : "",
                        m->sub,
                        m->agent,
                        decision,
-                       code_name(r->code),
+                       code_name(r->d.code),
                        r->tls_client,
                        r->status,
                        r->bytes,
-                       r->check_us,
+                       r->d.check_us,
                        r->up_us};
     accesslog_write(&r->w->alog, &a);
 }
@@ -154,35 +149,38 @@ static void add_mandate(json_t *ms, const struct mandate *m)
                                "kid", m->kid, "jti", m->jti, "sha256", sha));
 }
 
-/* The decision entry (SPEC §4) for r; mandates listed when the token parsed. */
-static json_t *decision_entry(struct request *r)
+/* The decision entry (SPEC §4) for d; mandates listed when the token parsed; the surface it came
+ * through when it is not the proxy (SPEC §8). */
+static json_t *decision_entry(const struct decision *d)
 {
-    const struct mandate *m = &r->v.m;
+    const struct mandate *m = &d->v.m;
     json_t *e = json_pack("{sI ss ss ss ss ss ss ss ss}", "ts_ms", (json_int_t)now_ms(), "kind",
-                          "decision", "request_id", r->id, "principal", m->sub, "agent", m->agent,
-                          "merchant", r->route ? r->route->merchant->id : "", "action",
-                          r->route ? r->route->action : "", "decision",
-                          r->code == CODE_OK ? "allow" : "deny", "code", code_name(r->code));
+                          "decision", "request_id", d->id, "principal", m->sub, "agent", m->agent,
+                          "merchant", d->route ? d->route->merchant->id : "", "action",
+                          d->route ? d->route->action : "", "decision",
+                          d->code == CODE_OK ? "allow" : "deny", "code", code_name(d->code));
     json_t *ms = json_array();
     if (m->jti[0] && m->iss[0])
         add_mandate(ms, m);
-    if (r->v.has_cart) {
-        add_mandate(ms, &r->v.cart);
-        sjson_set(e, "amount", money_to_json(&r->v.cart.total));
+    if (d->v.has_cart) {
+        add_mandate(ms, &d->v.cart);
+        sjson_set(e, "amount", money_to_json(&d->v.cart.total));
     }
     sjson_set(e, "mandates", ms);
+    if (d->surface)
+        sjson_set(e, "surface", json_string(d->surface));
     return e;
 }
 
 /* Write the denial's entry, unless the client's denial budget for this second is spent or the
  * disk is low: then it only counts towards the client's denial_summary (SPEC §5). */
-static void audit_denial(struct request *r)
+static void audit_denial(struct decision *d)
 {
-    struct server *srv = r->w->srv;
-    if (!flood_denial(srv->flood, r->c ? r->c->peer : "unknown", r->code, now_s(),
+    struct server *srv = d->w->srv;
+    if (!flood_denial(srv->flood, d->peer ? d->peer : "unknown", d->code, now_s(),
                       writer_disk_low(srv->writer)))
         return;
-    struct writer_item *it = writer_item_new(decision_entry(r));
+    struct writer_item *it = writer_item_new(decision_entry(d));
     if (!writer_submit(srv->writer, it))
         writer_item_free(it); /* the writer counts and logs what it drops */
 }
@@ -191,16 +189,16 @@ static void audit_denial(struct request *r)
 static void settle(struct request *r, const char *result, enum spend_status spend)
 {
     json_t *e = json_pack("{sI ss ss ss si sI sI}", "ts_ms", (json_int_t)now_ms(), "kind",
-                          "outcome", "request_id", r->id, "result", result, "status", r->status,
+                          "outcome", "request_id", r->d.id, "result", result, "status", r->status,
                           "bytes", (json_int_t)r->bytes, "upstream_us", (json_int_t)r->up_us);
     static const char *const names[] = {"reserved", "committed", "released", "unknown"};
-    if (r->admit.cart)
+    if (r->d.admit.cart)
         sjson_set(e, "spend", json_string(names[spend]));
     struct writer_item *it = writer_item_new(e);
-    if (r->admit.cart) {
+    if (r->d.admit.cart) {
         if (spend == SPEND_RELEASED)
-            state_release(r->w->srv->state, r->admit.spend_key, r->admit.amount);
-        writer_item_op(it, WOP_SPEND, r->id, r->admit.spend_key, r->admit.amount, spend);
+            state_release(r->w->srv->state, r->d.admit.spend_key, r->d.admit.amount);
+        writer_item_op(it, WOP_SPEND, r->d.id, r->d.admit.spend_key, r->d.admit.amount, spend);
         it->settles = true;
     }
     if (!writer_submit(r->w->srv->writer, it))
@@ -219,7 +217,7 @@ static void request_free(struct request *r)
         evbuffer_free(r->collect);
     if (r->collect_head)
         evbuffer_free(r->collect_head);
-    httpsig_digest_clear(&r->digest);
+    httpsig_digest_clear(&r->d.digest);
     r->w->inflight--;
     config_unref(r->conf);
     free(r);
@@ -248,28 +246,14 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     r->c = NULL;
     c->req = NULL;
     /* A body we did not read stays unread: the connection cannot find the next request. */
-    r->bytes = conn_reply_error(c, r->status, code_name(code), code_message(code), r->id, extra,
+    r->bytes = conn_reply_error(c, r->status, code_name(code), code_message(code), r->d.id, extra,
                                 r->hp.keep_alive && body_consumed(r));
 }
 
-/* A denial: answered at once (denials need not wait for the disk), audited, counted, logged. */
+/* A denial of the proxy's own (before or outside the decision core's checks). */
 static void deny(struct request *r, enum code code, int64_t retry_after)
 {
-    r->code = code;
-    r->check_us = mono_us() - r->start_us;
-    hist_observe(&r->w->srv->metrics.check_us, (uint64_t)r->check_us);
-    if (log_min_level <= LOG_DEBUG && r->v.m.kid[0]) {
-        char ref[96];
-        mandate_ref(&r->v.m, ref, sizeof(ref));
-        log_write(LOG_DEBUG, r->id, "deny %s: mandate %s", code_name(code), ref);
-    }
-    if (code != CODE_BODY_TOO_LARGE &&
-        code != CODE_BAD_REQUEST) /* framing: no mandate to account */
-        audit_denial(r);
-    count(r->w, code);
-    send_error(r, code, retry_after);
-    log_access(r, "deny");
-    request_free(r);
+    decision_deny(&r->d, code, retry_after);
 }
 
 /* A header's value as a NUL-terminated string inside r's head copy, or NULL. */
@@ -282,90 +266,97 @@ static const char *header(struct request *r, const char *name)
     return v.p;
 }
 
-/* --- deciding ------------------------------------------------------------------------------- */
+/* --- deciding (the core every surface shares) ----------------------------------------------- */
+
+void decision_deny(struct decision *d, enum code code, int64_t retry_after)
+{
+    d->code = code;
+    d->retry_after_s = retry_after;
+    d->check_us = mono_us() - d->start_us;
+    hist_observe(&d->w->srv->metrics.check_us, (uint64_t)d->check_us);
+    if (log_min_level <= LOG_DEBUG && d->v.m.kid[0]) {
+        char ref[96];
+        mandate_ref(&d->v.m, ref, sizeof(ref));
+        log_write(LOG_DEBUG, d->id, "deny %s: mandate %s", code_name(code), ref);
+    }
+    if (code != CODE_BODY_TOO_LARGE &&
+        code != CODE_BAD_REQUEST) /* framing: no mandate to account */
+        audit_denial(d);
+    count(d->w, code);
+    d->done(d);
+}
 
 static void on_durable(struct writer_item *it);
 
-static void admit_and_commit(struct request *r)
+void decision_admit(struct decision *d)
 {
-    struct worker *w = r->w;
-    struct admit *a = &r->admit;
-    a->m = &r->v.m;
-    if (r->v.has_cart) {
-        const struct mandate *p = &r->v.m;
-        a->cart = &r->v.cart;
+    struct worker *w = d->w;
+    struct admit *a = &d->admit;
+    a->m = &d->v.m;
+    if (d->v.has_cart) {
+        const struct mandate *p = &d->v.m;
+        a->cart = &d->v.cart;
         a->amount = p->total.value;
         a->cap = p->cap.value;
         cap_key(p->iss, p->sub, &p->cap, p->cap_period, now_s(), a->spend_key);
     }
     /* Below the free-space watermark no allow is taken: the log must never end mid-entry. */
     if (writer_disk_low(w->srv->writer)) {
-        deny(r, CODE_UNAVAILABLE, 0);
+        decision_deny(d, CODE_UNAVAILABLE, 0);
         return;
     }
-    enum code code = state_admit(w->srv->state, a, r->start_us, now_s());
+    enum code code = state_admit(w->srv->state, a, d->start_us, now_s());
     if (code != CODE_OK) {
-        deny(r, code, a->retry_after_s);
+        decision_deny(d, code, a->retry_after_s);
         return;
     }
     /* Allow: the entry and the consumed jti commit before a byte goes upstream. */
-    r->code = CODE_OK;
-    r->check_us = mono_us() - r->start_us;
-    hist_observe(&w->srv->metrics.check_us, (uint64_t)r->check_us);
+    d->code = CODE_OK;
+    d->check_us = mono_us() - d->start_us;
+    hist_observe(&w->srv->metrics.check_us, (uint64_t)d->check_us);
     count(w, CODE_OK);
-    struct writer_item *it = writer_item_new(decision_entry(r));
-    char *tok = xstrndup(r->v.token, r->v.token_len);
-    writer_item_add_jws(it, tok, r->v.m.sha256);
+    struct writer_item *it = writer_item_new(decision_entry(d));
+    char *tok = xstrndup(d->v.token, d->v.token_len);
+    writer_item_add_jws(it, tok, d->v.m.sha256);
     free(tok);
-    writer_item_op(it, WOP_JTI, r->v.m.iss, r->v.m.jti, r->v.m.exp, a->used);
+    writer_item_op(it, WOP_JTI, d->v.m.iss, d->v.m.jti, d->v.m.exp, a->used);
     if (a->cart) {
-        tok = xstrndup(r->v.cart_token, r->v.cart_len);
-        writer_item_add_jws(it, tok, r->v.cart.sha256);
+        tok = xstrndup(d->v.cart_token, d->v.cart_len);
+        writer_item_add_jws(it, tok, d->v.cart.sha256);
         free(tok);
         writer_item_op(it, WOP_JTI, a->cart->iss, a->cart->jti, a->cart->exp, 1);
-        writer_item_op(it, WOP_SPEND, r->id, a->spend_key, a->amount, SPEND_RESERVED);
+        /* A decision surface's allow is paid as it is given: nothing reports an outcome. */
+        writer_item_op(it, WOP_SPEND, d->id, a->spend_key, a->amount,
+                       d->commit_spend ? SPEND_COMMITTED : SPEND_RESERVED);
     }
     it->mb = &w->mb;
     it->done = on_durable;
-    it->arg = r;
-    r->waiting_durable = true;
+    it->arg = d;
+    d->waiting_durable = true;
     if (!writer_submit(w->srv->writer, it)) {
         it->ok = false;
         on_durable(it);
     }
 }
 
-/* After the jti is durable (or the commit failed): forward, or answer 503. */
+/* After the entry is durable (or the commit failed): done(), or a 503 having consumed nothing. */
 static void on_durable(struct writer_item *it)
 {
-    struct request *r = it->arg;
+    struct decision *d = it->arg;
     bool ok = it->ok;
-    r->waiting_durable = false;
+    d->waiting_durable = false;
     if (ok) {
-        int n = snprintf(r->receipt, sizeof(r->receipt), "%llu:", (unsigned long long)it->seq);
-        hex_encode(it->leaf, 32, r->receipt + n);
+        int n = snprintf(d->receipt, sizeof(d->receipt), "%llu:", (unsigned long long)it->seq);
+        hex_encode(it->leaf, 32, d->receipt + n);
     }
     writer_item_free(it);
     if (!ok) {
         /* Nothing was forwarded: give back what was consumed and say the store failed. */
-        state_undo(r->w->srv->state, &r->admit);
-        r->code = CODE_UNAVAILABLE;
-        count(r->w, CODE_UNAVAILABLE);
-        send_error(r, CODE_UNAVAILABLE, 0);
-        log_access(r, "deny");
-        request_free(r);
-        return;
+        state_undo(d->w->srv->state, &d->admit);
+        d->code = CODE_UNAVAILABLE;
+        count(d->w, CODE_UNAVAILABLE);
     }
-    if (!r->c) {
-        /* The client left while we waited: nothing is forwarded, the use stays consumed and a
-         * reservation is released (no payment can have happened). */
-        r->status = 499;
-        settle(r, "not_forwarded", SPEND_RELEASED);
-        log_access(r, "allow");
-        request_free(r);
-        return;
-    }
-    forward(r);
+    d->done(d);
 }
 
 /* --- proof of possession (SPEC §7) --------------------------------------------------------- */
@@ -394,10 +385,10 @@ static const struct jwk *pop_key(struct worker *w, const struct mandate *m)
 /* Every value of header name (lower case) for the signature base, NUL-terminated in place. */
 static size_t pop_field(void *ctx, const char *name, const char **vals, size_t max)
 {
-    struct request *r = ctx;
+    struct hp_request *hp = ctx;
     size_t n = 0;
-    for (size_t i = 0; i < r->hp.n_headers && n < max; i++) {
-        struct hp_header *h = &r->hp.headers[i];
+    for (size_t i = 0; hp && i < hp->n_headers && n < max; i++) {
+        struct hp_header *h = &hp->headers[i];
         if (hp_str_ieq(h->name, name)) {
             ((char *)h->value.p)[h->value.n] = '\0';
             vals[n++] = h->value.p;
@@ -408,67 +399,151 @@ static size_t pop_field(void *ctx, const char *name, const char **vals, size_t m
 
 /* Check the request's signature by the mandate's cnf key; on OK the nonce is consumed and, when
  * the body is covered, *hold says to read it and check its Content-Digest before going on. */
-static enum code check_pop(struct request *r, bool *hold)
+static enum code check_pop(struct decision *d, bool *hold)
 {
-    const struct mandate *m = &r->v.m;
+    const struct mandate *m = &d->v.m;
     *hold = false;
     if (!m->has_cnf)
-        return r->route->merchant->require_pop ? CODE_SIGNATURE_MISSING : CODE_OK;
-    const struct jwk *key = pop_key(r->w, m);
+        return d->route->merchant->require_pop ? CODE_SIGNATURE_MISSING : CODE_OK;
+    if (d->no_pop)
+        return CODE_SIGNATURE_MISSING;
+    const struct jwk *key = pop_key(d->w, m);
     if (!key)
         return CODE_SIGNATURE_INVALID;
-    bool body = r->body != BODY_NONE;
     const char *required[7] = {"@method", "@authority", "@path", "@query", "authorization"};
     size_t n = 5;
-    if (header(r, "mandate-cart"))
+    if (d->cart)
         required[n++] = "mandate-cart";
-    if (body)
+    if (d->has_body)
         required[n++] = "content-digest";
-    if (r->hp.query.p)
-        ((char *)r->hp.query.p)[r->hp.query.n] = '\0'; /* the target's end: printed by length */
-    struct httpsig_msg msg = {.method = r->method,
-                              .scheme = r->c->tls ? "https" : "http",
-                              .authority = header(r, "host"),
-                              .path = r->path,
-                              .query = r->hp.query.p,
+    if (d->query.p)
+        ((char *)d->query.p)[d->query.n] = '\0'; /* the target's end: printed by length */
+    struct httpsig_msg msg = {.method = d->method,
+                              .scheme = d->https ? "https" : "http",
+                              .authority = d->authority,
+                              .path = d->path,
+                              .query = d->query.p,
                               .field = pop_field,
-                              .ctx = r};
+                              .ctx = d->hp};
     struct httpsig_policy pol = {.required = required,
                                  .n_required = n,
                                  .need = HTTPSIG_NEED_ALL,
                                  .keyid = m->cnf_thumb,
                                  .max_window_s = 60,
-                                 .skew_s = r->conf->mandate_limits.clock_skew_s};
+                                 .skew_s = d->conf->mandate_limits.clock_skew_s};
     struct httpsig_result res;
     int64_t now_unix_s = now_s();
     enum httpsig_status st = httpsig_verify(&msg, "mandate", key, &pol, now_unix_s, &res);
     if (st != HTTPSIG_OK) {
-        log_write(LOG_DEBUG, r->id, "request signature: %s", res.reason);
+        log_write(LOG_DEBUG, d->id, "request signature: %s", res.reason);
         return st == HTTPSIG_MISSING ? CODE_SIGNATURE_MISSING : CODE_SIGNATURE_INVALID;
     }
-    if (!state_nonce(r->w->srv->state, res.keyid, res.nonce, res.expires, now_unix_s))
+    if (!state_nonce(d->w->srv->state, res.keyid, res.nonce, res.expires, now_unix_s))
         return CODE_SIGNATURE_REPLAYED;
     if (res.covers_digest) {
+        if (!d->hold) {
+            log_write(LOG_DEBUG, d->id,
+                      "request signature: a covered content-digest cannot be checked here");
+            return CODE_SIGNATURE_INVALID;
+        }
         struct hp_str cd;
         const char *why;
-        if (!hp_header(&r->hp, "content-digest", &cd) ||
-            httpsig_digest_begin(&r->digest, cd.p, cd.n, &why) != 0)
+        if (!d->hp || !hp_header(d->hp, "content-digest", &cd) ||
+            httpsig_digest_begin(&d->digest, cd.p, cd.n, &why) != 0)
             return CODE_SIGNATURE_INVALID;
         *hold = true;
     }
     return CODE_OK;
 }
 
+void decision_run(struct decision *d)
+{
+    if (!d->route)
+        d->route = route_match(&d->conf->routes, d->method, d->path, d->path_n);
+    if (!d->route) {
+        decision_deny(d, CODE_ROUTE_NOT_FOUND, 0);
+        return;
+    }
+    enum code code = enforce(d->conf, d->route, d->authorization, d->cart, now_s(), d->w->vcache,
+                             &d->v);
+    if (code == CODE_OK && d->check)
+        code = d->check(d);
+    bool hold = false;
+    if (code == CODE_OK)
+        code = check_pop(d, &hold);
+    if (code != CODE_OK) {
+        decision_deny(d, code, 0);
+        return;
+    }
+    if (hold) {
+        d->hold(d);
+        return;
+    }
+    decision_admit(d);
+}
+
+void decision_mandate_headers(const struct decision *d, struct evbuffer *out)
+{
+    const struct mandate *m = &d->v.m;
+    evbuffer_add_printf(out, "Mandate-Principal: %s\r\nMandate-Agent: %s\r\nMandate-Action: %s\r\n",
+                        m->sub, m->agent, d->route->action);
+    /* Which mandates these are, so the merchant can tie an order to its quote and its payment. */
+    if (m->typ == MANDATE_INTENT)
+        evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", m->jti);
+    if (d->v.has_cart) {
+        char amount[40];
+        money_format(&d->v.cart.total, amount, sizeof(amount));
+        evbuffer_add_printf(out,
+                            "Mandate-Amount: %s\r\nMandate-Payment-Id: %s\r\n"
+                            "Mandate-Cart-Id: %s\r\n",
+                            amount, m->jti, d->v.cart.jti);
+        if (d->v.cart.intent[0])
+            evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", d->v.cart.intent);
+    }
+}
+
+/* --- the proxy's side of a decision ---------------------------------------------------------- */
+
+/* The decision is made: forward an allow, answer a denial. */
+static void proxy_decided(struct decision *d)
+{
+    struct request *r = d->arg;
+    if (d->code != CODE_OK) {
+        send_error(r, d->code, d->retry_after_s);
+        log_access(r, "deny");
+        request_free(r);
+        return;
+    }
+    if (!r->c) {
+        /* The client left while we waited: nothing is forwarded, the use stays consumed and a
+         * reservation is released (no payment can have happened). */
+        r->status = 499;
+        settle(r, "not_forwarded", SPEND_RELEASED);
+        log_access(r, "allow");
+        request_free(r);
+        return;
+    }
+    forward(r);
+}
+
+/* A covered body is read whole (at most max_body_bytes) before the admission. */
+static void proxy_hold(struct decision *d)
+{
+    struct request *r = d->arg;
+    r->held = evbuffer_new();
+    start_body(r);
+}
+
 /* A PoP body is read whole (at most max_body_bytes): its digest decides, then the admission. */
 static void body_held(struct request *r)
 {
     bufferevent_set_timeouts(r->c->bev, NULL, NULL);
-    if (httpsig_digest_end(&r->digest) != 0) {
-        log_write(LOG_DEBUG, r->id, "request signature: Content-Digest does not match the body");
+    if (httpsig_digest_end(&r->d.digest) != 0) {
+        log_write(LOG_DEBUG, r->d.id, "request signature: Content-Digest does not match the body");
         deny(r, CODE_SIGNATURE_INVALID, 0);
         return;
     }
-    admit_and_commit(r);
+    decision_admit(&r->d);
 }
 
 void proxy_begin(struct conn *c, size_t head_len)
@@ -494,12 +569,26 @@ void proxy_begin(struct conn *c, size_t head_len)
     if (c->tls_client[0])
         memcpy(r->tls_client, c->tls_client, sizeof(r->tls_client));
     r->conf = config_ref(conf);
-    r->start_us = mono_us();
+    r->d.start_us = mono_us();
     w->inflight++;
     atomic_fetch_add_explicit(&w->srv->metrics.requests, 1, memory_order_relaxed);
-    proxy_new_request_id(w, r->id);
+    proxy_new_request_id(w, r->d.id);
     r->body = r->hp.chunked ? BODY_CHUNKED : r->hp.content_length > 0 ? BODY_LENGTH : BODY_NONE;
     r->body_left = r->hp.content_length;
+    struct decision *d = &r->d;
+    d->w = w;
+    d->conf = r->conf;
+    d->method = r->method;
+    d->path = r->path;
+    d->path_n = path_n;
+    d->query = r->hp.query;
+    d->https = c->tls;
+    d->hp = &r->hp;
+    d->has_body = r->body != BODY_NONE;
+    d->peer = c->peer;
+    d->hold = proxy_hold;
+    d->done = proxy_decided;
+    d->arg = r;
 
     if (atomic_load(&w->srv->draining)) {
         deny(r, CODE_UNAVAILABLE, 0);
@@ -510,26 +599,10 @@ void proxy_begin(struct conn *c, size_t head_len)
         deny(r, CODE_BODY_TOO_LARGE, 0);
         return;
     }
-    r->route = route_match(&conf->routes, r->method, r->path, path_n);
-    if (!r->route) {
-        deny(r, CODE_ROUTE_NOT_FOUND, 0);
-        return;
-    }
-    enum code code = enforce(conf, r->route, header(r, "authorization"), header(r, "mandate-cart"),
-                             now_s(), w->vcache, &r->v);
-    bool hold = false;
-    if (code == CODE_OK)
-        code = check_pop(r, &hold);
-    if (code != CODE_OK) {
-        deny(r, code, 0);
-        return;
-    }
-    if (hold) {
-        r->held = evbuffer_new();
-        start_body(r);
-        return;
-    }
-    admit_and_commit(r);
+    d->authorization = header(r, "authorization");
+    d->cart = header(r, "mandate-cart");
+    d->authority = header(r, "host");
+    decision_run(d);
 }
 
 /* --- the request to the merchant ------------------------------------------------------------ */
@@ -584,8 +657,7 @@ static bool forwardable(const struct request *r, struct hp_str name)
 
 static void write_request_head(struct request *r, struct evbuffer *out)
 {
-    const struct mandate *m = &r->v.m;
-    const struct merchant *mc = r->route->merchant;
+    const struct merchant *mc = r->d.route->merchant;
     evbuffer_add_printf(out, "%s %.*s HTTP/1.1\r\nHost: %s\r\n", r->method, (int)r->hp.target.n,
                         r->hp.target.p, mc->upstream_hostport);
     for (size_t i = 0; i < r->hp.n_headers; i++) {
@@ -594,21 +666,7 @@ static void write_request_head(struct request *r, struct evbuffer *out)
             evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.n, h->name.p, (int)h->value.n,
                                 h->value.p);
     }
-    evbuffer_add_printf(out, "Mandate-Principal: %s\r\nMandate-Agent: %s\r\nMandate-Action: %s\r\n",
-                        m->sub, m->agent, r->route->action);
-    /* Which mandates these are, so the merchant can tie an order to its quote and its payment. */
-    if (m->typ == MANDATE_INTENT)
-        evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", m->jti);
-    if (r->v.has_cart) {
-        char amount[40];
-        money_format(&r->v.cart.total, amount, sizeof(amount));
-        evbuffer_add_printf(out,
-                            "Mandate-Amount: %s\r\nMandate-Payment-Id: %s\r\n"
-                            "Mandate-Cart-Id: %s\r\n",
-                            amount, m->jti, r->v.cart.jti);
-        if (r->v.cart.intent[0])
-            evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", r->v.cart.intent);
-    }
+    decision_mandate_headers(&r->d, out);
     struct hp_str host = r->hp.host;
     bool host_ok =
         host.p && host.n < 200 && !memchr(host.p, '"', host.n) && !memchr(host.p, '\\', host.n);
@@ -616,7 +674,7 @@ static void write_request_head(struct request *r, struct evbuffer *out)
     evbuffer_add_printf(out,
                         "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n"
                         "Forwarded: for=\"%s%s%s:%d\";proto=%s%s%.*s%s\r\n",
-                        r->receipt, r->id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "",
+                        r->d.receipt, r->d.id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "",
                         r->c->peer_port, r->c->tls ? "https" : "http", host_ok ? ";host=\"" : "",
                         host_ok ? (int)host.n : 0, host_ok ? host.p : "", host_ok ? "\"" : "");
     if (r->held)
@@ -655,7 +713,7 @@ static void body_data(struct request *r, struct evbuffer *out, const char *p, si
                       bool chunked)
 {
     if (r->held) {
-        httpsig_digest_update(&r->digest, p, n);
+        httpsig_digest_update(&r->d.digest, p, n);
         evbuffer_add(out, p, n);
     } else if (chunked) {
         evbuffer_add_printf(out, "%zx\r\n", n);
@@ -684,7 +742,7 @@ static void bad_body(struct request *r, enum hp_error e)
         r->c = NULL;
         c->req = NULL;
         r->bytes = conn_reply_error(c, r->status, code_name(hp_error_code(e)), hp_error_str(e),
-                                    r->id, NULL, false);
+                                    r->d.id, NULL, false);
     }
     finish(r, "bad_body");
 }
@@ -757,7 +815,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg);
 
 static void forward(struct request *r)
 {
-    const struct merchant *mc = r->route->merchant;
+    const struct merchant *mc = r->d.route->merchant;
     if (!r->up_start_us)
         r->up_start_us = mono_us();
     r->uc = upstream_acquire(r->w->pools, mc, r->conf->upstream_timeout_ms, r->retried, on_up_read,
@@ -813,7 +871,7 @@ static void write_response_lines(struct request *r, struct evbuffer *out,
                                 h->headers[i].name.p, (int)h->headers[i].value.n,
                                 h->headers[i].value.p);
     if (!interim)
-        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->receipt, r->id);
+        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->d.receipt, r->d.id);
 }
 
 /* --- carts signed for the merchant (sign_cart routes) --------------------------------------- */
@@ -825,7 +883,7 @@ static void write_response_lines(struct request *r, struct evbuffer *out,
  * the answer is not such an object. */
 static char *sign_cart(struct request *r, struct evbuffer *body, const char **why)
 {
-    const struct merchant *mc = r->route->merchant;
+    const struct merchant *mc = r->d.route->merchant;
     size_t n = evbuffer_get_length(body);
     char *perr = NULL;
     json_t *root = sjson_parse((const char *)evbuffer_pullup(body, (ev_ssize_t)n), n, &perr);
@@ -845,7 +903,7 @@ static char *sign_cart(struct request *r, struct evbuffer *body, const char **wh
     sjson_set(claims, "exp", json_integer(now + mc->cart_ttl_s));
     sjson_set(claims, "jti", json_string(jti));
     if (!json_object_get(claims, "sub"))
-        sjson_set(claims, "sub", json_string(r->v.m.sub));
+        sjson_set(claims, "sub", json_string(r->d.v.m.sub));
     char *jws = mandate_sign(&mc->cart_key, MANDATE_CART, claims);
     json_decref(claims);
     if (!jws) {
@@ -867,17 +925,17 @@ static void send_signed_cart(struct request *r)
     const char *why = NULL;
     char *body = sign_cart(r, r->collect, &why);
     if (!body) {
-        log_write(LOG_WARN, r->id, "sign_cart %s: %s", r->route->merchant->id, why);
+        log_write(LOG_WARN, r->d.id, "sign_cart %s: %s", r->d.route->merchant->id, why);
         evbuffer_free(r->collect_head);
         r->collect_head = NULL;
         r->status = 502;
         evbuffer_add_printf(out,
                             "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
                             "X-Request-Id: %s\r\n",
-                            r->id);
+                            r->d.id);
         body = xasprintf("{\"error\":\"upstream_unavailable\",\"message\":\"%s\","
                          "\"request_id\":\"%s\"}",
-                         "the merchant's answer holds no cart to sign", r->id);
+                         "the merchant's answer holds no cart to sign", r->d.id);
     } else {
         evbuffer_add_buffer(out, r->collect_head);
     }
@@ -917,7 +975,7 @@ static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
             &r->resp_dec, UINT64_MAX,
             &(struct hp_limits){(size_t)r->conf->max_header_bytes, (size_t)r->conf->max_headers});
     r->head_sent = true;
-    if (r->route->sign_cart && r->status >= 200 && r->status < 300 && r->resp_body != BODY_NONE) {
+    if (r->d.route->sign_cart && r->status >= 200 && r->status < 300 && r->resp_body != BODY_NONE) {
         /* The body is the quote the gateway turns into a signed cart: collected, not relayed. */
         r->collect = evbuffer_new();
         r->collect_head = evbuffer_new();
@@ -1006,7 +1064,7 @@ static void cut_client(struct request *r)
 static void upstream_failed(struct request *r, bool timeout)
 {
     bool retry = !r->resp_started && !r->sent && r->uc->reused && !r->retried &&
-                 !r->route->priced && r->body == BODY_NONE &&
+                 !r->d.route->priced && r->body == BODY_NONE &&
                  (r->hp.method == HP_METHOD_GET || r->hp.method == HP_METHOD_HEAD);
     drop_upstream(r, false);
     if (retry) {
@@ -1037,7 +1095,7 @@ static void on_up_read(struct bufferevent *bev, void *arg)
         if (rc == 0)
             return;
         if (rc < 0) {
-            log_write(LOG_WARN, r->id, "upstream %s: %s", r->route->merchant->id,
+            log_write(LOG_WARN, r->d.id, "upstream %s: %s", r->d.route->merchant->id,
                       hp_error_str((enum hp_error) - rc));
             upstream_failed(r, false);
             return;
@@ -1054,14 +1112,14 @@ static void on_up_read(struct bufferevent *bev, void *arg)
         return;
     }
     if (err) {
-        log_write(LOG_WARN, r->id, "upstream %s: %s", r->route->merchant->id,
+        log_write(LOG_WARN, r->d.id, "upstream %s: %s", r->d.route->merchant->id,
                   hp_error_str((enum hp_error) - err));
         upstream_failed(r, false);
         return;
     }
     if (r->collect && evbuffer_get_length(out) > SIGN_CART_MAX) {
-        log_write(LOG_WARN, r->id, "sign_cart %s: the answer is over %d bytes",
-                  r->route->merchant->id, SIGN_CART_MAX);
+        log_write(LOG_WARN, r->d.id, "sign_cart %s: the answer is over %d bytes",
+                  r->d.route->merchant->id, SIGN_CART_MAX);
         r->head_sent = false; /* nothing went to the client yet: it gets a 502 */
         upstream_failed(r, false);
         return;
@@ -1092,11 +1150,11 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         answer_done(r);
         return;
     }
-    if ((what & BEV_EVENT_ERROR) && r->route->merchant->upstream_tls && !r->resp_started) {
+    if ((what & BEV_EVENT_ERROR) && r->d.route->merchant->upstream_tls && !r->resp_started) {
         char buf[160];
         const char *why = tls_verify_error(bufferevent_openssl_get_ssl(bev));
         unsigned long e = bufferevent_get_openssl_error(bev);
-        log_write(LOG_WARN, r->id, "upstream %s: TLS: %s", r->route->merchant->id,
+        log_write(LOG_WARN, r->d.id, "upstream %s: TLS: %s", r->d.route->merchant->id,
                   why ? why
                   : e ? tls_error_string(e, buf, sizeof(buf))
                       : "connection failed");
@@ -1125,7 +1183,7 @@ void proxy_client_drained(struct request *r)
 void proxy_client_gone(struct request *r)
 {
     r->c = NULL;
-    if (r->waiting_durable)
+    if (r->d.waiting_durable)
         return; /* on_durable settles it as not_forwarded */
     drop_upstream(r, false);
     r->status = 499;

@@ -9,14 +9,83 @@
 #ifndef GATEWAY_PROXY_H
 #define GATEWAY_PROXY_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/code.h"
+#include "core/httpsig.h"
+#include "gateway/enforce.h"
 #include "gateway/http_parse.h"
+#include "gateway/state.h"
 
 struct worker;
 struct conn;
 struct request;
+struct evbuffer;
+
+/*
+ * The decision core, one for every surface (SPEC §2.1 steps 1–4, §7 and §8): the proxy, AuthZEN
+ * and forward-auth fill in a struct decision with what the request says (explicit method, path,
+ * credentials and signature inputs, not a proxied request) and call decision_run(). It routes,
+ * checks the mandate (enforce), runs the surface's own check, checks proof of possession, admits
+ * (state_admit: uses, cart, spend, rate, atomically) and commits the decision entry durably, then
+ * calls done() exactly once: d->code is CODE_OK (d->receipt set) or the denial's code (already
+ * audited and counted). Nothing of a surface's answer is written here.
+ */
+struct decision {
+    /* inputs, set by the caller (borrowed: they must live until done() returns) */
+    struct worker *w;
+    struct config *conf; /* the configuration the decision is made under */
+    const char *surface; /* "authzen", "forward_auth"; NULL for a proxied request (no member) */
+    char id[33];         /* the request id */
+    const char *method;
+    const char *path; /* NUL-terminated raw path, no query */
+    size_t path_n;
+    struct hp_str query;       /* the raw query (no '?'); the byte after it may be overwritten */
+    const char *authority;     /* NUL-terminated, or NULL */
+    bool https;                /* the scheme of the signature base */
+    const char *authorization; /* the Authorization value, or NULL */
+    const char *cart;          /* the Mandate-Cart value, or NULL */
+    struct hp_request *hp;     /* header fields for signature components (values are
+                                  NUL-terminated in place), or NULL */
+    bool has_body;             /* the request has a body: content-digest must be covered */
+    bool no_pop;               /* a mandate with cnf cannot be presented here: signature_missing */
+    bool no_digest;            /* a covered content-digest cannot be checked: signature_invalid */
+    bool commit_spend;         /* the spend is committed with the allow (no outcome will come) */
+    const char *peer;          /* the client address, for the denial budget */
+    int64_t start_us;          /* mono_us() when the request began */
+    /* the surface's own checks after the mandate's (NULL: none); CODE_OK to go on */
+    enum code (*check)(struct decision *d);
+    /* a covered body must be read and its digest checked before admission (NULL: the surface
+     * cannot: signature_invalid); it calls decision_admit() or decision_deny() afterwards */
+    void (*hold)(struct decision *d);
+    void (*done)(struct decision *d);
+    void *arg; /* the caller's */
+    /* results */
+    const struct route *route; /* set by the caller to skip routing, else found here */
+    struct verdict v;
+    struct admit admit;
+    enum code code;
+    int64_t retry_after_s; /* with CODE_RATE_LIMITED */
+    int64_t check_us;
+    char receipt[90]; /* Mandate-Receipt of an allow */
+    struct httpsig_digest digest; /* a held body's Content-Digest check (the caller clears it) */
+    bool waiting_durable;         /* the allow is queued for commit: done() is still to come */
+};
+
+/** Decide d (see struct decision); done() is called exactly once, maybe before this returns. */
+void decision_run(struct decision *d);
+/** Admission and the durable entry (after a held body's digest checked out); then done(). */
+void decision_admit(struct decision *d);
+/** Deny d with code: audited (framing and size codes excepted) and counted; then done(). */
+void decision_deny(struct decision *d, enum code code, int64_t retry_after);
+/**
+ * The Mandate-* header lines of an allow for the merchant (SPEC §2.1 step 5: Mandate-Principal,
+ * -Agent, -Action, the mandates' ids, and Mandate-Amount on a priced route), CRLF-terminated;
+ * Mandate-Receipt is not among them.
+ */
+void decision_mandate_headers(const struct decision *d, struct evbuffer *out);
 
 /** A head of head_len bytes is complete at the start of c's input: serve it. */
 void proxy_begin(struct conn *c, size_t head_len);
