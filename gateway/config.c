@@ -17,7 +17,7 @@
 
 static const char *const top_keys[] = {"listen",    "workers",   "database",   "admin",
                                        "audit",     "limits",    "rate_limit", "issuers",
-                                       "merchants", "log_level", "tls",        NULL};
+                                       "merchants", "log_level", "tls",        "decision", NULL};
 static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
 
 /* host:port to a socket address, once at load (the request path never resolves a name). */
@@ -75,6 +75,20 @@ static void load_admin(struct cfg *c, const json_t *root, struct config *conf)
         cfg_listen(c, "admin", a, "listen", true, &conf->admin_host, &conf->admin_port) == 0;
     cfg_sha256(c, "admin", a, "token_sha256", conf->admin_token_sha256);
     conf->admin_tls = load_tls(c, "admin", a);
+}
+
+/* "decision": the listener of the decision APIs (SPEC §8): AuthZEN and forward-auth. */
+static void load_decision(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"listen", "token_sha256", "tls", NULL};
+    json_t *d = cfg_object(c, "", root, "decision", false);
+    if (!d)
+        return;
+    cfg_keys(c, "decision", d, keys);
+    conf->has_decision = cfg_listen(c, "decision", d, "listen", true, &conf->decision_host,
+                                    &conf->decision_port) == 0;
+    cfg_sha256(c, "decision", d, "token_sha256", conf->decision_token_sha256);
+    conf->decision_tls = load_tls(c, "decision", d);
 }
 
 static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
@@ -373,6 +387,7 @@ struct config *config_load(const char *path, struct cfg *c)
     conf->log_level = (int)level;
     conf->tls = load_tls(c, "", root);
     load_admin(c, root, conf);
+    load_decision(c, root, conf);
     load_audit(c, root, conf);
     load_limits(c, root, conf);
     load_issuers(c, root, conf);
@@ -393,10 +408,12 @@ void config_free(struct config *conf)
     free(conf->listen_host);
     free(conf->database);
     free(conf->admin_host);
+    free(conf->decision_host);
     free(conf->audit_origin);
     jwk_clear(&conf->checkpoint_key);
     tls_server_unref(conf->tls);
     tls_server_unref(conf->admin_tls);
+    tls_server_unref(conf->decision_tls);
     keyring_clear(&conf->issuers);
     keyring_clear(&conf->merchant_keys);
     for (size_t i = 0; i < conf->nmerchants; i++) {
@@ -430,7 +447,7 @@ void config_unref(struct config *conf)
  * next restart. Reloadable keys need no comparison (CK_NONE): the new configuration simply
  * replaces the old one for every request begun after the swap.
  */
-enum ck_type { CK_STR, CK_INT, CK_I64, CK_KEY, CK_LISTEN, CK_NONE };
+enum ck_type { CK_STR, CK_INT, CK_I64, CK_KEY, CK_LISTEN, CK_SHA256, CK_NONE };
 
 struct config_key {
     const char *path;
@@ -462,6 +479,10 @@ static const struct config_key config_keys[] = {
     CK("limits", true, CK_NONE, max_body_bytes),
     CK("tls", true, CK_NONE, tls),
     CK("admin.tls", false, CK_NONE, admin_tls),
+    {"decision.listen", false, CK_LISTEN, offsetof(struct config, decision_host),
+     offsetof(struct config, decision_port)},
+    CK("decision.token_sha256", false, CK_SHA256, decision_token_sha256),
+    CK("decision.tls", false, CK_NONE, decision_tls),
     CK("rate_limit", true, CK_NONE, rate_per_s),
     CK("issuers", true, CK_NONE, issuers),
     CK("merchants", true, CK_NONE, merchants),
@@ -485,6 +506,8 @@ static bool key_differs(const struct config_key *k, const struct config *a, cons
                *(const int *)((const char *)a + k->off2) !=
                    *(const int *)((const char *)b + k->off2);
     }
+    case CK_SHA256:
+        return memcmp(pa, pb, 32) != 0;
     case CK_NONE:
         return false;
     }

@@ -48,6 +48,10 @@ struct config {
     char *admin_host;
     int admin_port;
     unsigned char admin_token_sha256[32];
+    bool has_decision; /* the decision listener (SPEC §8), bound at start */
+    char *decision_host;
+    int decision_port;
+    unsigned char decision_token_sha256[32];
     char *audit_origin;
     struct jwk checkpoint_key;
     int64_t checkpoint_every;
@@ -58,6 +62,7 @@ struct config {
     int64_t header_timeout_ms, idle_timeout_ms, body_timeout_ms, max_connections;
     struct tls_server *tls;       /* the proxy listener's TLS, or NULL (plain HTTP) */
     struct tls_server *admin_tls; /* the admin listener's */
+    struct tls_server *decision_tls; /* the decision listener's */
     struct mandate_limits mandate_limits;
     double rate_per_s, rate_burst;
     struct keyring issuers;

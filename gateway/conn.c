@@ -18,6 +18,7 @@
 #include "core/code.h"
 #include "core/log.h"
 #include "core/sjson.h"
+#include "gateway/decide.h"
 #include "gateway/proxy.h"
 #include "gateway/tls.h"
 #include "gateway/worker.h"
@@ -27,6 +28,7 @@
 #define LINGER_BYTES    (1024 * 1024) /* and how much of it */
 
 _Atomic int64_t conn_open_count;
+_Atomic int64_t conn_decision_open_count;
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void linger(struct conn *c);
@@ -50,7 +52,7 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     event_free(c->timer);
     bufferevent_free(c->bev); /* closes the socket (and frees the SSL) */
-    atomic_fetch_sub(&conn_open_count, 1);
+    atomic_fetch_sub(c->decision ? &conn_decision_open_count : &conn_open_count, 1);
     free(c);
 }
 
@@ -77,13 +79,14 @@ static void log_over_cap(int64_t max)
         log_warn("max_connections (%lld) reached: closing new connections", (long long)max);
 }
 
-void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
+                 bool decision)
 {
     (void)salen;
     struct config *conf = worker_config(w);
-    if (atomic_fetch_add(&conn_open_count, 1) >= conf->max_connections ||
-        atomic_load(&w->srv->draining)) {
-        atomic_fetch_sub(&conn_open_count, 1);
+    _Atomic int64_t *open = decision ? &conn_decision_open_count : &conn_open_count;
+    if (atomic_fetch_add(open, 1) >= conf->max_connections || atomic_load(&w->srv->draining)) {
+        atomic_fetch_sub(open, 1);
         log_over_cap(conf->max_connections);
         evutil_closesocket(fd);
         return;
@@ -95,6 +98,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
     struct conn *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->fresh = true;
+    c->decision = decision;
     const void *addr = sa->sa_family == AF_INET6
                            ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                            : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
@@ -103,15 +107,16 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
     c->peer_port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
                                                    : ((const struct sockaddr_in *)sa)->sin_port);
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-    SSL *ssl = conf->tls ? tls_server_ssl(conf->tls) : NULL;
+    struct tls_server *tls = decision ? w->decision_tls : conf->tls;
+    SSL *ssl = tls ? tls_server_ssl(tls) : NULL;
     if (ssl) {
         c->tls = true;
         c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
         bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    } else if (conf->tls) {
+    } else if (tls) {
         log_error("TLS: cannot make a connection object");
         evutil_closesocket(fd);
-        atomic_fetch_sub(&conn_open_count, 1);
+        atomic_fetch_sub(open, 1);
         free(c);
         return;
     } else {
@@ -212,7 +217,10 @@ static void try_head(struct conn *c)
     c->fresh = false;
     c->head_started = false;
     c->scanned = 0;
-    proxy_begin(c, (size_t)rc);
+    if (c->decision)
+        decide_begin(c, (size_t)rc);
+    else
+        proxy_begin(c, (size_t)rc);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -229,6 +237,8 @@ static void on_read(struct bufferevent *bev, void *arg)
     }
     if (c->state == CONN_WAIT_HEAD)
         try_head(c);
+    else if (c->state == CONN_BUSY && c->req && c->decision)
+        decide_client_readable(c->req);
     else if (c->state == CONN_BUSY && c->req)
         proxy_client_readable(c->req);
 }
@@ -258,7 +268,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->state == CONN_CLOSING && !c->lingering &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         linger(c);
-    else if (c->state == CONN_BUSY && c->req)
+    else if (c->state == CONN_BUSY && c->req && !c->decision)
         proxy_client_drained(c->req);
 }
 
@@ -275,7 +285,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             log_info("TLS handshake from %s failed: %s", c->peer,
                      tls_error_string(e, buf, sizeof(buf)));
     }
-    if (c->req)
+    if (c->req && c->decision)
+        decide_client_gone(c->req); /* the request forgets c */
+    else if (c->req)
         proxy_client_gone(c->req); /* cancels the upstream side; the request forgets c */
     c->req = NULL;
     conn_free(c);
@@ -337,7 +349,9 @@ void conn_free_all(struct worker *w)
 {
     while (w->conns) {
         struct conn *c = w->conns;
-        if (c->req)
+        if (c->req && c->decision)
+            decide_client_gone(c->req);
+        else if (c->req)
             proxy_client_gone(c->req);
         c->req = NULL;
         conn_free(c);

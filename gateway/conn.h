@@ -35,7 +35,8 @@ struct conn {
     bool fresh;          /* no request yet: a silent connection is closed silently */
     bool head_started;   /* bytes of the next head have arrived */
     size_t scanned;      /* input bytes already searched for a line end */
-    struct request *req; /* the request being served, or NULL */
+    void *req;           /* the request being served (proxy.c's or decide.c's), or NULL */
+    bool decision;       /* a connection of the decision listener (SPEC §8): decide.c serves */
     char peer[64];       /* client address, no port */
     int peer_port;
     char tls_client[256]; /* client certificate subject (RFC 2253), "" if none */
@@ -46,8 +47,13 @@ struct conn {
     size_t lingered;
 };
 
-/** Take an accepted socket on w: wrap it (TLS when the listener has it) and wait for a head. */
-void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+/**
+ * Take an accepted socket on w: wrap it (TLS when the listener has it) and wait for a head. A
+ * connection of the decision listener (decision) has its heads served by decide.c, its own TLS
+ * and its own count against max_connections.
+ */
+void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
+                 bool decision);
 
 /**
  * The request is answered (the whole answer is in c->bev's output). With keep_alive the next
@@ -76,5 +82,7 @@ void conn_free_all(struct worker *w);
 
 /** Connections open across the gateway (for the cap and /metrics). */
 extern _Atomic int64_t conn_open_count;
+/** Connections of the decision listener, capped separately (SPEC §5). */
+extern _Atomic int64_t conn_decision_open_count;
 
 #endif

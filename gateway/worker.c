@@ -13,6 +13,7 @@
 #include "gateway/accesslog.h"
 #include "gateway/conn.h"
 #include "gateway/proxy.h"
+#include "gateway/tls.h"
 
 #define DRAIN_TIMEOUT_US (10 * 1000000)
 #define ACCEPT_PAUSE_MS  100 /* out of descriptors: how long accepting pauses */
@@ -48,6 +49,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     evconnlistener_disable(w->lst);
+    if (w->dlst)
+        evconnlistener_disable(w->dlst);
     conn_drain_all(w);
     w->drain_deadline_us = mono_us() + DRAIN_TIMEOUT_US;
     on_drain(-1, 0, w);
@@ -65,8 +68,11 @@ static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    if (!atomic_load(&w->srv->draining))
+    if (!atomic_load(&w->srv->draining)) {
         evconnlistener_enable(w->lst);
+        if (w->dlst)
+            evconnlistener_enable(w->dlst);
+    }
 }
 
 /* accept() failed. Out of descriptors (EMFILE/ENFILE), the pending connection stays in the
@@ -76,7 +82,14 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
                       int salen, void *arg)
 {
     (void)lst;
-    conn_accept(arg, fd, sa, salen);
+    conn_accept(arg, fd, sa, salen, false);
+}
+
+static void on_accept_decision(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
+                               int salen, void *arg)
+{
+    (void)lst;
+    conn_accept(arg, fd, sa, salen, true);
 }
 
 static void on_accept_error(struct evconnlistener *lst, void *arg)
@@ -95,7 +108,8 @@ static void on_accept_error(struct evconnlistener *lst, void *arg)
     }
 }
 
-static struct evconnlistener *listen_on(struct worker *w, const char *host, int port, char **err)
+static struct evconnlistener *listen_on(struct worker *w, const char *host, int port,
+                                        evconnlistener_cb cb, char **err)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
@@ -107,7 +121,7 @@ static struct evconnlistener *listen_on(struct worker *w, const char *host, int 
         return NULL;
     }
     struct evconnlistener *l = evconnlistener_new_bind(
-        w->base, on_accept, w,
+        w->base, cb, w,
         LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
         1024, (struct sockaddr *)&ss, len);
     if (!l)
@@ -130,7 +144,13 @@ struct worker *worker_new(struct server *s, int id, char **err)
     event_config_free(ec);
     if (!w->base)
         abort();
-    w->lst = listen_on(w, w->conf->listen_host, w->conf->listen_port, err);
+    w->lst = listen_on(w, w->conf->listen_host, w->conf->listen_port, on_accept, err);
+    if (w->lst && w->conf->has_decision &&
+        !(w->dlst = listen_on(w, w->conf->decision_host, w->conf->decision_port,
+                              on_accept_decision, err))) {
+        evconnlistener_free(w->lst);
+        w->lst = NULL;
+    }
     if (!w->lst) {
         event_base_free(w->base);
         config_unref(w->conf);
@@ -138,6 +158,12 @@ struct worker *worker_new(struct server *s, int id, char **err)
         return NULL;
     }
     evconnlistener_set_error_cb(w->lst, on_accept_error);
+    if (w->dlst) {
+        evconnlistener_set_error_cb(w->dlst, on_accept_error);
+        if (w->conf->decision_tls)
+            w->decision_tls = tls_server_ref(w->conf->decision_tls);
+        memcpy(w->decision_token_sha256, w->conf->decision_token_sha256, 32);
+    }
     w->pools = upstream_pools_new(w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
     if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
@@ -183,6 +209,9 @@ void worker_free(struct worker *w)
 {
     conn_free_all(w); /* requests cut off by the drain deadline end as client_gone */
     evconnlistener_free(w->lst);
+    if (w->dlst)
+        evconnlistener_free(w->dlst);
+    tls_server_unref(w->decision_tls);
     upstream_pools_free(w->pools);
     writer_mailbox_clear(&w->mb);
     event_free(w->stop_ev);

@@ -33,6 +33,10 @@ struct worker {
     pthread_t thread;
     struct event_base *base;
     struct evconnlistener *lst;
+    struct evconnlistener *dlst; /* the decision listener (SPEC §8), or NULL */
+    /* the decision listener's TLS and token, from the configuration at start (not reloadable) */
+    struct tls_server *decision_tls;
+    unsigned char decision_token_sha256[32];
     struct writer_mailbox mb;
     struct upstream_pools *pools;
     struct config *conf;   /* this worker's reference to the current configuration */
@@ -54,7 +58,10 @@ struct worker {
     int64_t drain_deadline_us;
 };
 
-/** Create worker id: its base, listener (bound now, so errors show at start) and server. */
+/**
+ * Create worker id: its base, listeners (the proxy's and the decision listener when configured;
+ * bound now, so errors show at start) and server.
+ */
 struct worker *worker_new(struct server *s, int id, char **err) MUST_CHECK;
 /** Start its thread. */
 int worker_start(struct worker *w) MUST_CHECK;
