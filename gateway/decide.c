@@ -56,6 +56,7 @@ struct decide_req {
     char *head;  /* the request head as received (hp's slices point here) */
     struct hp_request hp;
     char tls_client[256];
+    char peer[64]; /* the client's address, for the denial budget */
     int64_t start_us;
     /* the body */
     struct evbuffer *body;
@@ -234,7 +235,7 @@ static void eval_init(struct decide_req *q, struct eval *e)
     d->w = q->w;
     d->conf = q->conf;
     d->commit_spend = true;
-    d->peer = q->c ? q->c->peer : "unknown";
+    d->peer = q->peer;
     d->start_us = q->start_us;
     d->done = eval_done;
     d->arg = e;
@@ -724,6 +725,7 @@ void decide_begin(struct conn *c, size_t head_len)
     c->req = q;
     if (c->tls_client[0])
         memcpy(q->tls_client, c->tls_client, sizeof(q->tls_client));
+    memcpy(q->peer, c->peer, sizeof(q->peer));
     q->conf = config_ref(conf);
     q->start_us = mono_us();
     w->inflight++;

@@ -596,3 +596,31 @@ def test_nginx_auth_request(nginx):
     assert len(g.received()) == n + 1
     assert g.gw.stop() == 0
     verify(g)
+
+
+def test_client_leaves_or_breaks_the_body(dg):
+    import socket
+    from conftest import raw
+    auth = f"Authorization: Bearer {DECISION_TOKEN}\r\n".encode()
+    # Gone half-way through the body: nothing decided, the listener goes on.
+    with socket.create_connection(("127.0.0.1", dg.decision_port), timeout=5) as s:
+        s.sendall(b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\n" + auth +
+                  b"Content-Length: 100\r\n\r\n{\"subject\":")
+        time.sleep(0.1)
+    # A malformed chunk: 400, and the connection is closed.
+    out = raw(dg.decision_port, b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\n" + auth +
+              b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out
+    # A pipelined second request after a complete one is answered in turn.
+    body = json.dumps(evaluation(dg, dg.mint(uses=2))).encode()
+    req = (b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\n" + auth +
+           b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with socket.create_connection(("127.0.0.1", dg.decision_port), timeout=5) as s:
+        s.sendall(req + req)
+        got = b""
+        while got.count(b'"decision":true') < 2:
+            b = s.recv(65536)
+            assert b, got
+            got += b
+    decided(evaluate(dg, dg.mint()), "ok")
+    assert [e["code"] for e in surfaced(dg, "authzen", 3)] == ["ok", "ok", "ok"]
