@@ -501,6 +501,10 @@ static void authzen(struct decide_req *q)
 {
     size_t n = evbuffer_get_length(q->body);
     char *err = NULL, msg[256];
+    if (n == 0) {
+        refuse(q, CODE_BAD_REQUEST, 400, "body: required (a JSON object)", NULL);
+        return;
+    }
     q->json = sjson_parse((const char *)evbuffer_pullup(q->body, (ev_ssize_t)n), n, &err);
     if (!q->json) {
         snprintf(msg, sizeof(msg), "body: %s", err ? err : "not JSON");

@@ -229,6 +229,7 @@ def test_authzen_concurrent_priced_exactly_the_ones_that_fit(dg):
 
 
 @pytest.mark.parametrize("body,member", [
+    ("", "body"),
     ("{", "body"),
     ("[]", "body"),
     ('{"a":1,"a":2}', "body"),
@@ -269,7 +270,7 @@ def test_authzen_bad_requests(dg, body, member):
     elif body == "empty_batch":
         path = "/access/v1/evaluations"
         ev = {"evaluations": []}
-    raw = body if body.startswith(("{", "[")) else json.dumps(ev)
+    raw = body if body.startswith(("{", "[")) or body == "" else json.dumps(ev)
     st, _, js, _ = post(dg, path, None, raw=raw)
     assert st == 400, js
     assert js["error"] == "bad_request" and js["message"].startswith(member), js
