@@ -422,8 +422,8 @@ static json_t *member_obj(const json_t *o, const char *prefix, const char *key, 
 }
 
 /* Read one evaluation request (SPEC §8) into e; false with msg naming the bad member. */
-static bool parse_evaluation(struct decide_req *q, const json_t *o, const char *at,
-                             struct eval *e, char *msg, size_t cap)
+static bool parse_evaluation(struct decide_req *q, const json_t *o, const json_t *defaults,
+                             const char *at, struct eval *e, char *msg, size_t cap)
 {
     bool bad = false;
     char p[96], p2[128];
@@ -432,12 +432,22 @@ static bool parse_evaluation(struct decide_req *q, const json_t *o, const char *
         return false;
     }
     snprintf(p, sizeof(p), "%s%s", at, *at ? "." : "");
-    json_t *subject = member_obj(o, p, "subject", msg, cap, &bad);
-    json_t *action = bad ? NULL : member_obj(o, p, "action", msg, cap, &bad);
-    json_t *resource = bad ? NULL : member_obj(o, p, "resource", msg, cap, &bad);
+    /* A batch's top-level subject, action and resource stand in for those an evaluation leaves
+     * out (AuthZEN 1.0 §7.1); the message then names the top-level member. */
+    const char *ps = p, *pa = p, *pr = p;
+    const json_t *osub = o, *oact = o, *ores = o;
+    if (defaults && !json_object_get(o, "subject") && json_object_get(defaults, "subject"))
+        osub = defaults, ps = "";
+    if (defaults && !json_object_get(o, "action") && json_object_get(defaults, "action"))
+        oact = defaults, pa = "";
+    if (defaults && !json_object_get(o, "resource") && json_object_get(defaults, "resource"))
+        ores = defaults, pr = "";
+    json_t *subject = member_obj(osub, ps, "subject", msg, cap, &bad);
+    json_t *action = bad ? NULL : member_obj(oact, pa, "action", msg, cap, &bad);
+    json_t *resource = bad ? NULL : member_obj(ores, pr, "resource", msg, cap, &bad);
     if (bad)
         return false;
-    snprintf(p2, sizeof(p2), "%ssubject.", p);
+    snprintf(p2, sizeof(p2), "%ssubject.", ps);
     const char *type = member_str(subject, p2, "type", true, msg, cap, &bad);
     if (bad)
         return false;
@@ -449,16 +459,16 @@ static bool parse_evaluation(struct decide_req *q, const json_t *o, const char *
     json_t *props = bad ? NULL : member_obj(subject, p2, "properties", msg, cap, &bad);
     if (bad)
         return false;
-    snprintf(p2, sizeof(p2), "%ssubject.properties.", p);
+    snprintf(p2, sizeof(p2), "%ssubject.properties.", ps);
     const char *mandate = member_str(props, p2, "mandate", true, msg, cap, &bad);
     const char *cart = bad ? NULL : member_str(props, p2, "cart", false, msg, cap, &bad);
     if (bad)
         return false;
-    snprintf(p2, sizeof(p2), "%saction.", p);
+    snprintf(p2, sizeof(p2), "%saction.", pa);
     e->action = member_str(action, p2, "name", true, msg, cap, &bad);
     if (bad)
         return false;
-    snprintf(p2, sizeof(p2), "%sresource.", p);
+    snprintf(p2, sizeof(p2), "%sresource.", pr);
     type = member_str(resource, p2, "type", true, msg, cap, &bad);
     if (bad)
         return false;
@@ -470,7 +480,7 @@ static bool parse_evaluation(struct decide_req *q, const json_t *o, const char *
     props = bad ? NULL : member_obj(resource, p2, "properties", msg, cap, &bad);
     if (bad)
         return false;
-    snprintf(p2, sizeof(p2), "%sresource.properties.", p);
+    snprintf(p2, sizeof(p2), "%sresource.properties.", pr);
     const char *method = member_str(props, p2, "method", true, msg, cap, &bad);
     const char *path = bad ? NULL : member_str(props, p2, "path", true, msg, cap, &bad);
     if (bad)
@@ -519,7 +529,7 @@ static void authzen(struct decide_req *q)
     if (q->surface == S_EVALUATION) {
         q->ev = xcalloc(1, sizeof(struct eval));
         q->n = 1;
-        if (!parse_evaluation(q, q->json, "", &q->ev[0], msg, sizeof(msg))) {
+        if (!parse_evaluation(q, q->json, NULL, "", &q->ev[0], msg, sizeof(msg))) {
             refuse(q, CODE_BAD_REQUEST, 400, msg, NULL);
             return;
         }
@@ -536,12 +546,24 @@ static void authzen(struct decide_req *q)
             refuse(q, CODE_BAD_REQUEST, 400, msg, NULL);
             return;
         }
+        /* Every evaluation is run and answered (AuthZEN's execute_all): the other semantics
+         * would stop half-way through a batch whose earlier evaluations consumed uses. */
+        json_t *opts = json_object_get(q->json, "options"), *sem;
+        if (opts && (!json_is_object(opts) ||
+                     ((sem = json_object_get(opts, "evaluations_semantic")) &&
+                      (!json_is_string(sem) ||
+                       strcmp(json_string_value(sem), "execute_all") != 0)))) {
+            refuse(q, CODE_BAD_REQUEST, 400,
+                   "options.evaluations_semantic: only \"execute_all\" is supported", NULL);
+            return;
+        }
         q->ev = xcalloc(json_array_size(arr), sizeof(struct eval));
         for (size_t i = 0; i < json_array_size(arr); i++) {
             char at[48];
             snprintf(at, sizeof(at), "evaluations[%zu]", i);
             q->n = i + 1;
-            if (!parse_evaluation(q, json_array_get(arr, i), at, &q->ev[i], msg, sizeof(msg))) {
+            if (!parse_evaluation(q, json_array_get(arr, i), q->json, at, &q->ev[i], msg,
+                                  sizeof(msg))) {
                 refuse(q, CODE_BAD_REQUEST, 400, msg, NULL);
                 return;
             }

@@ -625,3 +625,31 @@ def test_client_leaves_or_breaks_the_body(dg):
             got += b
     decided(evaluate(dg, dg.mint()), "ok")
     assert [e["code"] for e in surfaced(dg, "authzen", 3)] == ["ok", "ok", "ok"]
+
+
+def test_authzen_batch_defaults_and_options(dg):
+    """AuthZEN 1.0 batches: top-level subject/action/resource stand in for missing ones; only
+    the execute_all semantic is offered."""
+    tok = dg.mint(uses=2)
+    ev = evaluation(dg, tok)
+    other = evaluation(dg, dg.mint(action="get_booking"), path="/lux/bookings/1",
+                       action="get_booking")
+    st, _, js, _ = post(dg, "/access/v1/evaluations", {
+        "subject": ev["subject"], "action": ev["action"], "resource": ev["resource"],
+        "options": {"evaluations_semantic": "execute_all"},
+        "evaluations": [{}, other, {"action": {"name": "quote_room"}}, {}]})
+    assert st == 200, js
+    assert [e["context"]["code"] for e in js["evaluations"]] == [
+        "ok", "ok", "mandate_wrong_action", "ok"]
+    st, _, js, _ = post(dg, "/access/v1/evaluations", {
+        "options": {"evaluations_semantic": "deny_on_first_deny"}, "evaluations": [ev]})
+    assert (st, js["error"]) == (400, "bad_request")
+    assert js["message"].startswith("options.evaluations_semantic")
+    st, _, js, _ = post(dg, "/access/v1/evaluations", {
+        "action": {"name": "search"}, "evaluations": [{"resource": ev["resource"]}]})
+    assert (st, js["error"]) == (400, "bad_request")
+    assert js["message"].startswith("evaluations[0].subject")
+    st, _, js, _ = post(dg, "/access/v1/evaluations", {
+        "subject": {"type": "agent"}, "evaluations": [{"resource": ev["resource"],
+                                                       "action": ev["action"]}]})
+    assert (st, js["message"][:10]) == (400, "subject.id")
