@@ -87,6 +87,12 @@ static void load_decision(struct cfg *c, const json_t *root, struct config *conf
     cfg_keys(c, "decision", d, keys);
     conf->has_decision = cfg_listen(c, "decision", d, "listen", true, &conf->decision_host,
                                     &conf->decision_port) == 0;
+    /* Bound with SO_REUSEPORT like the proxy's listener: on a port of another listener the
+     * kernel would share connections between the two, so refuse it. */
+    if (conf->has_decision && ((conf->listen_host && conf->decision_port == conf->listen_port) ||
+                               (conf->has_admin && conf->decision_port == conf->admin_port)))
+        cfg_error(c, "decision.listen", "port %d is taken by %s", conf->decision_port,
+                  conf->decision_port == conf->listen_port ? "listen" : "admin.listen");
     cfg_sha256(c, "decision", d, "token_sha256", conf->decision_token_sha256);
     conf->decision_tls = load_tls(c, "decision", d);
 }

@@ -501,6 +501,14 @@ def test_decision_config_errors(tmp_path):
     assert r.returncode == 1
     assert "decision.listen" in r.stderr and "decision.token_sha256" in r.stderr
     assert "decision.extra" in r.stderr or "extra" in r.stderr
+    g.conf["decision"] = {"listen": g.conf["listen"], "token_sha256": sha256_hex("t")}
+    write_json(g.config_path, g.conf)
+    r = run(binary("mandate-gateway"), "--check-config", "--config", g.config_path)
+    assert r.returncode == 1 and "decision.listen" in r.stderr, r.stderr
+    g.conf["decision"]["listen"] = f"127.0.0.1:{free_port()}"
+    write_json(g.config_path, g.conf)
+    r = run(binary("mandate-gateway"), "--check-config", "--config", g.config_path)
+    assert r.returncode == 0, r.stderr
 
 
 def test_decision_not_reloadable(dg):
