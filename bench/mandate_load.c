@@ -45,7 +45,7 @@ static const char *path;
 static long long ttl;
 static int port;
 static long sent, done, n_total, errors;
-static long status_count[6];   /* 1xx..5xx by hundred; [0] other */
+static long status_count[6];  /* 1xx..5xx by hundred; [0] other */
 static long lat_hist[64 * 8]; /* log2 buckets, 8 sub-buckets each */
 
 static void lat_add(int64_t us)
