@@ -464,8 +464,8 @@ void decision_run(struct decision *d)
         decision_deny(d, CODE_ROUTE_NOT_FOUND, 0);
         return;
     }
-    enum code code = enforce(d->conf, d->route, d->authorization, d->cart, now_s(), d->w->vcache,
-                             &d->v);
+    enum code code =
+        enforce(d->conf, d->route, d->authorization, d->cart, now_s(), d->w->vcache, &d->v);
     if (code == CODE_OK && d->check)
         code = d->check(d);
     bool hold = false;
@@ -871,7 +871,8 @@ static void write_response_lines(struct request *r, struct evbuffer *out,
                                 h->headers[i].name.p, (int)h->headers[i].value.n,
                                 h->headers[i].value.p);
     if (!interim)
-        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->d.receipt, r->d.id);
+        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->d.receipt,
+                            r->d.id);
 }
 
 /* --- carts signed for the merchant (sign_cart routes) --------------------------------------- */
@@ -1185,6 +1186,14 @@ void proxy_client_gone(struct request *r)
     r->c = NULL;
     if (r->d.waiting_durable)
         return; /* on_durable settles it as not_forwarded */
+    if (r->held && !r->uc) {
+        /* It left while its signed body was read, before any decision: nothing was admitted,
+         * nothing is written to the log or settled. */
+        r->status = 499;
+        log_access(r, "none");
+        request_free(r);
+        return;
+    }
     drop_upstream(r, false);
     r->status = 499;
     finish(r, "client_gone");

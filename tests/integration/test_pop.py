@@ -228,3 +228,27 @@ def test_bad_cnf_is_malformed(pop):
                 {"jwk": Agent().jwk, "extra": 1}):
         st, _, js, _ = pop.request("GET", "/lux/search", pop.mint(cnf=cnf))
         assert (st, js["error"]) == (401, "mandate_malformed"), cnf
+
+
+def test_client_leaving_during_a_signed_body_writes_nothing(pop):
+    """A PoP request whose covered body is still being read when the client leaves was never
+    decided: no decision, no outcome in the log (the old code wrote an outcome for it)."""
+    import socket
+    agent = Agent()
+    tok = pop.mint(cnf={"jwk": agent.jwk}, uses=10)
+    body = '{"n":1}'
+    hs = {"Authorization": "Mandate " + tok}
+    hs.update(agent.headers("POST", "127.0.0.1:%d" % pop.port, "/pop/x", None, hs, body))
+    head = "POST /pop/x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 100\r\n" % pop.port
+    head += "".join("%s: %s\r\n" % kv for kv in hs.items()) + "\r\n"
+    s = socket.create_connection(("127.0.0.1", pop.port))
+    s.sendall(head.encode() + body.encode())  # 7 of the 100 bytes announced
+    from conftest import wait_for
+    s.close()
+    wait_for(lambda: '"status":499' in pop.gw.output(), what="the request's end")
+    assert pop.gw.stop() == 0
+    import os
+    from conftest import binary, run
+    r = run(binary("mandate-audit"), "export", "--db", os.path.join(pop.d, "gateway.db"))
+    kinds = [json.loads(l)["kind"] for l in r.stdout.splitlines()]
+    assert "outcome" not in kinds and "decision" not in kinds, kinds
