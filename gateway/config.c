@@ -15,9 +15,9 @@
 #include "gateway/jwks_remote.h"
 #include "gateway/tls.h"
 
-static const char *const top_keys[] = {"listen",    "workers",   "database",   "admin",
-                                       "audit",     "limits",    "rate_limit", "issuers",
-                                       "merchants", "log_level", "tls",        "decision", NULL};
+static const char *const top_keys[] = {"listen", "workers",    "database", "admin",     "audit",
+                                       "limits", "rate_limit", "issuers",  "merchants", "log_level",
+                                       "tls",    "decision",   NULL};
 static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
 
 /* host:port to a socket address, once at load (the request path never resolves a name). */

@@ -60,8 +60,8 @@ struct config {
     int64_t min_free_bytes; /* audit.min_free_bytes: below it allows get 503 */
     int64_t max_body_bytes, max_header_bytes, max_headers, upstream_timeout_ms;
     int64_t header_timeout_ms, idle_timeout_ms, body_timeout_ms, max_connections;
-    struct tls_server *tls;       /* the proxy listener's TLS, or NULL (plain HTTP) */
-    struct tls_server *admin_tls; /* the admin listener's */
+    struct tls_server *tls;          /* the proxy listener's TLS, or NULL (plain HTTP) */
+    struct tls_server *admin_tls;    /* the admin listener's */
     struct tls_server *decision_tls; /* the decision listener's */
     struct mandate_limits mandate_limits;
     double rate_per_s, rate_burst;

@@ -32,12 +32,12 @@ struct conn {
     struct bufferevent *bev;
     struct event *timer; /* head deadline or idle timeout */
     enum conn_state state;
-    bool fresh;          /* no request yet: a silent connection is closed silently */
-    bool head_started;   /* bytes of the next head have arrived */
-    size_t scanned;      /* input bytes already searched for a line end */
-    void *req;           /* the request being served (proxy.c's or decide.c's), or NULL */
-    bool decision;       /* a connection of the decision listener (SPEC §8): decide.c serves */
-    char peer[64];       /* client address, no port */
+    bool fresh;        /* no request yet: a silent connection is closed silently */
+    bool head_started; /* bytes of the next head have arrived */
+    size_t scanned;    /* input bytes already searched for a line end */
+    void *req;         /* the request being served (proxy.c's or decide.c's), or NULL */
+    bool decision;     /* a connection of the decision listener (SPEC §8): decide.c serves */
+    char peer[64];     /* client address, no port */
     int peer_port;
     char tls_client[256]; /* client certificate subject (RFC 2253), "" if none */
     bool tls;

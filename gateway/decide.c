@@ -31,8 +31,8 @@ enum surface { S_EVALUATION, S_EVALUATIONS, S_FORWARD_AUTH };
 
 /* A request target checked as a proxied one would be (SPEC §5), and its pieces. */
 struct target {
-    char *line;          /* "GET <target> HTTP/1.0\r\n\r\n", parsed: query points in here */
-    char *path;          /* NUL-terminated raw path */
+    char *line; /* "GET <target> HTTP/1.0\r\n\r\n", parsed: query points in here */
+    char *path; /* NUL-terminated raw path */
     size_t path_n;
     struct hp_str query; /* p NULL without '?' */
 };
@@ -43,7 +43,7 @@ struct eval {
     struct decide_req *q;
     char method[16];
     struct target t;
-    char *authorization;                  /* AuthZEN: "Mandate <subject.properties.mandate>" */
+    char *authorization;                   /* AuthZEN: "Mandate <subject.properties.mandate>" */
     const char *agent, *action, *merchant; /* AuthZEN: subject.id, action.name, resource.id */
 };
 
@@ -124,7 +124,7 @@ static void reply(struct decide_req *q, int status, const char *request_id, cons
                         "Cache-Control: no-store\r\nX-Request-Id: %s\r\n%sContent-Length: %zu\r\n"
                         "%s\r\n%s\n",
                         status, code_reason(status), request_id, extra ? extra : "", n,
-                        !keep               ? "Connection: close\r\n"
+                        !keep              ? "Connection: close\r\n"
                         : q->hp.minor == 0 ? "Connection: keep-alive\r\n"
                                            : "",
                         json);
@@ -346,7 +346,7 @@ static void answer_forward_auth(struct decide_req *q, struct eval *e)
                         "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
                         "Content-Length: 0\r\n%s\r\n",
                         d->receipt, d->id,
-                        !keep               ? "Connection: close\r\n"
+                        !keep              ? "Connection: close\r\n"
                         : q->hp.minor == 0 ? "Connection: keep-alive\r\n"
                                            : "");
     q->status = 200;
@@ -549,10 +549,10 @@ static void authzen(struct decide_req *q)
         /* Every evaluation is run and answered (AuthZEN's execute_all): the other semantics
          * would stop half-way through a batch whose earlier evaluations consumed uses. */
         json_t *opts = json_object_get(q->json, "options"), *sem;
-        if (opts && (!json_is_object(opts) ||
-                     ((sem = json_object_get(opts, "evaluations_semantic")) &&
-                      (!json_is_string(sem) ||
-                       strcmp(json_string_value(sem), "execute_all") != 0)))) {
+        if (opts &&
+            (!json_is_object(opts) ||
+             ((sem = json_object_get(opts, "evaluations_semantic")) &&
+              (!json_is_string(sem) || strcmp(json_string_value(sem), "execute_all") != 0)))) {
             refuse(q, CODE_BAD_REQUEST, 400,
                    "options.evaluations_semantic: only \"execute_all\" is supported", NULL);
             return;
@@ -617,8 +617,7 @@ static void forward_auth(struct decide_req *q)
         }
         snprintf(e->method, sizeof(e->method), "%s", method);
     } else {
-        snprintf(e->method, sizeof(e->method), "%.*s", (int)q->hp.method_str.n,
-                 q->hp.method_str.p);
+        snprintf(e->method, sizeof(e->method), "%.*s", (int)q->hp.method_str.n, q->hp.method_str.p);
     }
     const char *why = check_target(q->conf, uri, uri_n, &e->t);
     if (why) {
@@ -761,7 +760,8 @@ void decide_begin(struct conn *c, size_t head_len)
     struct hp_str path = q->hp.path;
     size_t fa = strlen(FORWARD_AUTH);
     bool post = q->hp.method == HP_METHOD_POST;
-    bool one = path_is(path, "/access/v1/evaluation"), many = path_is(path, "/access/v1/evaluations");
+    bool one = path_is(path, "/access/v1/evaluation"),
+         many = path_is(path, "/access/v1/evaluations");
     q->body = evbuffer_new();
     q->chunked = q->hp.chunked;
     q->body_left = q->chunked ? 1 : q->hp.content_length > 0 ? q->hp.content_length : 0;

@@ -69,7 +69,7 @@ struct decision {
     enum code code;
     int64_t retry_after_s; /* with CODE_RATE_LIMITED */
     int64_t check_us;
-    char receipt[90]; /* Mandate-Receipt of an allow */
+    char receipt[90];             /* Mandate-Receipt of an allow */
     struct httpsig_digest digest; /* a held body's Content-Digest check (the caller clears it) */
     bool waiting_durable;         /* the allow is queued for commit: done() is still to come */
 };

@@ -146,8 +146,8 @@ struct worker *worker_new(struct server *s, int id, char **err)
         abort();
     w->lst = listen_on(w, w->conf->listen_host, w->conf->listen_port, on_accept, err);
     if (w->lst && w->conf->has_decision &&
-        !(w->dlst = listen_on(w, w->conf->decision_host, w->conf->decision_port,
-                              on_accept_decision, err))) {
+        !(w->dlst = listen_on(w, w->conf->decision_host, w->conf->decision_port, on_accept_decision,
+                              err))) {
         evconnlistener_free(w->lst);
         w->lst = NULL;
     }
