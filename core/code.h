@@ -40,6 +40,7 @@
     X(AMOUNT_MISMATCH, "amount_mismatch", 403, "the payment total differs from the cart total")    \
     X(SPEND_CAP_EXCEEDED, "spend_cap_exceeded", 403,                                               \
       "the principal's spend cap would be exceeded")                                               \
+    X(TOOL_NOT_ALLOWED, "tool_not_allowed", 403, "this MCP tool or method is not allowed here")    \
     X(ROUTE_NOT_FOUND, "route_not_found", 404, "no route matches this method and path")            \
     X(BODY_TOO_LARGE, "body_too_large", 413, "the request body is too large")                      \
     X(HEADERS_TOO_LARGE, "headers_too_large", 431, "the request headers are too large")            \

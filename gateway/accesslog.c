@@ -53,6 +53,8 @@ void accesslog_write(struct sb *buf, const struct access *a)
     field(&b, "agent", a->agent);
     field(&b, "decision", a->decision);
     field(&b, "code", a->code);
+    if (a->surface)
+        field(&b, "surface", a->surface);
     if (a->tls_client && a->tls_client[0])
         field(&b, "tls_client", a->tls_client);
     number(&b, "status", a->status);

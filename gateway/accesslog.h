@@ -15,6 +15,7 @@ struct access {
     int status;
     uint64_t bytes;
     int64_t check_us, upstream_us;
+    const char *surface; /* "authzen", "forward_auth", "mcp" (SPEC §8); NULL: a proxied request */
 };
 
 #define ACCESSLOG_FLUSH_BYTES (32 * 1024)

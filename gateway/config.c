@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/sha256.h"
 #include "gateway/jwks_remote.h"
+#include "gateway/mcp.h"
 #include "gateway/tls.h"
 
 static const char *const top_keys[] = {"listen", "workers",    "database", "admin",     "audit",
@@ -209,10 +210,74 @@ static int parse_upstream(const char *s, struct merchant *m)
     return rc;
 }
 
+/* "mcp": {"tools": {"<name>": {"action", "priced"?}}, "open_methods"?: [...]} (SPEC §8): the
+ * route's tools, each with a route of its own action for the decision core. */
+static struct mcp *load_mcp(struct cfg *c, const char *p, const json_t *mcp,
+                            const struct route *route)
+{
+    static const char *const keys[] = {"tools", "open_methods", NULL};
+    static const char *const tkeys[] = {"action", "priced", NULL};
+    char mp[CFG_PATH_MAX];
+    cfg_join(mp, p, "mcp");
+    if (!json_is_object(mcp)) {
+        cfg_error(c, mp, "expected an object");
+        return NULL;
+    }
+    cfg_keys(c, mp, mcp, keys);
+    struct mcp *m = mcp_new();
+    json_t *tools = cfg_object(c, mp, mcp, "tools", true);
+    char tp[CFG_PATH_MAX];
+    cfg_join(tp, mp, "tools");
+    const char *name;
+    json_t *t;
+    json_object_foreach(tools, name, t)
+    {
+        char np[CFG_PATH_MAX];
+        cfg_join(np, tp, name);
+        if (!json_is_object(t)) {
+            cfg_error(c, np, "expected an object");
+            continue;
+        }
+        cfg_keys(c, np, t, tkeys);
+        const char *action = cfg_string(c, np, t, "action", true, NULL);
+        bool priced = cfg_bool(c, np, t, "priced", false);
+        if (!name[0])
+            cfg_error(c, np, "a tool needs a name");
+        else if (action)
+            mcp_add_tool(m, name, action, priced, route);
+    }
+    json_t *open = json_object_get(mcp, "open_methods");
+    if (!open) {
+        mcp_default_open(m);
+    } else {
+        char op[CFG_PATH_MAX];
+        cfg_join(op, mp, "open_methods");
+        json_t *arr = cfg_array(c, mp, mcp, "open_methods", false);
+        size_t i;
+        json_t *v;
+        json_array_foreach(arr, i, v)
+        {
+            char ip[CFG_PATH_MAX];
+            cfg_index(ip, op, i);
+            const char *s = json_string_value(v);
+            if (!s || !s[0] || strcmp(s, "tools/call") == 0 ||
+                (strchr(s, '*') &&
+                 (strlen(s) < 2 || strchr(s, '*') != s + strlen(s) - 1 || s[strlen(s) - 2] != '/')))
+                cfg_error(c, ip,
+                          "expected a JSON-RPC method name other than tools/call (a wildcard "
+                          "only as a final \"/*\")");
+            else
+                mcp_add_open(m, s);
+        }
+    }
+    return m;
+}
+
 static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
                         const struct merchant *m, struct config *conf)
 {
-    static const char *const keys[] = {"method", "path", "action", "priced", "sign_cart", NULL};
+    static const char *const keys[] = {"method",    "path", "action", "priced",
+                                       "sign_cart", "mcp",  NULL};
     char rpath[CFG_PATH_MAX];
     cfg_join(rpath, mpath, "routes");
     json_t *arr = cfg_array(c, mpath, mobj, "routes", true);
@@ -229,8 +294,26 @@ static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
         cfg_keys(c, p, r, keys);
         int meth = cfg_enum(c, p, r, "method", true, methods, -1);
         const char *path = cfg_string(c, p, r, "path", true, NULL);
-        const char *action = cfg_string(c, p, r, "action", true, NULL);
+        const json_t *mcp = json_object_get(r, "mcp");
+        const char *action = cfg_string(c, p, r, "action", !mcp, NULL);
         bool priced = cfg_bool(c, p, r, "priced", false);
+        if (mcp) {
+            /* An MCP route takes its actions from its tools (SPEC §8). */
+            static const char *const own[] = {"action", "priced", "sign_cart"};
+            for (size_t k = 0; k < ARRAY_LEN(own); k++)
+                if (json_object_get(r, own[k])) {
+                    char pp[CFG_PATH_MAX];
+                    cfg_join(pp, p, own[k]);
+                    cfg_error(c, pp, "not allowed on an MCP route (its tools name the actions)");
+                }
+            if (meth >= 0 && strcmp(methods[meth], "POST") != 0) {
+                char pp[CFG_PATH_MAX];
+                cfg_join(pp, p, "method");
+                cfg_error(c, pp, "an MCP route takes POST");
+            }
+            action = "";
+            priced = false;
+        }
         if (path && path[0] != '/') {
             char pp[CFG_PATH_MAX];
             cfg_join(pp, p, "path");
@@ -250,7 +333,10 @@ static void load_routes(struct cfg *c, const char *mpath, const json_t *mobj,
         }
         if (meth >= 0 && path && action) {
             route_add(&conf->routes, methods[meth], path, action, priced, m);
-            conf->routes.v[conf->routes.n - 1].sign_cart = sign_cart;
+            struct route *rt = &conf->routes.v[conf->routes.n - 1];
+            rt->sign_cart = sign_cart && !mcp;
+            if (mcp)
+                rt->mcp = load_mcp(c, p, mcp, rt);
         }
     }
 }
@@ -330,7 +416,7 @@ static void load_merchants(struct cfg *c, const json_t *root, struct config *con
         size_t first = conf->routes.n;
         load_routes(c, p, it, m, conf);
         for (size_t r = first; r < conf->routes.n; r++)
-            if (conf->routes.v[r].priced && !has_keys) {
+            if ((conf->routes.v[r].priced || mcp_priced(conf->routes.v[r].mcp)) && !has_keys) {
                 char pp[CFG_PATH_MAX];
                 cfg_join(pp, p, "jwks_file");
                 cfg_error(c, pp,

@@ -176,7 +176,8 @@ static void log_decision(struct decide_req *q, struct eval *e)
                        q->status,
                        q->bytes,
                        d->check_us,
-                       0};
+                       0,
+                       d->surface};
     accesslog_write(&q->w->alog, &a);
 }
 

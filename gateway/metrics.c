@@ -3,14 +3,30 @@
  */
 #include "gateway/metrics.h"
 
+#include <string.h>
+
 void metrics_init(struct metrics *m)
 {
     atomic_init(&m->requests, 0);
     atomic_init(&m->upstream_bytes, 0);
     for (int i = 0; i < CODE__COUNT; i++)
         atomic_init(&m->decisions[i], 0);
+    for (int i = 0; i < MS__COUNT; i++)
+        for (int j = 0; j < 2; j++)
+            atomic_init(&m->by_surface[i][j], 0);
+    atomic_init(&m->mcp_open, 0);
     hist_init(&m->check_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
     hist_init(&m->upstream_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
+}
+
+static const char *const surface_names[MS__COUNT] = {"proxy", "authzen", "forward_auth", "mcp"};
+
+enum metrics_surface metrics_surface(const char *surface)
+{
+    for (int i = 1; surface && i < MS__COUNT; i++)
+        if (strcmp(surface, surface_names[i]) == 0)
+            return (enum metrics_surface)i;
+    return MS_PROXY;
 }
 
 static void render_state(const struct state_counts *sc, struct sb *b)
@@ -46,6 +62,19 @@ void metrics_render(struct metrics *m, struct writer_stats *ws, const struct sta
             sb_printf(b, "mandate_decisions_total{code=\"%s\"} %llu\n", code_name((enum code)i),
                       (unsigned long long)n);
     }
+    sb_puts(b, "# HELP mandate_decisions_by_surface_total Decisions by the surface they came "
+               "through (SPEC §8).\n# TYPE mandate_decisions_by_surface_total counter\n");
+    for (int i = 0; i < MS__COUNT; i++)
+        for (int j = 0; j < 2; j++)
+            sb_printf(b,
+                      "mandate_decisions_by_surface_total{surface=\"%s\",decision=\"%s\"} %llu\n",
+                      surface_names[i], j ? "deny" : "allow",
+                      (unsigned long long)atomic_load(&m->by_surface[i][j]));
+    sb_printf(b,
+              "# HELP mandate_mcp_open_total MCP requests of open methods, forwarded without a "
+              "mandate or a decision.\n# TYPE mandate_mcp_open_total counter\n"
+              "mandate_mcp_open_total %llu\n",
+              (unsigned long long)atomic_load(&m->mcp_open));
     sb_printf(b,
               "# HELP mandate_upstream_response_bytes_total Response bytes streamed back.\n"
               "# TYPE mandate_upstream_response_bytes_total counter\n"

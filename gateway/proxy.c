@@ -26,6 +26,7 @@
 #include "gateway/accesslog.h"
 #include "gateway/conn.h"
 #include "gateway/enforce.h"
+#include "gateway/mcp.h"
 #include "gateway/tls.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
@@ -69,6 +70,12 @@ struct request {
     bool client_keep; /* the client connection stays open after this answer */
     bool up_paused;   /* the merchant's reads wait for the client to drain */
     struct evbuffer *collect, *collect_head; /* sign_cart: the answer, held to sign its cart */
+    /* an MCP route (SPEC §8): its body is held and classified before the checks */
+    const struct route *mcp_route;
+    bool mcp_classified; /* the held body was classified */
+    bool mcp_open;       /* an open method: forwarded without a mandate or a decision entry */
+    char *rpc_id;        /* the JSON-RPC id of denials ("null" when NULL) */
+    int rpc_code;        /* the JSON-RPC error code of a denial */
 };
 
 static void forward(struct request *r);
@@ -108,6 +115,13 @@ static void count(struct worker *w, enum code code)
     atomic_fetch_add_explicit(&w->srv->metrics.decisions[code], 1, memory_order_relaxed);
 }
 
+/* A decision of the core, by the surface it came through (SPEC §8). */
+static void count_surface(const struct decision *d, bool allow)
+{
+    atomic_fetch_add_explicit(&d->w->srv->metrics.by_surface[metrics_surface(d->surface)][!allow],
+                              1, memory_order_relaxed);
+}
+
 static void log_access(struct request *r, const char *decision)
 {
     const struct mandate *m = &r->d.v.m;
@@ -125,7 +139,8 @@ static void log_access(struct request *r, const char *decision)
                        r->status,
                        r->bytes,
                        r->d.check_us,
-                       r->up_us};
+                       r->up_us,
+                       r->d.surface};
     accesslog_write(&r->w->alog, &a);
 }
 
@@ -134,8 +149,8 @@ void proxy_count_framing(struct conn *c, enum code code, const char *request_id)
     atomic_fetch_add_explicit(&c->w->srv->metrics.requests, 1, memory_order_relaxed);
     count(c->w, code);
     struct access a = {
-        request_id,        "", "", "", "", "", "", "", "deny", code_name(code), c->tls_client,
-        code_status(code), 0,  0,  0};
+        request_id,        "", "", "", "",  "", "", "", "deny", code_name(code), c->tls_client,
+        code_status(code), 0,  0,  0,  NULL};
     accesslog_write(&c->w->alog, &a);
 }
 
@@ -218,6 +233,7 @@ static void request_free(struct request *r)
     if (r->collect_head)
         evbuffer_free(r->collect_head);
     httpsig_digest_clear(&r->d.digest);
+    free(r->rpc_id);
     r->w->inflight--;
     config_unref(r->conf);
     free(r);
@@ -227,6 +243,29 @@ static void request_free(struct request *r)
 static bool body_consumed(const struct request *r)
 {
     return r->body == BODY_NONE || r->body_done;
+}
+
+/* A denial on an MCP route: a JSON-RPC error with the request's id, SPEC §2.2's body as its
+ * data, SPEC §2.2's status (SPEC §8). */
+static void mcp_reply_error(struct request *r, struct conn *c, enum code code, const char *extra)
+{
+    char *body = mcp_error_body(r->rpc_id ? r->rpc_id : "null",
+                                r->rpc_code ? r->rpc_code : MCP_ERR_DENIED, code, r->d.id);
+    size_t n = strlen(body);
+    bool keep = r->hp.keep_alive && body_consumed(r);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Cache-Control: no-store\r\nX-Request-Id: %s\r\n%sContent-Length: %zu\r\n"
+                        "%s\r\n",
+                        r->status, code_reason(r->status), r->d.id, extra, n,
+                        !keep              ? "Connection: close\r\n"
+                        : r->hp.minor == 0 ? "Connection: keep-alive\r\n"
+                                           : "");
+    evbuffer_add(out, body, n);
+    free(body);
+    r->bytes = n;
+    conn_request_done(c, keep);
 }
 
 /* Answer with SPEC §2.2's JSON body (no audit, no metrics) and end r's use of the client. */
@@ -245,6 +284,10 @@ static void send_error(struct request *r, enum code code, int64_t retry_after)
     struct conn *c = r->c;
     r->c = NULL;
     c->req = NULL;
+    if (r->mcp_route) {
+        mcp_reply_error(r, c, code, extra);
+        return;
+    }
     /* A body we did not read stays unread: the connection cannot find the next request. */
     r->bytes = conn_reply_error(c, r->status, code_name(code), code_message(code), r->d.id, extra,
                                 r->hp.keep_alive && body_consumed(r));
@@ -283,6 +326,7 @@ void decision_deny(struct decision *d, enum code code, int64_t retry_after)
         code != CODE_BAD_REQUEST) /* framing: no mandate to account */
         audit_denial(d);
     count(d->w, code);
+    count_surface(d, false);
     d->done(d);
 }
 
@@ -315,6 +359,7 @@ void decision_admit(struct decision *d)
     d->check_us = mono_us() - d->start_us;
     hist_observe(&w->srv->metrics.check_us, (uint64_t)d->check_us);
     count(w, CODE_OK);
+    count_surface(d, true);
     struct writer_item *it = writer_item_new(decision_entry(d));
     char *tok = xstrndup(d->v.token, d->v.token_len);
     writer_item_add_jws(it, tok, d->v.m.sha256);
@@ -535,15 +580,69 @@ static void proxy_hold(struct decision *d)
 }
 
 /* A PoP body is read whole (at most max_body_bytes): its digest decides, then the admission. */
+static void mcp_classify_held(struct request *r);
+
 static void body_held(struct request *r)
 {
     bufferevent_set_timeouts(r->c->bev, NULL, NULL);
+    if (r->mcp_route && !r->mcp_classified) {
+        mcp_classify_held(r);
+        return;
+    }
     if (httpsig_digest_end(&r->d.digest) != 0) {
         log_write(LOG_DEBUG, r->d.id, "request signature: Content-Digest does not match the body");
         deny(r, CODE_SIGNATURE_INVALID, 0);
         return;
     }
     decision_admit(&r->d);
+}
+
+/* An MCP body was held before the checks: a covered Content-Digest is checked over it, then the
+ * admission (the decision core's hold step). */
+static void mcp_hold(struct decision *d)
+{
+    struct request *r = d->arg;
+    size_t n = evbuffer_get_length(r->held);
+    httpsig_digest_update(&d->digest, evbuffer_pullup(r->held, (ev_ssize_t)n), n);
+    if (httpsig_digest_end(&d->digest) != 0) {
+        log_write(LOG_DEBUG, d->id, "request signature: Content-Digest does not match the body");
+        decision_deny(d, CODE_SIGNATURE_INVALID, 0);
+        return;
+    }
+    decision_admit(d);
+}
+
+/* The JSON-RPC body of an MCP route is held: open methods go on without a mandate, a listed
+ * tool is decided with its own action, anything else is denied (SPEC §8). */
+static void mcp_classify_held(struct request *r)
+{
+    struct decision *d = &r->d;
+    r->mcp_classified = true;
+    size_t n = r->held ? evbuffer_get_length(r->held) : 0;
+    const char *p = n ? (const char *)evbuffer_pullup(r->held, (ev_ssize_t)n) : "";
+    struct mcp_call call;
+    mcp_classify(r->mcp_route->mcp, p, n, header(r, "mcp-method"), header(r, "mcp-name"), &call);
+    r->rpc_id = call.id;
+    d->route = r->mcp_route;
+    switch (call.verdict) {
+    case MCP_DENY:
+        r->rpc_code = call.rpc_code;
+        deny(r, call.code, 0);
+        return;
+    case MCP_OPEN:
+        r->mcp_open = true;
+        d->code = CODE_OK;
+        atomic_fetch_add_explicit(&r->w->srv->metrics.mcp_open, 1, memory_order_relaxed);
+        if (!r->held)
+            r->held = evbuffer_new();
+        forward(r);
+        return;
+    case MCP_TOOL:
+        d->route = &call.tool->route;
+        d->hold = mcp_hold;
+        decision_run(d);
+        return;
+    }
 }
 
 void proxy_begin(struct conn *c, size_t head_len)
@@ -590,6 +689,11 @@ void proxy_begin(struct conn *c, size_t head_len)
     d->done = proxy_decided;
     d->arg = r;
 
+    const struct route *rt = route_match(&conf->routes, d->method, d->path, d->path_n);
+    if (rt && rt->mcp) {
+        r->mcp_route = rt;
+        d->surface = "mcp";
+    }
     if (atomic_load(&w->srv->draining)) {
         deny(r, CODE_UNAVAILABLE, 0);
         return;
@@ -602,6 +706,16 @@ void proxy_begin(struct conn *c, size_t head_len)
     d->authorization = header(r, "authorization");
     d->cart = header(r, "mandate-cart");
     d->authority = header(r, "host");
+    if (r->mcp_route) {
+        /* The tool is named in the body: it is read (at most max_body_bytes) before the checks. */
+        if (r->body == BODY_NONE) {
+            mcp_classify_held(r);
+            return;
+        }
+        r->held = evbuffer_new();
+        start_body(r);
+        return;
+    }
     decision_run(d);
 }
 
@@ -666,16 +780,19 @@ static void write_request_head(struct request *r, struct evbuffer *out)
             evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.n, h->name.p, (int)h->value.n,
                                 h->value.p);
     }
-    decision_mandate_headers(&r->d, out);
+    if (!r->mcp_open)
+        decision_mandate_headers(&r->d, out);
+    if (!r->mcp_open)
+        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\n", r->d.receipt);
     struct hp_str host = r->hp.host;
     bool host_ok =
         host.p && host.n < 200 && !memchr(host.p, '"', host.n) && !memchr(host.p, '\\', host.n);
     bool v6 = strchr(r->c->peer, ':') != NULL;
     evbuffer_add_printf(out,
-                        "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n"
+                        "X-Request-Id: %s\r\n"
                         "Forwarded: for=\"%s%s%s:%d\";proto=%s%s%.*s%s\r\n",
-                        r->d.receipt, r->d.id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "",
-                        r->c->peer_port, r->c->tls ? "https" : "http", host_ok ? ";host=\"" : "",
+                        r->d.id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "", r->c->peer_port,
+                        r->c->tls ? "https" : "http", host_ok ? ";host=\"" : "",
                         host_ok ? (int)host.n : 0, host_ok ? host.p : "", host_ok ? "\"" : "");
     if (r->held)
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", evbuffer_get_length(r->held));
@@ -870,9 +987,10 @@ static void write_response_lines(struct request *r, struct evbuffer *out,
             evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.n,
                                 h->headers[i].name.p, (int)h->headers[i].value.n,
                                 h->headers[i].value.p);
+    if (!interim && !r->mcp_open)
+        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\n", r->d.receipt);
     if (!interim)
-        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\n", r->d.receipt,
-                            r->d.id);
+        evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->d.id);
 }
 
 /* --- carts signed for the merchant (sign_cart routes) --------------------------------------- */
@@ -1215,7 +1333,8 @@ static void finish(struct request *r, const char *result)
     enum spend_status spend = ok || bad_body ? (paid ? SPEND_COMMITTED : SPEND_RELEASED)
                               : r->sent      ? SPEND_UNKNOWN
                                              : SPEND_RELEASED;
-    settle(r, result, spend);
-    log_access(r, "allow");
+    if (!r->mcp_open) /* an open MCP method has no decision, so no outcome */
+        settle(r, result, spend);
+    log_access(r, r->mcp_open ? "open" : "allow");
     request_free(r);
 }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/mcp.h"
+
 void route_add(struct route_table *t, const char *method, const char *path, const char *action,
                bool priced, const struct merchant *m)
 {
@@ -17,7 +19,9 @@ void route_add(struct route_table *t, const char *method, const char *path, cons
     r->prefix_len = len >= 2 && strcmp(path + len - 2, "/*") == 0 ? len - 1 : 0;
     r->action = xstrdup(action);
     r->priced = priced;
+    r->sign_cart = false;
     r->merchant = m;
+    r->mcp = NULL;
 }
 
 static bool matches(const struct route *r, const char *path, size_t len)
@@ -65,6 +69,7 @@ void route_clear(struct route_table *t)
         free(t->v[i].method);
         free(t->v[i].path);
         free(t->v[i].action);
+        mcp_free(t->v[i].mcp);
     }
     free(t->v);
     t->v = NULL;

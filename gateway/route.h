@@ -12,6 +12,7 @@
 #include "core/util.h"
 
 struct merchant;
+struct mcp;
 
 struct route {
     char *method;
@@ -21,6 +22,7 @@ struct route {
     bool priced;
     bool sign_cart;                  /* the gateway signs the cart of a 2xx answer (cart_key) */
     const struct merchant *merchant; /* borrowed from the configuration */
+    struct mcp *mcp; /* an MCP route's tools and open methods (SPEC §8), owned; or NULL */
 };
 
 struct route_table {
