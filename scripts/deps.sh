@@ -26,6 +26,8 @@ if [ "${1:-}" = test ]; then
     need_cmd /usr/bin/python3 python3
     need_py pytest python3-pytest
     need_py jwcrypto python3-jwcrypto
+    need_cmd nginx nginx-light # the forward-auth tests put Debian's nginx in front of the gateway
+    need_cmd mandoc mandoc     # the man pages are linted
 fi
 if [ "${1:-}" = docker ]; then
     need_cmd dockerd docker.io
@@ -39,4 +41,10 @@ echo "deps: installing missing Debian packages:$missing"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 $SUDO apt-get update -qq
+# A package's own service (nginx) must not start: the tests run their own on loopback ports.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
