@@ -60,7 +60,10 @@ cat > gateway.json <<JSON
      {"method": "GET",  "path": "/lux/search",     "action": "search"},
      {"method": "POST", "path": "/lux/quote",      "action": "quote_room"},
      {"method": "POST", "path": "/lux/book",       "action": "book_room", "priced": true},
-     {"method": "GET",  "path": "/lux/bookings/*", "action": "get_booking"}]}],
+     {"method": "GET",  "path": "/lux/bookings/*", "action": "get_booking"},
+     {"method": "POST", "path": "/mcp", "mcp": {"tools": {
+       "search_rooms": {"action": "search"},
+       "book_room":    {"action": "book_room", "priced": true}}}}]}],
  "log_level": "warn"}
 JSON
 cat > wallet.json <<JSON
@@ -137,6 +140,12 @@ say "agent-planner (for alice) searches lux-hotels, signing the request with its
 while IFS= read -r h; do
     [ ${#h} -gt 110 ] && h="${h:0:107}..."; printf '      %s\n' "$h"
 done <<<"$SIGS"
+via POST /mcp "$(intent search)" "" '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_rooms"}}'
+expect 200
+say "the same agent calls the MCP tool search_rooms, mapped to the action search: $(verdict)"
+via POST /mcp "$(intent search)" "" '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"cancel_all"}}'
+expect 403
+say "a tool the route does not list: DENY $STATUS $(jq -r .error.data.error <<<"$BODY") (JSON-RPC $(jq -r .error.code <<<"$BODY"))"
 
 quote deluxe 1
 say "agent-planner asks lux-hotels for a quote, deluxe x1: $(verdict), cart of $AMOUNT locked for 10 minutes"

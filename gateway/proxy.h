@@ -37,7 +37,7 @@ struct decision {
     /* inputs, set by the caller (borrowed: they must live until done() returns) */
     struct worker *w;
     struct config *conf; /* the configuration the decision is made under */
-    const char *surface; /* "authzen", "forward_auth"; NULL for a proxied request (no member) */
+    const char *surface; /* "authzen", "forward_auth", "mcp"; NULL for a proxied request */
     char id[33];         /* the request id */
     const char *method;
     const char *path; /* NUL-terminated raw path, no query */

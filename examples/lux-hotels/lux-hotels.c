@@ -9,6 +9,11 @@
  *                             Mandate-Principal, Mandate-Agent, Mandate-Action, Mandate-Amount
  *   GET  /lux/bookings/{id}   one booking
  *   GET  /lux/_stats          (direct only, for tests) how many bookings
+ *   POST /mcp                 a tiny MCP server (JSON-RPC over Streamable HTTP, JSON answers
+ *                             only): initialize, ping, tools/list and tools/call of two tools,
+ *                             search_rooms (free) and book_room (priced: like /lux/book it needs
+ *                             the gateway's Mandate-Amount); the gateway maps each tool to an
+ *                             action (SPEC §8)
  *
  * It trusts the Mandate-* headers because it listens where only the gateway can reach it (here:
  * loopback). `?simulate=500` and `?simulate=hang` on /lux/book make it fail, for outcome tests.
@@ -68,14 +73,11 @@ static const char *header(struct evhttp_request *req, const char *name)
     return evhttp_find_header(evhttp_request_get_input_headers(req), name);
 }
 
+static json_t *rooms_json(void);
+
 static void search(struct evhttp_request *req)
 {
-    json_t *arr = json_array();
-    for (size_t i = 0; i < ARRAY_LEN(rooms); i++)
-        sjson_append(arr, json_pack("{ss ss s{sI ss}}", "sku", rooms[i].sku, "name", rooms[i].name,
-                                    "nightly", "value", (json_int_t)rooms[i].nightly, "currency",
-                                    "EUR"));
-    http_reply_json(req, 200, json_pack("{so}", "rooms", arr));
+    http_reply_json(req, 200, rooms_json());
 }
 
 static void random_id(char *out, size_t bytes)
@@ -127,6 +129,145 @@ static void quote(struct evhttp_request *req)
     free(cart);
 }
 
+/* A booking for what the gateway vouches for in the Mandate-* headers, or NULL (*why set). */
+static const struct booking *add_booking(struct evhttp_request *req, const char **why)
+{
+    const char *p = header(req, "Mandate-Principal"), *a = header(req, "Mandate-Agent"),
+               *act = header(req, "Mandate-Action"), *amount = header(req, "Mandate-Amount"),
+               *receipt = header(req, "Mandate-Receipt");
+    if (!p || !a || !act || strcmp(act, "book_room") != 0 || !amount || !receipt) {
+        *why = "not authorised by the gateway";
+        return NULL;
+    }
+    if (nbookings == MAX_BOOKINGS) {
+        *why = "fully booked";
+        return NULL;
+    }
+    struct booking *bk = &bookings[nbookings++];
+    random_id(bk->id, 8);
+    snprintf(bk->principal, sizeof(bk->principal), "%s", p);
+    snprintf(bk->agent, sizeof(bk->agent), "%s", a);
+    snprintf(bk->amount, sizeof(bk->amount), "%s", amount);
+    snprintf(bk->receipt, sizeof(bk->receipt), "%s", receipt);
+    log_info("booked %s for %s by %s: %s (receipt %s)", bk->id, p, a, amount, receipt);
+    return bk;
+}
+
+static json_t *rooms_json(void)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < ARRAY_LEN(rooms); i++)
+        sjson_append(arr, json_pack("{ss ss s{sI ss}}", "sku", rooms[i].sku, "name", rooms[i].name,
+                                    "nightly", "value", (json_int_t)rooms[i].nightly, "currency",
+                                    "EUR"));
+    return json_pack("{so}", "rooms", arr);
+}
+
+/* A tools/call result: the JSON value as text content (MCP's CallToolResult). */
+static json_t *tool_result(json_t *v)
+{
+    char *text = sjson_dump(v);
+    json_decref(v);
+    json_t *r = json_pack("{s[{ss ss}] sb}", "content", "type", "text", "text", text, "isError", 0);
+    free(text);
+    return r;
+}
+
+/* One JSON-RPC message: its answer (NULL for a notification); *status for a refusal. */
+static json_t *mcp_one(struct evhttp_request *req, const json_t *msg, int *status)
+{
+    const char *method = json_is_object(msg) ? sjson_str(msg, "method") : NULL;
+    json_t *id = json_is_object(msg) ? json_object_get(msg, "id") : NULL;
+    json_t *result = NULL;
+    int code = -32601;
+    const char *why = "method not found";
+    if (!method) {
+        code = -32600;
+        why = "invalid request";
+    } else if (strncmp(method, "notifications/", 14) == 0) {
+        return NULL;
+    } else if (strcmp(method, "initialize") == 0) {
+        result = json_pack("{ss s{s{}} s{ss ss}}", "protocolVersion", "2025-06-18", "capabilities",
+                           "tools", "serverInfo", "name", merchant_id, "version", "1");
+    } else if (strcmp(method, "ping") == 0) {
+        result = json_object();
+    } else if (strcmp(method, "tools/list") == 0) {
+        result =
+            json_pack("{s[{ss ss s{ss s{s{ss}}}} {ss ss s{ss s{s{ss} s{ss}} s[s]}}]}", "tools",
+                      "name", "search_rooms", "description", "The rooms and their nightly prices.",
+                      "inputSchema", "type", "object", "properties", "city", "type", "string",
+                      "name", "book_room", "description",
+                      "Book the paid cart (needs a payment mandate and the cart from /lux/quote).",
+                      "inputSchema", "type", "object", "properties", "sku", "type", "string",
+                      "nights", "type", "integer", "required", "sku");
+    } else if (strcmp(method, "tools/call") == 0) {
+        json_t *params = json_object_get(msg, "params");
+        const char *name = json_is_object(params) ? sjson_str(params, "name") : NULL;
+        if (name && strcmp(name, "search_rooms") == 0) {
+            result = tool_result(rooms_json());
+        } else if (name && strcmp(name, "book_room") == 0) {
+            const struct booking *bk = add_booking(req, &why);
+            if (bk)
+                result =
+                    tool_result(json_pack("{ss ss ss ss}", "booking_id", bk->id, "principal",
+                                          bk->principal, "agent", bk->agent, "amount", bk->amount));
+            else {
+                code = -32001;
+                *status = 403;
+            }
+        } else {
+            code = -32602;
+            why = "unknown tool";
+        }
+    }
+    json_t *out = json_pack("{ss sO}", "jsonrpc", "2.0", "id", id ? id : json_null());
+    if (result)
+        sjson_set(out, "result", result);
+    else
+        sjson_set(out, "error", json_pack("{si ss}", "code", code, "message", why));
+    return out;
+}
+
+static void mcp(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    char *err = NULL;
+    json_t *msg = n && n <= 65536
+                      ? sjson_parse((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, &err)
+                      : NULL;
+    free(err);
+    int status = 200;
+    json_t *out;
+    if (!msg) {
+        out = json_pack("{ss sn s{si ss}}", "jsonrpc", "2.0", "id", "error", "code", -32700,
+                        "message", "parse error");
+        status = 400;
+    } else if (json_is_array(msg)) {
+        out = json_array();
+        size_t i;
+        json_t *el;
+        json_array_foreach(msg, i, el)
+        {
+            json_t *one = mcp_one(req, el, &status);
+            if (one)
+                sjson_append(out, one);
+        }
+        if (!json_array_size(out)) {
+            json_decref(out);
+            out = NULL;
+        }
+    } else {
+        out = mcp_one(req, msg, &status);
+    }
+    json_decref(msg);
+    if (!out) { /* notifications only: accepted, no body */
+        evhttp_send_reply(req, 202, "Accepted", NULL);
+        return;
+    }
+    http_reply_json(req, status, out);
+}
+
 static void book(struct evhttp_request *req)
 {
     const char *uri = evhttp_request_get_uri(req);
@@ -136,27 +277,15 @@ static void book(struct evhttp_request *req)
     }
     if (strstr(uri, "simulate=hang"))
         return; /* never answered: the gateway's upstream timeout fires */
-    const char *p = header(req, "Mandate-Principal"), *a = header(req, "Mandate-Agent"),
-               *act = header(req, "Mandate-Action"), *amount = header(req, "Mandate-Amount"),
-               *receipt = header(req, "Mandate-Receipt");
-    if (!p || !a || !act || strcmp(act, "book_room") != 0 || !amount || !receipt) {
-        error(req, 403, "not authorised by the gateway");
+    const char *why = NULL;
+    const struct booking *bk = add_booking(req, &why);
+    if (!bk) {
+        error(req, strcmp(why, "fully booked") == 0 ? 503 : 403, why);
         return;
     }
-    if (nbookings == MAX_BOOKINGS) {
-        error(req, 503, "fully booked");
-        return;
-    }
-    struct booking *bk = &bookings[nbookings++];
-    random_id(bk->id, 8);
-    snprintf(bk->principal, sizeof(bk->principal), "%s", p);
-    snprintf(bk->agent, sizeof(bk->agent), "%s", a);
-    snprintf(bk->amount, sizeof(bk->amount), "%s", amount);
-    snprintf(bk->receipt, sizeof(bk->receipt), "%s", receipt);
-    log_info("booked %s for %s by %s: %s (receipt %s)", bk->id, p, a, amount, receipt);
     http_reply_json(req, 201,
-                    json_pack("{ss ss ss ss}", "booking_id", bk->id, "principal", p, "agent", a,
-                              "amount", amount));
+                    json_pack("{ss ss ss ss}", "booking_id", bk->id, "principal", bk->principal,
+                              "agent", bk->agent, "amount", bk->amount));
 }
 
 static void get_booking(struct evhttp_request *req, const char *id)
@@ -189,6 +318,10 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (cmd == EVHTTP_REQ_POST && IS("/lux/book")) {
         book(req);
+        return;
+    }
+    if (cmd == EVHTTP_REQ_POST && IS("/mcp")) {
+        mcp(req);
         return;
     }
     if (cmd == EVHTTP_REQ_GET && IS("/lux/_stats")) {

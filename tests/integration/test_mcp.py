@@ -250,3 +250,34 @@ def test_config_errors(tmp_path, procs):
     write_json(g.config_path, g.conf)
     r = run(binary("mandate-gateway"), "--check-config", "--config", g.config_path)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_demo_merchant_mcp_end_to_end(tmp_path, procs):
+    g = mcp_gateway(tmp_path, procs, merchant="lux")
+    st, _, js, _ = call(g, rpc("initialize", {"protocolVersion": "2025-06-18"}))
+    assert st == 200 and js["result"]["serverInfo"]["name"] == "lux-hotels", js
+    st, _, _, _ = call(g, rpc("notifications/initialized", id=None))
+    assert st == 202
+    st, _, js, _ = call(g, rpc("tools/list", id=2))
+    assert st == 200
+    assert sorted(t["name"] for t in js["result"]["tools"]) == ["book_room", "search_rooms"]
+    st, h, js, _ = call(g, rpc("tools/call", {"name": "search_rooms"}, id=3),
+                        g.mint(action="search"), headers={"Mcp-Name": "search_rooms"})
+    assert st == 200 and js["id"] == 3, js
+    assert "rooms" in json.loads(js["result"]["content"][0]["text"])
+    # Quote over REST (the merchant signs the cart), pay and book over MCP.
+    st, _, q, _ = g.request("POST", "/lux/quote", g.mint(action="quote_room"),
+                            body=json.dumps({"sku": "deluxe", "nights": 1}))
+    assert st == 201, q
+    cart = q["cart"]
+    msg = rpc("tools/call", {"name": "book_room", "arguments": {"sku": "deluxe"}}, id=4)
+    # Without the gateway's Mandate-Amount (straight to the merchant) it refuses.
+    st, _, js, _ = g.request("POST", "/mcp", body=json.dumps(msg), port=g.up_port)
+    assert st == 403 and js["error"]["code"] == -32001
+    st, h, js, _ = call(g, msg, g.pay(cart), headers={"Mandate-Cart": cart})
+    assert st == 200, js
+    booked = json.loads(js["result"]["content"][0]["text"])
+    assert booked["amount"] == "18000 EUR" and booked["principal"] == "alice"
+    assert g.bookings() == 1
+    rpc_error(call(g, rpc("tools/call", {"name": "cancel_all"}, id=5), g.mint()), 403, -32001,
+              "tool_not_allowed", 5)
