@@ -26,18 +26,25 @@ def run(*args, **kw):
     return subprocess.run(list(args), capture_output=True, text=True, timeout=60, **kw)
 
 
+_ports_given = set()
+
+
 def free_port():
     """A port below Linux's ephemeral range (32768+), so that no client connection's local port
-    can take it between now and the server's bind."""
+    can take it between now and the server's bind, and never one this run handed out before
+    (two picks for one gateway, made before either is bound, must not collide)."""
     import random
     while True:
         port = random.randrange(20000, 32000)
+        if port in _ports_given:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
-                return port
             except OSError:
                 continue
+        _ports_given.add(port)
+        return port
 
 
 def keygen(d, name, alg="ES256", kid=None):
