@@ -509,6 +509,12 @@ void decision_run(struct decision *d)
         decision_deny(d, CODE_ROUTE_NOT_FOUND, 0);
         return;
     }
+    /* An MCP route's action is its tool's, named in the JSON-RPC body: the proxy decides on the
+     * tool's route; a surface that routed here (AuthZEN, forward-auth) cannot know the tool. */
+    if (d->route->mcp) {
+        decision_deny(d, CODE_TOOL_NOT_ALLOWED, 0);
+        return;
+    }
     enum code code =
         enforce(d->conf, d->route, d->authorization, d->cart, now_s(), d->w->vcache, &d->v);
     if (code == CODE_OK && d->check)

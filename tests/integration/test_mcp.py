@@ -281,3 +281,47 @@ def test_demo_merchant_mcp_end_to_end(tmp_path, procs):
     assert g.bookings() == 1
     rpc_error(call(g, rpc("tools/call", {"name": "cancel_all"}, id=5), g.mint()), 403, -32001,
               "tool_not_allowed", 5)
+
+
+def test_proof_of_possession_covers_the_held_body(mg):
+    from test_pop import Agent
+    agent = Agent()
+    body = json.dumps(rpc("tools/call", {"name": "search_rooms", "arguments": {"n": 1}}, id=21))
+
+    def signed(tok, send_body):
+        hs = {"Authorization": "Mandate " + tok, "Content-Type": "application/json"}
+        hs.update(agent.headers("POST", "127.0.0.1:%d" % mg.port, "/mcp", "", hs, body))
+        return mg.request("POST", "/mcp", headers=hs, body=send_body)
+
+    tok = mg.mint(action="search", cnf={"jwk": agent.jwk}, uses=5)
+    st, _, js, _ = signed(tok, body)
+    assert st == 200, js
+    # The same signature's digest over another body (other arguments) does not match.
+    other = body.replace('"n": 1', '"n": 2')
+    assert other != body
+    rpc_error(signed(tok, other), 401, -32001, "signature_invalid", 21)
+    # Unsigned with a cnf mandate.
+    rpc_error(call(mg, json.loads(body), tok), 401, -32001, "signature_missing", 21)
+    assert [r["body"] for r in mg.barrier() if r["path"] == "/mcp"] == [body]
+
+
+def test_keep_alive_after_a_json_rpc_denial(mg):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", mg.port, timeout=10)
+    for i, name in enumerate(("nope", "search_rooms")):
+        conn.request("POST", "/mcp", body=json.dumps(rpc("tools/call", {"name": name}, id=i)),
+                     headers={"Authorization": "Mandate " + mg.mint(action="search"),
+                              "Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == (403, 200)[i]
+    conn.close()
+
+
+def test_other_surfaces_cannot_decide_an_mcp_route(tmp_path, procs):
+    from test_decision import decided, evaluate, with_decision
+    g = Gateway(str(tmp_path), procs)
+    g.conf["merchants"][0]["routes"].insert(0, MCP_ROUTE)
+    with_decision(g)
+    decided(evaluate(g, g.mint(action="search"), method="POST", path="/mcp", action="search"),
+            "tool_not_allowed")
