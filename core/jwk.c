@@ -350,6 +350,14 @@ struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issu
 void keyring_remote_install(struct jwks_remote_slot *slot, struct jwks *set)
 {
     struct jwks *prev = atomic_load_explicit(&slot->cur, memory_order_relaxed);
+    if (prev && slot->nold == KEYRING_REMOTE_RETIRED) {
+        /* A reader holds a set for one verification (microseconds); the fetcher installs at
+         * most once per 30 s, so the oldest of these was replaced minutes ago: a key server
+         * that flaps between sets cannot grow this list without bound. */
+        jwks_free(slot->old[0]);
+        memmove(slot->old, slot->old + 1, (slot->nold - 1) * sizeof(*slot->old));
+        slot->nold--;
+    }
     if (prev) {
         slot->old = xrealloc(slot->old, (slot->nold + 1) * sizeof(*slot->old));
         slot->old[slot->nold++] = prev;

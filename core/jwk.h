@@ -37,6 +37,8 @@ struct jwks {
  * thread reads the current one. Every set installed stays alive until the ring is cleared (sets
  * change rarely), so a reader that loaded the pointer may use it for as long as it holds the ring.
  */
+#define KEYRING_REMOTE_RETIRED 16 /* replaced sets a remote slot keeps alive for late readers */
+
 struct jwks_remote_slot {
     char *uri;
     char *ca_file;              /* NULL: the system trust store */
@@ -98,7 +100,8 @@ struct jwks_remote_slot *keyring_add_remote(struct keyring *kr, const char *issu
                                             const char *ca_file);
 /**
  * Make set the current set of slot (taking ownership); the previous one stays alive until the
- * ring is cleared. Only one thread may install into a slot; readers may run concurrently.
+ * ring is cleared or KEYRING_REMOTE_RETIRED newer ones replaced it. Only one thread may install
+ * into a slot; readers may run concurrently.
  */
 void keyring_remote_install(struct jwks_remote_slot *slot, struct jwks *set);
 /** The current set of slot (NULL before the first), safe from any thread. */

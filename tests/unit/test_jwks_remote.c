@@ -198,10 +198,20 @@ static void test_remote_slot(void **state)
     assert_false(jwks_equal(d, NULL));
     jwks_free(d);
 
+    /* A key server that flaps between sets: the replaced ones kept alive stay bounded. */
+    for (int i = 0; i < 3 * KEYRING_REMOTE_RETIRED; i++) {
+        struct jwk kf;
+        struct jwks *flap = set_of_new_key("rf", &kf);
+        keyring_remote_install(s, flap);
+        assert_ptr_equal(keyring_get(&kr, "remote"), flap);
+        jwk_clear(&kf);
+    }
+    assert_int_equal(s->nold, KEYRING_REMOTE_RETIRED);
+
     jwk_clear(&k1);
     jwk_clear(&k2);
     jwk_clear(&r1);
-    keyring_clear(&kr); /* frees both remote sets (ASan/valgrind check the rest) */
+    keyring_clear(&kr); /* frees the remote sets (ASan/valgrind check the rest) */
 }
 
 /* --- the fetcher against a local key server ------------------------------------------------ */
