@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 
+#include "core/b64url.h"
 #include "core/jws.h"
 #include "core/sha256.h"
 
@@ -55,21 +56,11 @@ char *checkpoint_sign(const struct jwk *key, const char *origin, uint64_t size,
     return note;
 }
 
-/*
- * The standard, padded base64 of exactly n bytes, and only that: EVP_DecodeBlock alone ignores
- * the unused low bits of the last group and surrounding whitespace, and takes a missing '=' for a
- * zero byte, so one note could be written several ways. 0 or -1.
- */
+/* The canonical, padded standard base64 of exactly n bytes (n <= 68), and only that. 0 or -1. */
 static int b64_exact(const char *s, size_t len, unsigned char *out, size_t n)
 {
-    unsigned char buf[96];
-    char back[132];
-    size_t want = 4 * ((n + 2) / 3);
-    if (n > 68 || len != want ||
-        EVP_DecodeBlock(buf, (const unsigned char *)s, (int)len) != (int)(want / 4 * 3))
-        return -1;
-    EVP_EncodeBlock((unsigned char *)back, buf, (int)n);
-    if (memcmp(back, s, len) != 0)
+    unsigned char buf[72];
+    if (n > 68 || len != 4 * ((n + 2) / 3) || b64_decode(s, len, buf) != (long)n)
         return -1;
     memcpy(out, buf, n);
     return 0;

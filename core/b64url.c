@@ -1,5 +1,5 @@
 /*
- * b64url: strict, canonical base64url without padding.
+ * b64url: strict, canonical base64url without padding, and standard padded base64.
  */
 #include "core/b64url.h"
 
@@ -36,7 +36,8 @@ char *b64url_encode_new(const unsigned char *in, size_t n)
     return out;
 }
 
-static int val(unsigned char c)
+/* The value of c in the alphabet whose last two digits are c62 and c63, or -1. */
+static int val(unsigned char c, char c62, char c63)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -44,9 +45,9 @@ static int val(unsigned char c)
         return c - 'a' + 26;
     if (c >= '0' && c <= '9')
         return c - '0' + 52;
-    if (c == '-')
+    if (c == c62)
         return 62;
-    if (c == '_')
+    if (c == c63)
         return 63;
     return -1;
 }
@@ -59,7 +60,7 @@ long b64url_decode(const char *in, size_t n, unsigned char *out)
     unsigned acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
-        int v = val((unsigned char)in[i]);
+        int v = val((unsigned char)in[i], '-', '_');
         if (v < 0)
             return -1;
         acc = (acc << 6 | (unsigned)v) & 0xffffff;
@@ -72,5 +73,34 @@ long b64url_decode(const char *in, size_t n, unsigned char *out)
     /* The leftover bits must be zero, or two encodings would decode alike. */
     if (acc & ((1u << bits) - 1))
         return -1;
+    return (long)o;
+}
+
+long b64_decode(const char *in, size_t n, unsigned char *out)
+{
+    if (n % 4)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        unsigned v = 0;
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            unsigned char c = (unsigned char)in[i + j];
+            int x = 0;
+            if (c == '=' && i + 4 == n && j >= 2)
+                pad++;
+            else if (pad || (x = val(c, '+', '/')) < 0)
+                return -1;
+            v = v << 6 | (unsigned)x;
+        }
+        /* The bits the padding leaves unused must be zero: one encoding per byte string. */
+        if ((pad == 1 && (v & 0xff)) || (pad == 2 && (v & 0xffff)))
+            return -1;
+        out[o++] = (unsigned char)(v >> 16);
+        if (pad < 2)
+            out[o++] = (unsigned char)(v >> 8);
+        if (pad < 1)
+            out[o++] = (unsigned char)v;
+    }
     return (long)o;
 }

@@ -1,7 +1,8 @@
 /*
- * b64url: strict base64url (RFC 4648 §5) without padding, as JWS uses it.
- * Decoding refuses padding, whitespace, any byte outside the alphabet, a length of 1 mod 4
- * and non-zero trailing bits, so every byte string has exactly one accepted encoding.
+ * b64url: strict base64url (RFC 4648 §5) without padding, as JWS uses it, and strict standard
+ * base64 with padding (§4), as checkpoint notes and HTTP structured fields use it.
+ * Decoding refuses whitespace, any byte outside the alphabet, a wrong length or padding, and
+ * non-zero unused bits, so every byte string has exactly one accepted encoding.
  */
 #ifndef CORE_B64URL_H
 #define CORE_B64URL_H
@@ -24,5 +25,11 @@ char *b64url_encode_new(const unsigned char *in, size_t n);
  * Returns the decoded length, or -1 when the input is not canonical base64url.
  */
 long b64url_decode(const char *in, size_t n, unsigned char *out) MUST_CHECK;
+/**
+ * Decode n characters of standard padded base64 into out (room for n / 4 * 3 bytes). Returns
+ * the decoded length, or -1 when the input is not canonical (length a multiple of 4, '=' only
+ * as the last one or two characters, unused bits zero).
+ */
+long b64_decode(const char *in, size_t n, unsigned char *out) MUST_CHECK;
 
 #endif

@@ -49,51 +49,6 @@ static void sb_ch(struct sb *b, char c)
 
 /* ---- standard base64 with padding (RFC 4648 §4), as Byte Sequences use it ---- */
 
-static int b64_val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decode canonical padded base64 (zero pad bits): the length, or -1. */
-static long b64_decode(const char *in, size_t n, unsigned char *out)
-{
-    if (n % 4)
-        return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        uint32_t v = 0;
-        int pad = 0;
-        for (int j = 0; j < 4; j++) {
-            int c = (unsigned char)in[i + j];
-            int x = 0;
-            if (c == '=' && i + 4 == n && j >= 2) {
-                pad++;
-            } else if (pad || (x = b64_val(c)) < 0) {
-                return -1;
-            }
-            v = v << 6 | (uint32_t)x;
-        }
-        if ((pad == 1 && (v & 0xff)) || (pad == 2 && (v & 0xffff)))
-            return -1;
-        out[o++] = (unsigned char)(v >> 16);
-        if (pad < 2)
-            out[o++] = (unsigned char)(v >> 8);
-        if (pad < 1)
-            out[o++] = (unsigned char)v;
-    }
-    return (long)o;
-}
-
 static void sb_b64(struct sb *b, const unsigned char *in, size_t n)
 {
     char *enc = xmalloc(4 * ((n + 2) / 3) + 1);

@@ -80,6 +80,30 @@ static void test_rejects_nul(void **state)
     assert_int_equal(b64url_decode("Zm\0v", 4, out), -1);
 }
 
+/* Standard padded base64: RFC 4648 §10 vectors, and every non-canonical form refused. */
+static void test_standard_padded(void **state)
+{
+    (void)state;
+    const char *vec[][2] = {{"", ""},
+                            {"f", "Zg=="},
+                            {"fo", "Zm8="},
+                            {"foo", "Zm9v"},
+                            {"foob", "Zm9vYg=="},
+                            {"fooba", "Zm9vYmE="},
+                            {"foobar", "Zm9vYmFy"}};
+    unsigned char out[16];
+    for (size_t i = 0; i < ARRAY_LEN(vec); i++) {
+        long n = b64_decode(vec[i][1], strlen(vec[i][1]), out);
+        assert_int_equal(n, (long)strlen(vec[i][0]));
+        assert_memory_equal(out, vec[i][0], (size_t)n);
+    }
+    assert_int_equal(b64_decode("+/8=", 4, out), 2);
+    const char *bad[] = {"Zg",       "Zg=",  "Zh==", "Zm9=", "Z===",  "Zg==Zg==",
+                         "Zm8=Zm8=", "-_8=", "Zg= ", " Zg=", "Zm\n8="};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++)
+        assert_int_equal(b64_decode(bad[i], strlen(bad[i]), out), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -91,6 +115,7 @@ int main(void)
         cmocka_unit_test(test_rejects_bad_length),
         cmocka_unit_test(test_rejects_noncanonical_trailing_bits),
         cmocka_unit_test(test_rejects_nul),
+        cmocka_unit_test(test_standard_padded),
     };
     return cmocka_run_group_tests_name("b64url", tests, NULL, NULL);
 }
