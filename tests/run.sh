@@ -7,6 +7,28 @@ export BUILD
 cd "$(dirname "$0")/.." || exit 2
 passed=0
 failed=0
+
+# The unit tests of the postgres state backend (SPEC §6) get one throwaway server and a fresh
+# database on it, in MG_TEST_PG_DSN; without it they skip that half. The server is stopped after
+# the unit tests, and on any exit before.
+PGDIR=$(mktemp -d /tmp/mg-unit-pg.XXXXXX) || exit 2
+chmod 711 "$PGDIR" # the server runs as postgres, in a directory below this one
+stop_pg() {
+    if [ -f "$PGDIR/pg/data/postmaster.pid" ]; then
+        scripts/pg-throwaway.sh stop "$PGDIR/pg" || echo "unit: PostgreSQL in $PGDIR/pg did not stop"
+    fi
+    rm -rf "$PGDIR"
+}
+trap stop_pg EXIT
+trap 'exit 130' INT TERM
+if dsn=$(scripts/pg-throwaway.sh start "$PGDIR/pg") && psql -q "$dsn" -c 'CREATE DATABASE mg_unit'; then
+    MG_TEST_PG_DSN=${dsn%/postgres}/mg_unit
+    export MG_TEST_PG_DSN
+else
+    echo "unit: no throwaway PostgreSQL (scripts/deps.sh test installs it): the postgres backend is not tested"
+    failed=$((failed + 1))
+fi
+
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     out=$("$t" 2>&1)
@@ -19,6 +41,9 @@ for t in "$BUILD"/tests/test_*; do
     if [ $rc -ne 0 ] && [ -z "$f" ]; then failed=$((failed + 1)); echo "$(basename "$t"): crashed (exit $rc)"; fi
 done
 echo "unit: $passed passed, $failed failed"
+unset MG_TEST_PG_DSN
+stop_pg
+trap - EXIT
 
 if [ -d tests/integration ]; then
     out=$(/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration 2>&1)
