@@ -3,11 +3,12 @@
 #   make test       install missing Debian packages, build, run every test
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       the whole story end to end
+#   make cluster-demo  two gateways on one throwaway PostgreSQL (SPEC §6)
 #   make format / format-check / clean
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libevent libevent_pthreads libevent_openssl openssl jansson sqlite3
+PKGS    := libevent libevent_pthreads libevent_openssl openssl jansson sqlite3 libpq
 TESTPKGS := cmocka libjwt
 
 OPT     ?= -O2
@@ -42,7 +43,7 @@ EXAMPLES   := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 BENCHES    := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 ALL_LIBS   := $(LIBGATEWAY) $(LIBWALLET) $(LIBAUDIT) $(LIBCORE)
 
-.PHONY: all deps deps-test test asan demo fuzz format format-check clean
+.PHONY: all deps deps-test test asan demo cluster-demo fuzz format format-check clean
 all: $(LIBCORE) $(PROGRAMS) $(EXAMPLES) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
@@ -97,6 +98,10 @@ asan: deps-test
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) examples/demo.sh
+
+cluster-demo: deps-test
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) examples/cluster-demo.sh
 
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_SECONDS ?= 60

@@ -47,6 +47,8 @@
     X(RATE_LIMITED, "rate_limited", 429, "the agent's rate limit is exceeded")                     \
     X(UPSTREAM_UNAVAILABLE, "upstream_unavailable", 502, "the merchant could not be reached")      \
     X(UNAVAILABLE, "unavailable", 503, "the gateway cannot take requests now")                     \
+    X(STATE_UNAVAILABLE, "state_unavailable", 503,                                                 \
+      "the shared state (PostgreSQL) cannot be reached")                                           \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504, "the merchant did not answer in time")            \
     X(UNAUTHORIZED, "unauthorized", 401, "a valid bearer token is required")                       \
     X(POLICY_DENIED, "policy_denied", 403, "the principal's policy does not allow this")           \

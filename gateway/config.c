@@ -3,12 +3,14 @@
  */
 #include "gateway/config.h"
 
+#include <ctype.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/util.h>
+#include <libpq-fe.h>
 
 #include "core/log.h"
 #include "core/sha256.h"
@@ -18,7 +20,7 @@
 
 static const char *const top_keys[] = {"listen", "workers",    "database", "admin",     "audit",
                                        "limits", "rate_limit", "issuers",  "merchants", "log_level",
-                                       "tls",    "decision",   NULL};
+                                       "tls",    "decision",   "state",    NULL};
 static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
 
 /* host:port to a socket address, once at load (the request path never resolves a name). */
@@ -124,6 +126,50 @@ static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
     }
     free(key);
     json_decref(empty);
+}
+
+/* A node name (SPEC §6): 1–64 of [A-Za-z0-9_.-]. */
+static bool node_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
+            return false;
+    return true;
+}
+
+/* "state" (SPEC §6): where uses, carts, spend and revocations are kept. The DSN's syntax is
+ * checked here, without connecting: --check-config must not need the database. */
+static void load_state(struct cfg *c, const json_t *root, struct config *conf)
+{
+    static const char *const keys[] = {"backend", "dsn", "node", NULL};
+    static const char *const backends[] = {"local", "postgres", NULL};
+    json_t *s = cfg_object(c, "", root, "state", false);
+    if (!s)
+        return;
+    cfg_keys(c, "state", s, keys);
+    conf->state_backend = cfg_enum(c, "state", s, "backend", false, backends, STATE_LOCAL);
+    bool pg = conf->state_backend == STATE_POSTGRES;
+    if (!pg) {
+        if (json_object_get(s, "dsn") || json_object_get(s, "node"))
+            cfg_error(c, "state", "dsn and node apply only to the postgres backend");
+        return;
+    }
+    const char *dsn = cfg_string(c, "state", s, "dsn", true, NULL);
+    const char *node = cfg_string(c, "state", s, "node", true, NULL);
+    char *why = NULL;
+    PQconninfoOption *opts = dsn ? PQconninfoParse(dsn, &why) : NULL;
+    if (dsn && !opts)
+        cfg_error(c, "state.dsn", "not a PostgreSQL connection string: %s",
+                  why ? strtok(why, "\n") : "out of memory");
+    PQconninfoFree(opts);
+    PQfreemem(why);
+    if (node && !node_name_ok(node))
+        cfg_error(c, "state.node", "expected 1 to 64 of A-Z a-z 0-9 _ . -");
+    conf->state_dsn = dsn ? xstrdup(dsn) : NULL;
+    conf->state_node = node ? xstrdup(node) : NULL;
 }
 
 static void load_limits(struct cfg *c, const json_t *root, struct config *conf)
@@ -482,6 +528,7 @@ struct config *config_load(const char *path, struct cfg *c)
     load_decision(c, root, conf);
     load_audit(c, root, conf);
     load_limits(c, root, conf);
+    load_state(c, root, conf);
     load_issuers(c, root, conf);
     load_merchants(c, root, conf);
     check_routes(c, conf);
@@ -502,6 +549,8 @@ void config_free(struct config *conf)
     free(conf->admin_host);
     free(conf->decision_host);
     free(conf->audit_origin);
+    free(conf->state_dsn);
+    free(conf->state_node);
     jwk_clear(&conf->checkpoint_key);
     tls_server_unref(conf->tls);
     tls_server_unref(conf->admin_tls);
@@ -576,6 +625,9 @@ static const struct config_key config_keys[] = {
     CK("decision.token_sha256", false, CK_SHA256, decision_token_sha256),
     CK("decision.tls", false, CK_NONE, decision_tls),
     CK("rate_limit", true, CK_NONE, rate_per_s),
+    CK("state.backend", false, CK_INT, state_backend),
+    CK("state.dsn", false, CK_STR, state_dsn),
+    CK("state.node", false, CK_STR, state_node),
     CK("issuers", true, CK_NONE, issuers),
     CK("merchants", true, CK_NONE, merchants),
 };
@@ -584,8 +636,10 @@ static bool key_differs(const struct config_key *k, const struct config *a, cons
 {
     const char *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
     switch (k->type) {
-    case CK_STR:
-        return strcmp(*(char *const *)pa, *(char *const *)pb) != 0;
+    case CK_STR: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return (sa == NULL) != (sb == NULL) || (sa && strcmp(sa, sb) != 0);
+    }
     case CK_INT:
         return *(const int *)pa != *(const int *)pb;
     case CK_I64:

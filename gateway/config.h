@@ -35,6 +35,8 @@ struct merchant {
     int64_t cart_ttl_s;  /* their price lock */
 };
 
+enum state_backend { STATE_LOCAL, STATE_POSTGRES };
+
 struct config {
     _Atomic int refs; /* held by the server and by every request begun under it */
     char *path;
@@ -63,6 +65,8 @@ struct config {
     struct tls_server *tls;          /* the proxy listener's TLS, or NULL (plain HTTP) */
     struct tls_server *admin_tls;    /* the admin listener's */
     struct tls_server *decision_tls; /* the decision listener's */
+    int state_backend;               /* enum state_backend (SPEC §6) */
+    char *state_dsn, *state_node;    /* postgres only */
     struct mandate_limits mandate_limits;
     double rate_per_s, rate_burst;
     struct keyring issuers;
