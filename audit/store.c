@@ -290,6 +290,20 @@ int store_each_spend(struct store *st, void (*fn)(void *arg, const char *key, in
     return r == SQLITE_DONE ? 0 : -1;
 }
 
+int store_get_spend(struct store *st, const char *request_id, int *status)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT status FROM spend WHERE request_id = ?", -1, &s, NULL) !=
+        SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(s, 1, request_id, -1, SQLITE_STATIC);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW)
+        *status = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? 1 : -1;
+}
+
 int store_put_checkpoint(struct store *st, uint64_t size, const char *note)
 {
     sqlite3_bind_int64(st->ins_checkpoint, 1, (sqlite3_int64)size);

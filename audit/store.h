@@ -66,6 +66,11 @@ int store_put_spend(struct store *st, const char *request_id, const char *key, i
 /** Call fn with every ledger key and the amount that counts against it (all but released). */
 int store_each_spend(struct store *st, void (*fn)(void *arg, const char *key, int64_t amount),
                      void *arg) MUST_CHECK;
+/**
+ * The spend status of request_id's reservation, written with its allow entry and updated by its
+ * outcome: 0 with *status (enum spend_status), 1 when the log has no such allow, -1 on error.
+ */
+int store_get_spend(struct store *st, const char *request_id, int *status) MUST_CHECK;
 /** Store a signed checkpoint note for tree size. */
 int store_put_checkpoint(struct store *st, uint64_t size, const char *note) MUST_CHECK;
 

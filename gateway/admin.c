@@ -16,6 +16,7 @@
 #include "core/http.h"
 #include "core/log.h"
 #include "core/sjson.h"
+#include "gateway/backend.h"
 #include "gateway/jwks_remote.h"
 #include "gateway/tls.h"
 
@@ -25,7 +26,16 @@ struct admin {
     struct server *srv;
     struct evhttp *http;
     struct writer_mailbox mb;
-    struct tls_server *tls; /* admin.tls, or NULL: plain HTTP */
+    struct backend_conn *bc; /* revocations go through the state backend */
+    struct tls_server *tls;  /* admin.tls, or NULL: plain HTTP */
+};
+
+/* A revocation on its way: stored by the backend, then written to this node's log. */
+struct revocation {
+    struct admin *a;
+    struct evhttp_request *req;
+    enum revoke_kind kind;
+    char value[MANDATE_ID_MAX + 1];
 };
 
 /* evhttp makes each connection's bufferevent here: TLS when admin.tls is set. */
@@ -64,6 +74,33 @@ static void on_revocation_durable(struct writer_item *it)
     writer_item_free(it);
 }
 
+static void on_revocation_stored(void *arg, enum code code)
+{
+    struct revocation *rv = arg;
+    struct admin *a = rv->a;
+    const char *key = revoke_kind_name(rv->kind);
+    if (code != CODE_OK) {
+        log_warn("revocation of %s %s refused: %s", key, rv->value, code_name(code));
+        reply_error(rv->req, code_status(code), code_name(code), code_message(code));
+        free(rv);
+        return;
+    }
+    /* In effect for the next request at once; the answer waits until it is durable. */
+    log_info("revoked %s %s", key, rv->value);
+    json_t *e = json_pack("{sI ss ss s{ss}}", "ts_ms", (json_int_t)now_ms(), "kind", "revocation",
+                          "request_id", "", "revoke", key, rv->value);
+    struct writer_item *it = writer_item_new(e);
+    writer_item_op(it, WOP_REVOKE, key, rv->value, 0, 0);
+    it->mb = &a->mb;
+    it->done = on_revocation_durable;
+    it->arg = rv->req;
+    free(rv);
+    if (!writer_submit(a->srv->writer, it)) {
+        it->ok = false;
+        on_revocation_durable(it);
+    }
+}
+
 static void post_revocation(struct admin *a, struct evhttp_request *req)
 {
     json_t *body = http_body_json(req, ADMIN_MAX_BODY);
@@ -78,22 +115,13 @@ static void post_revocation(struct admin *a, struct evhttp_request *req)
                     "expected {\"jti\"|\"agent\"|\"principal\"|\"kid\": \"<id>\"}");
         return;
     }
-    const char *v = json_string_value(value);
-    /* In effect for the next request at once; the answer waits until it is durable. */
-    state_revoke(a->srv->state, kind, v);
-    log_info("revoked %s %s", key, v);
-    json_t *e = json_pack("{sI ss ss s{ss}}", "ts_ms", (json_int_t)now_ms(), "kind", "revocation",
-                          "request_id", "", "revoke", key, v);
-    struct writer_item *it = writer_item_new(e);
-    writer_item_op(it, WOP_REVOKE, key, v, 0, 0);
-    it->mb = &a->mb;
-    it->done = on_revocation_durable;
-    it->arg = req;
-    if (!writer_submit(a->srv->writer, it)) {
-        it->ok = false;
-        on_revocation_durable(it);
-    }
+    struct revocation *rv = xcalloc(1, sizeof(*rv));
+    rv->a = a;
+    rv->req = req;
+    rv->kind = kind;
+    memcpy(rv->value, json_string_value(value), json_string_length(value));
     json_decref(body);
+    backend_revoke(a->bc, kind, rv->value, on_revocation_stored, rv);
 }
 
 /*
@@ -155,6 +183,8 @@ static void handle(struct evhttp_request *req, void *arg)
             http_reply(req, 503, "text/plain", "draining\n");
         else if (writer_disk_low(a->srv->writer))
             http_reply(req, 503, "text/plain", "low disk space under the database\n");
+        else if (!backend_ready(a->srv->backend))
+            http_reply(req, 503, "text/plain", "shared state (PostgreSQL) unavailable\n");
         else {
             /* Remote key sets (SPEC §7): name the issuers whose first set is not fetched yet. */
             struct config *conf = server_config(a->srv);
@@ -244,6 +274,7 @@ struct admin *admin_start(struct server *s, const struct config *conf, char **er
         return NULL;
     }
     writer_mailbox_init(&a->mb, s->base, on_mailbox, a);
+    a->bc = backend_conn_new(s->backend, s->base);
     return a;
 }
 
@@ -251,6 +282,7 @@ void admin_free(struct admin *a)
 {
     if (!a)
         return;
+    backend_conn_free(a->bc); /* a revocation still on its way is answered 503 */
     evhttp_free(a->http);
     writer_mailbox_clear(&a->mb);
     tls_server_unref(a->tls);

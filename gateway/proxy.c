@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/sjson.h"
 #include "gateway/accesslog.h"
+#include "gateway/backend.h"
 #include "gateway/conn.h"
 #include "gateway/enforce.h"
 #include "gateway/mcp.h"
@@ -211,8 +212,7 @@ static void settle(struct request *r, const char *result, enum spend_status spen
         sjson_set(e, "spend", json_string(names[spend]));
     struct writer_item *it = writer_item_new(e);
     if (r->d.admit.cart) {
-        if (spend == SPEND_RELEASED)
-            state_release(r->w->srv->state, r->d.admit.spend_key, r->d.admit.amount);
+        backend_settle(r->w->bc, &r->d.admit, r->d.id, spend);
         writer_item_op(it, WOP_SPEND, r->d.id, r->d.admit.spend_key, r->d.admit.amount, spend);
         it->settles = true;
     }
@@ -331,6 +331,7 @@ void decision_deny(struct decision *d, enum code code, int64_t retry_after)
 }
 
 static void on_durable(struct writer_item *it);
+static void on_admitted(void *arg, enum code code);
 
 void decision_admit(struct decision *d)
 {
@@ -349,7 +350,17 @@ void decision_admit(struct decision *d)
         decision_deny(d, CODE_UNAVAILABLE, 0);
         return;
     }
-    enum code code = state_admit(w->srv->state, a, d->start_us, now_s());
+    d->waiting_durable = true; /* the backend may answer later */
+    backend_admit(w->bc, a, d->id, d->start_us, now_s(), on_admitted, d);
+}
+
+/* The backend's answer: deny, or write the allow's entry and wait until it is durable. */
+static void on_admitted(void *arg, enum code code)
+{
+    struct decision *d = arg;
+    struct worker *w = d->w;
+    struct admit *a = &d->admit;
+    d->waiting_durable = false;
     if (code != CODE_OK) {
         decision_deny(d, code, a->retry_after_s);
         return;
@@ -397,9 +408,12 @@ static void on_durable(struct writer_item *it)
     writer_item_free(it);
     if (!ok) {
         /* Nothing was forwarded: give back what was consumed and say the store failed. */
-        state_undo(d->w->srv->state, &d->admit);
+        backend_undo(d->w->bc, &d->admit, d->id);
         d->code = CODE_UNAVAILABLE;
         count(d->w, CODE_UNAVAILABLE);
+    } else if (d->commit_spend && d->admit.cart) {
+        /* A decision surface's allow is paid as it is given (its entry says committed). */
+        backend_settle(d->w->bc, &d->admit, d->id, SPEND_COMMITTED);
     }
     d->done(d);
 }

@@ -17,6 +17,8 @@
 #include "core/sha256.h"
 #include "core/sjson.h"
 #include "gateway/admin.h"
+#include "gateway/backend.h"
+#include "gateway/pgstate.h"
 #include "gateway/jwks_remote.h"
 #include "gateway/worker.h"
 
@@ -49,17 +51,20 @@ static void load_spend(void *arg, const char *key, int64_t amount)
     state_load_spend(arg, key, amount);
 }
 
-/* Open the database, rebuild the in-memory state and start the writer. */
+/* Open the database, rebuild the in-memory state and start the writer. With a shared backend,
+ * uses and spend are not this node's to load: only its revocations are. */
 static int open_store(struct server *s, const struct config *conf)
 {
     char *err = NULL;
     struct store *st = store_open(conf->database, STORE_CREATE, &err);
     struct merkle_frontier tree;
     unsigned char last[32];
+    bool local = conf->state_backend == STATE_LOCAL;
     if (!st || store_tail(st, &tree, last, &err) != 0 ||
-        store_each_jti(st, now_s() - conf->mandate_limits.clock_skew_s, load_jti, s->state) != 0 ||
+        (local && store_each_jti(st, now_s() - conf->mandate_limits.clock_skew_s, load_jti,
+                                 s->state) != 0) ||
         store_each_revocation(st, load_revocation, s->state) != 0 ||
-        store_each_spend(st, load_spend, s->state) != 0) {
+        (local && store_each_spend(st, load_spend, s->state) != 0)) {
         log_error("database: %s", err ? err : "cannot read state");
         free(err);
         store_close(st);
@@ -77,6 +82,53 @@ static int open_store(struct server *s, const struct config *conf)
         store_close(st);
         return -1;
     }
+    return 0;
+}
+
+/* A revocation entry (with its row in this node's revocations table), nobody waiting. */
+static void submit_revocation(struct server *s, enum revoke_kind kind, const char *value)
+{
+    const char *k = revoke_kind_name(kind);
+    json_t *e = json_pack("{sI ss ss s{ss}}", "ts_ms", (json_int_t)now_ms(), "kind", "revocation",
+                          "request_id", "", "revoke", k, value);
+    struct writer_item *it = writer_item_new(e);
+    writer_item_op(it, WOP_REVOKE, k, value, 0, 0);
+    if (!writer_submit(s->writer, it))
+        writer_item_free(it);
+}
+
+/* Another node stored a revocation (SPEC §6): in effect here now, and in this node's log. */
+static void on_learned_revocation(void *arg, enum revoke_kind kind, const char *value)
+{
+    struct server *s = arg;
+    if (state_revoke(s->state, kind, value) == 1) {
+        log_info("revoked %s %s (shared state)", revoke_kind_name(kind), value);
+        submit_revocation(s, kind, value);
+    }
+}
+
+/* The backend of conf's "state"; with postgres, only once the writer runs: recovery reads this
+ * node's log and revocations learned at start are written to it. */
+static int open_backend(struct server *s, const struct config *conf)
+{
+    if (conf->state_backend == STATE_LOCAL) {
+        s->backend = backend_local_new(s->state);
+        return 0;
+    }
+    char *err = NULL;
+    s->backend = pgstate_new(s->state,
+                             &(struct pgstate_opts){.dsn = conf->state_dsn,
+                                                    .node = conf->state_node,
+                                                    .db_path = conf->database,
+                                                    .learned = on_learned_revocation,
+                                                    .arg = s},
+                             &err);
+    if (!s->backend) {
+        log_error("state: PostgreSQL: %s", err);
+        free(err);
+        return -1;
+    }
+    log_info("state: shared on PostgreSQL as node %s", conf->state_node);
     return 0;
 }
 
@@ -130,6 +182,8 @@ static void submit_config_entry(struct server *s, const struct config *conf,
         sjson_append(list, json_pack("{ss ss}", "owner", v[i].owner, "sha256", v[i].sha));
     json_t *e = json_pack("{sI ss ss ss so}", "ts_ms", (json_int_t)now_ms(), "kind", "config",
                           "request_id", "", "config_sha256", sha, "keysets", list);
+    if (conf->state_node)
+        sjson_set(e, "node", json_string(conf->state_node));
     struct writer_item *it = writer_item_new(e);
     for (size_t i = 0; i < n; i++)
         writer_item_add_keyset(it, v[i].owner, v[i].text, v[i].sha); /* takes the text */
@@ -264,6 +318,8 @@ int server_run(struct config *conf)
     if (open_store(s, conf) != 0)
         goto out;
     submit_config_entry(s, conf, NULL, NULL);
+    if (open_backend(s, conf) != 0)
+        goto out;
     struct jwks_remote_ring rings[2];
     size_t nrings = jwks_remote_config_rings(conf, rings);
     jwks_fetcher =
@@ -313,6 +369,7 @@ out:
     jwks_remote_free(jwks_fetcher); /* the workers could wake it until they were joined */
     jwks_fetcher = NULL;
     admin_free(admin);
+    backend_free(s->backend); /* after every connection of it (workers, admin) */
     free(s->workers);
     event_free(hup);
     event_free(term);

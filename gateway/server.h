@@ -18,12 +18,14 @@
 #include "gateway/state.h"
 
 struct worker;
+struct backend;
 
 struct server {
     pthread_mutex_t conf_mu;
     struct config *conf;       /* current configuration; guarded by conf_mu */
     _Atomic uint64_t conf_gen; /* bumped on every successful reload */
     struct state *state;
+    struct backend *backend; /* where uses, carts, spend and revocations are kept (SPEC §6) */
     struct writer *writer;
     struct flood *flood; /* per-client denial budget (SPEC §5) */
     struct metrics metrics;

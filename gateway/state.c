@@ -61,6 +61,7 @@ struct state {
     struct ledger *ledger;
     double rate, burst;
     int64_t retain_s; /* a jti is kept until exp + retain_s */
+    bool node_only;   /* uses, carts and spend are kept elsewhere (state_set_node_only) */
     struct hist lock_us;
     _Atomic uint64_t lock_max_us;
 };
@@ -260,6 +261,16 @@ struct state *state_new(double rate, double burst, int64_t clock_skew_s)
     return st;
 }
 
+int64_t state_retain_s(const struct state *st)
+{
+    return st->retain_s;
+}
+
+void state_set_node_only(struct state *st)
+{
+    st->node_only = true;
+}
+
 void state_free(struct state *st)
 {
     if (!st)
@@ -417,15 +428,16 @@ enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, in
     if (st->revoked.n &&
         (any_revoked_locked(st, m) || (a->cart && any_revoked_locked(st, a->cart))))
         rc = CODE_MANDATE_REVOKED;
-    else if (uses_of(st, jkey, jlen) >= m->uses)
+    else if (!st->node_only && uses_of(st, jkey, jlen) >= m->uses)
         rc = CODE_MANDATE_USED;
-    else if (a->cart && uses_of(st, ckey, clen) >= 1)
+    else if (!st->node_only && a->cart && uses_of(st, ckey, clen) >= 1)
         rc = CODE_CART_USED;
     else if (!take_token(st, bkey, blen, now_mono_us, &a->retry_after_s))
         rc = CODE_RATE_LIMITED;
-    else if (a->cart && ledger_reserve(st->ledger, a->spend_key, a->amount, a->cap) != 0)
+    else if (!st->node_only && a->cart &&
+             ledger_reserve(st->ledger, a->spend_key, a->amount, a->cap) != 0)
         rc = CODE_SPEND_CAP_EXCEEDED;
-    if (rc == CODE_OK) {
+    if (rc == CODE_OK && !st->node_only) {
         a->used = use_jti(st, jkey, jlen, m->exp);
         if (a->cart)
             use_jti(st, ckey, clen, a->cart->exp);

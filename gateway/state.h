@@ -31,6 +31,14 @@ enum revoke_kind { REVOKE_JTI, REVOKE_AGENT, REVOKE_PRINCIPAL, REVOKE_KID };
 struct state *state_new(double rate, double burst, int64_t clock_skew_s);
 /** Free; NULL is a no-op. */
 void state_free(struct state *st);
+/**
+ * From now on state_admit() checks only what is this node's own (revocations, rate buckets):
+ * uses, carts and spend are checked and kept by a shared backend (gateway/backend.h). Call
+ * before any admission.
+ */
+void state_set_node_only(struct state *st);
+/** How long after its exp a used jti must be remembered (clock skew + STATE_GRACE_S). */
+int64_t state_retain_s(const struct state *st);
 /** Change the rate limit (SIGHUP). */
 void state_set_rate(struct state *st, double rate, double burst);
 
@@ -58,9 +66,10 @@ struct admit {
 /**
  * Check a request against revocations (of the mandate and of its cart), its mandate's uses, its
  * cart, its agent's rate bucket and its principal's spend cap, and if all pass consume one use,
- * the cart, one token and the amount, all under one lock. Returns CODE_OK or the first failing
- * check's code (nothing consumed). Also frees a bounded amount of what has expired. now_mono_us
- * (CLOCK_MONOTONIC) drives the rate buckets, now_unix_s (wall clock) the jti and ledger expiry.
+ * the cart, one token and the amount, all under one lock (node-only: revocations and the token).
+ * Returns CODE_OK or the first failing check's code (nothing consumed). Also frees a bounded amount
+ * of what has expired. now_mono_us (CLOCK_MONOTONIC) drives the rate buckets, now_unix_s (wall
+ * clock) the jti and ledger expiry.
  */
 enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, int64_t now_unix_s);
 /**

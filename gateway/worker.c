@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "gateway/accesslog.h"
+#include "gateway/backend.h"
 #include "gateway/conn.h"
 #include "gateway/proxy.h"
 #include "gateway/tls.h"
@@ -165,6 +166,7 @@ struct worker *worker_new(struct server *s, int id, char **err)
         memcpy(w->decision_token_sha256, w->conf->decision_token_sha256, 32);
     }
     w->pools = upstream_pools_new(w->base);
+    w->bc = backend_conn_new(s->backend, w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
     if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
         abort();
@@ -207,7 +209,8 @@ void worker_join(struct worker *w)
 
 void worker_free(struct worker *w)
 {
-    conn_free_all(w); /* requests cut off by the drain deadline end as client_gone */
+    backend_conn_free(w->bc); /* admissions still waiting end as state_unavailable */
+    conn_free_all(w);         /* requests cut off by the drain deadline end as client_gone */
     evconnlistener_free(w->lst);
     if (w->dlst)
         evconnlistener_free(w->dlst);

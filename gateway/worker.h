@@ -38,6 +38,7 @@ struct worker {
     struct tls_server *decision_tls;
     unsigned char decision_token_sha256[32];
     struct writer_mailbox mb;
+    struct backend_conn *bc; /* this worker's connection to the state backend */
     struct upstream_pools *pools;
     struct config *conf;   /* this worker's reference to the current configuration */
     struct vcache *vcache; /* verified mandates under conf */
