@@ -1,0 +1,292 @@
+/*
+ * The state backend contract (gateway/backend.h), one suite run against both implementations:
+ * local, and postgres on the throwaway server tests/run.sh starts (MG_TEST_PG_DSN; without it
+ * the postgres group is skipped). Each test uses fresh jtis, principals and cart ids, so the
+ * postgres runs can share one database.
+ */
+#include "testkit.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "audit/store.h"
+#include "gateway/backend.h"
+#include "gateway/pgstate.h"
+
+struct fixture {
+    struct event_base *base;
+    struct state *st;
+    struct backend *b;
+    struct backend_conn *bc;
+    char db[64];
+    int learned;
+};
+
+static unsigned serial;
+
+/* A name unique to this run and call: the postgres database outlives a test. */
+static void unique(char *out, size_t n, const char *what)
+{
+    snprintf(out, n, "%s-%d-%u", what, (int)getpid(), ++serial);
+}
+
+static struct mandate mk(const char *sub, int64_t uses)
+{
+    struct mandate m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.iss, sizeof(m.iss), "wallet-1");
+    snprintf(m.sub, sizeof(m.sub), "%s", sub);
+    snprintf(m.agent, sizeof(m.agent), "agent-a");
+    snprintf(m.kid, sizeof(m.kid), "w1");
+    unique(m.jti, sizeof(m.jti), "jti");
+    m.exp = now_s() + 60;
+    m.uses = uses;
+    return m;
+}
+
+static struct mandate mk_cart(void)
+{
+    struct mandate c = mk("alice", 1);
+    snprintf(c.iss, sizeof(c.iss), "lux-hotels");
+    return c;
+}
+
+static void on_learned(void *arg, enum revoke_kind kind, const char *value)
+{
+    struct fixture *f = arg;
+    state_revoke(f->st, kind, value);
+    f->learned++;
+}
+
+static int setup(void **state, bool pg)
+{
+    const char *dsn = getenv("MG_TEST_PG_DSN");
+    if (pg && !dsn)
+        return -1;
+    struct fixture *f = xcalloc(1, sizeof(*f));
+    f->base = event_base_new();
+    f->st = state_new(1000, 1000, 5);
+    if (pg) {
+        snprintf(f->db, sizeof(f->db), "/tmp/test_backend.%d.db", (int)getpid());
+        char *err = NULL;
+        struct store *log = store_open(f->db, STORE_CREATE, &err); /* recovery reads it */
+        assert_non_null(log);
+        store_close(log);
+        char node[32];
+        unique(node, sizeof(node), "node");
+        f->b = pgstate_new(
+            f->st,
+            &(struct pgstate_opts){
+                .dsn = dsn, .node = node, .db_path = f->db, .learned = on_learned, .arg = f},
+            &err);
+        if (!f->b)
+            fail_msg("pgstate_new: %s", err);
+    } else {
+        f->b = backend_local_new(f->st);
+    }
+    f->bc = backend_conn_new(f->b, f->base);
+    *state = f;
+    return 0;
+}
+
+static int setup_local(void **state)
+{
+    return setup(state, false);
+}
+
+static int setup_pg(void **state)
+{
+    if (!getenv("MG_TEST_PG_DSN")) {
+        *state = NULL;
+        return 0;
+    }
+    return setup(state, true);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (!f)
+        return 0;
+    backend_conn_free(f->bc);
+    backend_free(f->b);
+    state_free(f->st);
+    event_base_free(f->base);
+    if (f->db[0]) {
+        unlink(f->db);
+        char side[80];
+        snprintf(side, sizeof(side), "%s-wal", f->db);
+        unlink(side);
+        snprintf(side, sizeof(side), "%s-shm", f->db);
+        unlink(side);
+    }
+    free(f);
+    return 0;
+}
+
+#define SKIP_WITHOUT_PG(f)                                                                         \
+    do {                                                                                           \
+        if (!(f))                                                                                  \
+            skip();                                                                                \
+    } while (0)
+
+struct answer {
+    bool got;
+    enum code code;
+};
+
+static void on_done(void *arg, enum code code)
+{
+    struct answer *ans = arg;
+    ans->got = true;
+    ans->code = code;
+}
+
+/* Run the loop until the answer comes (bounded: 10 s). */
+static enum code wait_answer(struct fixture *f, struct answer *ans)
+{
+    int64_t deadline_mono_us = mono_us() + 10 * 1000000LL;
+    while (!ans->got && mono_us() < deadline_mono_us)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_true(ans->got);
+    return ans->code;
+}
+
+static enum code admit(struct fixture *f, struct admit *a, const char *rid)
+{
+    struct answer ans = {0};
+    backend_admit(f->bc, a, rid, mono_us(), now_s(), on_done, &ans);
+    return wait_answer(f, &ans);
+}
+
+/* A payment of amount for m against a cap of cap per day, with a new cart unless one is given. */
+static struct admit pay(const struct mandate *m, const struct mandate *cart, int64_t amount,
+                        int64_t cap)
+{
+    struct admit a = {.m = m, .cart = cart, .amount = amount, .cap = cap};
+    struct money c = {.value = cap};
+    snprintf(c.currency, sizeof(c.currency), "EUR");
+    cap_key(m->iss, m->sub, &c, CAP_DAY, now_s(), a.spend_key);
+    return a;
+}
+
+static void test_uses(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    struct mandate m = mk("alice", 3);
+    struct admit a = {.m = &m};
+    char rid[32];
+    for (int i = 1; i <= 3; i++) {
+        unique(rid, sizeof(rid), "rid");
+        assert_int_equal(admit(f, &a, rid), CODE_OK);
+        assert_int_equal(a.used, i);
+    }
+    assert_int_equal(admit(f, &a, "rid-x"), CODE_MANDATE_USED);
+}
+
+static void test_cart_paid_once(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    char who[32];
+    unique(who, sizeof(who), "principal");
+    struct mandate p1 = mk(who, 1), p2 = mk(who, 1), cart = mk_cart();
+    struct admit a1 = pay(&p1, &cart, 100, 10000), a2 = pay(&p2, &cart, 100, 10000);
+    assert_int_equal(admit(f, &a1, "r1"), CODE_OK);
+    assert_int_equal(admit(f, &a2, "r2"), CODE_CART_USED);
+    /* The refused payment consumed nothing: its mandate is still good for another cart. */
+    struct mandate cart2 = mk_cart();
+    struct admit a3 = pay(&p2, &cart2, 100, 10000);
+    char rid[32];
+    unique(rid, sizeof(rid), "rid");
+    assert_int_equal(admit(f, &a3, rid), CODE_OK);
+}
+
+static void test_cap_release_and_unknown(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    char who[32], rid[3][32];
+    unique(who, sizeof(who), "principal");
+    struct mandate m[4], c[4];
+    struct admit a[4];
+    for (int i = 0; i < 4; i++) {
+        m[i] = mk(who, 1);
+        c[i] = mk_cart();
+        a[i] = pay(&m[i], &c[i], 4000, 10000);
+    }
+    for (int i = 0; i < 3; i++)
+        unique(rid[i], sizeof(rid[i]), "rid");
+    assert_int_equal(admit(f, &a[0], rid[0]), CODE_OK);
+    assert_int_equal(admit(f, &a[1], rid[1]), CODE_OK);
+    assert_int_equal(admit(f, &a[2], rid[2]), CODE_SPEND_CAP_EXCEEDED);
+    /* unknown keeps counting; released gives the amount back (the cart stays paid). */
+    backend_settle(f->bc, &a[0], rid[0], SPEND_UNKNOWN);
+    backend_settle(f->bc, &a[1], rid[1], SPEND_RELEASED);
+    char r3[32];
+    unique(r3, sizeof(r3), "rid");
+    assert_int_equal(admit(f, &a[2], r3), CODE_OK);
+    unique(r3, sizeof(r3), "rid");
+    assert_int_equal(admit(f, &a[3], r3), CODE_SPEND_CAP_EXCEEDED);
+}
+
+static void test_undo_gives_everything_back(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    char who[32], rid[32];
+    unique(who, sizeof(who), "principal");
+    unique(rid, sizeof(rid), "rid");
+    struct mandate m = mk(who, 1), cart = mk_cart();
+    struct admit a = pay(&m, &cart, 10000, 10000);
+    assert_int_equal(admit(f, &a, rid), CODE_OK);
+    backend_undo(f->bc, &a, rid);
+    unique(rid, sizeof(rid), "rid");
+    assert_int_equal(admit(f, &a, rid), CODE_OK); /* the use, the cart and the whole cap */
+    struct mandate i = mk(who, 1);
+    struct admit u = {.m = &i};
+    unique(rid, sizeof(rid), "rid");
+    assert_int_equal(admit(f, &u, rid), CODE_OK);
+    backend_undo(f->bc, &u, rid);
+    unique(rid, sizeof(rid), "rid");
+    assert_int_equal(admit(f, &u, rid), CODE_OK);
+}
+
+static void test_revoke(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    char agent[32];
+    unique(agent, sizeof(agent), "agent");
+    struct mandate m = mk("alice", 5);
+    snprintf(m.agent, sizeof(m.agent), "%s", agent);
+    struct admit a = {.m = &m};
+    assert_int_equal(admit(f, &a, "r"), CODE_OK);
+    struct answer ans = {0};
+    backend_revoke(f->bc, REVOKE_AGENT, agent, on_done, &ans);
+    assert_int_equal(wait_answer(f, &ans), CODE_OK);
+    assert_int_equal(admit(f, &a, "r2"), CODE_MANDATE_REVOKED);
+    assert_true(backend_ready(f->b));
+}
+
+#define BOTH(t)                                                                                    \
+    cmocka_unit_test_setup_teardown(t, setup_local, teardown),                                     \
+        cmocka_unit_test_setup_teardown(t, setup_pg, teardown)
+
+int main(void)
+{
+    if (evthread_use_pthreads() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        BOTH(test_uses),
+        BOTH(test_cart_paid_once),
+        BOTH(test_cap_release_and_unknown),
+        BOTH(test_undo_gives_everything_back),
+        BOTH(test_revoke),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
