@@ -13,7 +13,8 @@
 
 static const char *const top_keys[] = {"id",         "listen",        "database",  "signing_key",
                                        "admin",      "default_ttl_s", "max_ttl_s", "merchants",
-                                       "principals", "agents",        "gateways",  NULL};
+                                       "principals", "agents",        "gateways",  "limits",
+                                       NULL};
 
 static void money_member(struct cfg *c, const char *path, const json_t *obj, const char *key,
                          bool required, bool *has, struct money *out, enum cap_period *period)
@@ -384,6 +385,16 @@ static void load_gateways(struct cfg *c, const json_t *root, struct wallet_confi
     }
 }
 
+/* The listener's limits (wallet/httpguard), named and bounded as the gateway's (SPEC §5). */
+static void load_limits(struct cfg *c, const json_t *root, struct wallet_config *w)
+{
+    static const char *const keys[] = {"max_connections", "header_timeout_ms", NULL};
+    json_t *l = cfg_object(c, "", root, "limits", false);
+    cfg_keys(c, "limits", l, keys);
+    w->max_connections = cfg_int(c, "limits", l, "max_connections", false, 512, 1, 1000000);
+    w->header_timeout_ms = cfg_int(c, "limits", l, "header_timeout_ms", false, 10000, 1, 3600000);
+}
+
 struct wallet_config *wallet_config_load(const char *path, struct cfg *c)
 {
     if (cfg_open(c, path) != 0)
@@ -407,6 +418,7 @@ struct wallet_config *wallet_config_load(const char *path, struct cfg *c)
     load_principals(c, root, w);
     load_agents(c, root, w);
     load_gateways(c, root, w);
+    load_limits(c, root, w);
     if (c->nerrors) {
         wallet_config_free(w);
         return NULL;

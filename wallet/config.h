@@ -67,6 +67,8 @@ struct wallet_config {
     size_t nagents;
     struct gateway_target *gateways;
     size_t ngateways;
+    int64_t max_connections;   /* limits: open connections to the API at once */
+    int64_t header_timeout_ms; /* limits: for a whole request, from accept or the last answer */
 };
 
 /** Load and validate path; NULL with the errors in c. */
