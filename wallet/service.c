@@ -24,6 +24,7 @@
 #include "core/sha256.h"
 #include "gateway/jwks_remote.h"
 #include "wallet/db.h"
+#include "wallet/httpguard.h"
 #include "wallet/mint.h"
 #include "wallet/policy.h"
 
@@ -31,7 +32,7 @@
 #define PUSH_FIRST_DELAY_MS 500   /* after a gateway's first failure */
 #define PUSH_MAX_DELAY_MS   30000 /* the backoff doubles up to this */
 #define PUSH_TIMEOUT_S      5     /* for one push to connect and be answered */
-#define HTTP_TIMEOUT_S      5     /* a client's request head, body and keep-alive idle */
+#define HTTP_TIMEOUT_S      5     /* a client silent between reads, or idle in keep-alive */
 #define APPROVAL_ID_MAX     64
 #define SPEND_TIMEOUT_S     2 /* how long GET /v1/spend waits for each gateway */
 
@@ -55,7 +56,7 @@ struct wallet {
     struct wallet_config *w;
     struct wdb *db;
     struct event_base *base;
-    struct evhttp *http;
+    struct httpguard *guard;  /* evhttp with a connection cap and a request deadline */
     struct pusher *pushers;   /* one per configured gateway */
     struct jwks_remote *jwks; /* the merchants' remote key sets (SPEC §7), on base */
 };
@@ -939,18 +940,16 @@ int service_run(struct wallet_config *w)
     }
     log_route_libevent();
     wl.base = event_base_new();
-    wl.http = evhttp_new(wl.base);
-    evhttp_set_max_body_size(wl.http, MAX_BODY);
-    evhttp_set_max_headers_size(wl.http, 16384);
-    /*
-     * libevent 2.1's evhttp has one timeout per connection, restarted by every read: it bounds a
-     * silent client (a head never finished, a body never sent, an idle keep-alive) but not one
-     * that trickles bytes, and evhttp has no connection cap (evhttp_set_max_connections is 2.2).
-     * The wallet listens on loopback for its own agents; the gateway's listener is the guarded one.
-     */
-    evhttp_set_timeout(wl.http, HTTP_TIMEOUT_S);
-    evhttp_set_allowed_methods(wl.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
-    evhttp_set_gencb(wl.http, handle, &wl);
+    wl.guard = httpguard_new(wl.base,
+                             &(struct httpguard_limits){w->max_connections, w->header_timeout_ms});
+    struct evhttp *http = httpguard_http(wl.guard);
+    evhttp_set_max_body_size(http, MAX_BODY);
+    evhttp_set_max_headers_size(http, 16384);
+    /* evhttp's timeout restarts at every read: it closes a silent client early; the guard's
+     * deadline bounds one that trickles bytes (libevent 2.1 has neither a cap nor a deadline). */
+    evhttp_set_timeout(http, HTTP_TIMEOUT_S);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    httpguard_set_gencb(wl.guard, handle, &wl);
     wl.pushers = xcalloc(w->ngateways + 1, sizeof(struct pusher));
     for (size_t i = 0; i < w->ngateways; i++) {
         wl.pushers[i].wl = &wl;
@@ -967,7 +966,7 @@ int service_run(struct wallet_config *w)
     struct jwks_remote_ring ring = {"merchant", &w->merchant_keys};
     wl.jwks = jwks_remote_start(wl.base, &ring, 1,
                                 &(struct jwks_remote_opts){.user_agent = "mandate-wallet"});
-    if (!evhttp_bind_socket_with_handle(wl.http, w->listen_host, (ev_uint16_t)w->listen_port)) {
+    if (httpguard_bind(wl.guard, w->listen_host, w->listen_port) != 0) {
         log_error("listen: cannot listen on %s:%d", w->listen_host, w->listen_port);
     } else {
         /* What an earlier run left pending goes out now. */
@@ -988,7 +987,7 @@ int service_run(struct wallet_config *w)
     event_free(term);
     event_free(intr);
     event_free(hup);
-    evhttp_free(wl.http);
+    httpguard_free(wl.guard);
     event_base_free(wl.base);
     wdb_close(wl.db);
     wallet_config_free(w);
