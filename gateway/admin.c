@@ -129,6 +129,23 @@ static void post_revocation(struct admin *a, struct evhttp_request *req)
  * gateway's ledger counts it (reservations, settled and unknown amounts), for a wallet to show
  * an agent its remaining budget.
  */
+struct spend_query {
+    struct evhttp_request *req;
+    char principal[MANDATE_ID_MAX + 1];
+};
+
+static void on_spend(void *arg, json_t *rows)
+{
+    struct spend_query *q = arg;
+    if (rows)
+        http_reply_json(q->req, 200,
+                        json_pack("{ss sO}", "principal", q->principal, "spend", rows));
+    else
+        reply_error(q->req, 503, code_name(CODE_STATE_UNAVAILABLE),
+                    code_message(CODE_STATE_UNAVAILABLE));
+    free(q);
+}
+
 static void get_spend(struct admin *a, struct evhttp_request *req)
 {
     struct evkeyvalq q;
@@ -140,8 +157,10 @@ static void get_spend(struct admin *a, struct evhttp_request *req)
     if (!p || !*p || strlen(p) > MANDATE_ID_MAX) {
         reply_error(req, 400, "bad_request", "expected ?principal=<id>");
     } else {
-        json_t *spend = state_spend(a->srv->state, p, (int64_t)time(NULL));
-        http_reply_json(req, 200, json_pack("{ss so}", "principal", p, "spend", spend));
+        struct spend_query *sq = xcalloc(1, sizeof(*sq));
+        sq->req = req;
+        memcpy(sq->principal, p, strlen(p));
+        backend_spend(a->bc, sq->principal, (int64_t)time(NULL), on_spend, sq);
     }
     evhttp_clear_headers(&q);
 }

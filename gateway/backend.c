@@ -49,6 +49,14 @@ static void local_revoke(struct backend_conn *bc, enum revoke_kind kind, const c
     done(arg, CODE_OK);
 }
 
+static void local_spend(struct backend_conn *bc, const char *principal, int64_t now_unix_s,
+                        backend_spend_fn done, void *arg)
+{
+    json_t *rows = state_spend(bc->b->st, principal, now_unix_s);
+    done(arg, rows);
+    json_decref(rows);
+}
+
 static bool local_ready(struct backend *b)
 {
     (void)b;
@@ -68,6 +76,7 @@ static const struct backend_ops local_ops = {
     .undo = local_undo,
     .settle = local_settle,
     .revoke = local_revoke,
+    .spend = local_spend,
     .ready = local_ready,
     .free = local_free,
 };

@@ -19,6 +19,7 @@
  *    (nothing forwarded), backend_undo() gives everything back. After a priced forward,
  *    backend_settle() records the outcome: committed, released (the reservation only: the cart
  *    and the use were spent on a forward) or unknown (counts against the cap).
+ *  - backend_spend() answers the admin API's spend query from where spend is kept.
  *  - backend_revoke() stores a revocation (every node applies it); done gets CODE_OK once it is
  *    stored and in effect on this node, or CODE_STATE_UNAVAILABLE.
  *  - Undo and settle never fail towards the caller: the postgres backend retries them after a
@@ -33,7 +34,6 @@
 
 #include <event2/event.h>
 
-#include "audit/store.h"
 #include "audit/writer.h"
 #include "gateway/state.h"
 
@@ -41,6 +41,8 @@ struct backend;
 struct backend_conn;
 
 typedef void (*backend_done_fn)(void *arg, enum code code);
+/* rows: state_spend()'s array (the callee keeps no reference), or NULL when unavailable. */
+typedef void (*backend_spend_fn)(void *arg, json_t *rows);
 
 struct backend_ops {
     const char *name;
@@ -53,6 +55,8 @@ struct backend_ops {
                    enum spend_status spend);
     void (*revoke)(struct backend_conn *bc, enum revoke_kind kind, const char *value,
                    backend_done_fn done, void *arg);
+    void (*spend)(struct backend_conn *bc, const char *principal, int64_t now_unix_s,
+                  backend_spend_fn done, void *arg);
     bool (*ready)(struct backend *b);
     void (*free)(struct backend *b);
 };
@@ -101,6 +105,12 @@ static inline void backend_revoke(struct backend_conn *bc, enum revoke_kind kind
                                   backend_done_fn done, void *arg)
 {
     bc->b->ops->revoke(bc, kind, value, done, arg);
+}
+/** What principal has spent in every cap period still running (the admin API). */
+static inline void backend_spend(struct backend_conn *bc, const char *principal, int64_t now_unix_s,
+                                 backend_spend_fn done, void *arg)
+{
+    bc->b->ops->spend(bc, principal, now_unix_s, done, arg);
 }
 /** Can it take admissions now (/readyz)? */
 static inline bool backend_ready(struct backend *b)

@@ -93,7 +93,7 @@ static const char schema_v1[] =
     " END $$;";
 
 /* The workers' statements (pgconn prepares them on every connection). */
-enum { S_ADMIT, S_SETTLE, S_UNADMIT, S_UNUSE, S_REVOKE };
+enum { S_ADMIT, S_SETTLE, S_UNADMIT, S_UNUSE, S_REVOKE, S_SPEND };
 static const struct pgconn_stmt stmts[] = {
     [S_ADMIT] = {"SELECT mg_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", 13},
     [S_SETTLE] = {"SELECT mg_settle($1, $2, $3)", 3},
@@ -102,6 +102,9 @@ static const struct pgconn_stmt stmts[] = {
     [S_REVOKE] = {"INSERT INTO mg_revocation(kind, value, node) VALUES ($1, $2, $3)"
                   " ON CONFLICT DO NOTHING",
                   3},
+    [S_SPEND] = {"SELECT key, spent FROM mg_spend WHERE split_part(key, '|', 2) = $1"
+                 " AND period_end > $2 ORDER BY key",
+                 2},
 };
 
 struct pg_backend {
@@ -658,6 +661,38 @@ static void pg_revoke(struct backend_conn *bc, enum revoke_kind kind, const char
         on_revoked(call, NULL);
 }
 
+struct spend_call {
+    backend_spend_fn done;
+    void *arg;
+};
+
+static void on_spend(void *arg, const PGresult *res)
+{
+    struct spend_call *call = arg;
+    json_t *rows = NULL;
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        rows = json_array();
+        for (int i = 0; i < PQntuples(res); i++)
+            state_spend_row(rows, PQgetvalue(res, i, 0), strtoll(PQgetvalue(res, i, 1), NULL, 10));
+    }
+    call->done(call->arg, rows);
+    json_decref(rows);
+    free(call);
+}
+
+static void pg_spend(struct backend_conn *bc, const char *principal, int64_t now_unix_s,
+                     backend_spend_fn done, void *arg)
+{
+    struct pg_conn *c = (struct pg_conn *)bc;
+    char now[24];
+    snprintf(now, sizeof(now), "%" PRId64, now_unix_s);
+    const char *p[] = {principal, now};
+    struct spend_call *call = xcalloc(1, sizeof(*call));
+    *call = (struct spend_call){done, arg};
+    if (pgconn_send(c->pc, S_SPEND, p, on_spend, call) != 0)
+        on_spend(call, NULL);
+}
+
 static bool pg_ready(struct backend *b)
 {
     return atomic_load(&pgb(b)->ready);
@@ -686,6 +721,7 @@ static const struct backend_ops pg_ops = {
     .undo = pg_undo,
     .settle = pg_settle,
     .revoke = pg_revoke,
+    .spend = pg_spend,
     .ready = pg_ready,
     .free = pg_free,
 };

@@ -500,8 +500,7 @@ void state_counts(struct state *st, struct state_counts *out)
     out->lock_max_us = atomic_load(&st->lock_max_us);
 }
 
-/* One ledger total into the array arg: the key split back into its parts. */
-static void spend_row(void *arg, const char *key, int64_t spent)
+void state_spend_row(void *arg, const char *key, int64_t spent)
 {
     const char *first = strchr(key, '|'), *period = strrchr(key, '|');
     const char *cur = period - 1;
@@ -521,7 +520,7 @@ json_t *state_spend(struct state *st, const char *principal, int64_t now_unix_s)
 {
     json_t *arr = json_array();
     pthread_mutex_lock(&st->mu);
-    ledger_each_principal(st->ledger, principal, now_unix_s, spend_row, arr);
+    ledger_each_principal(st->ledger, principal, now_unix_s, state_spend_row, arr);
     pthread_mutex_unlock(&st->mu);
     return arr;
 }

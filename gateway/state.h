@@ -91,6 +91,8 @@ void state_load_spend(struct state *st, const char *key, int64_t amount);
  * alike: what counts against the cap). For the admin API: it walks the whole ledger.
  */
 json_t *state_spend(struct state *st, const char *principal, int64_t now_unix_s);
+/** Append one such row to the JSON array arr for a ledger key (cap_key()'s) and its total. */
+void state_spend_row(void *arr, const char *key, int64_t spent);
 
 /* Sizes and the admission lock's hold times, for /metrics and tests. */
 struct state_counts {

@@ -206,6 +206,21 @@ static void test_cart_paid_once(void **state)
     assert_int_equal(admit(f, &a3, rid), CODE_OK);
 }
 
+struct spent {
+    bool done;
+    size_t rows;
+    int64_t value;
+};
+
+static void on_spend(void *arg, json_t *rows)
+{
+    struct spent *s = arg;
+    s->done = true;
+    s->rows = rows ? json_array_size(rows) : 0;
+    json_t *spent = s->rows ? json_object_get(json_array_get(rows, 0), "spent") : NULL;
+    s->value = spent ? json_integer_value(json_object_get(spent, "value")) : -1;
+}
+
 static void test_cap_release_and_unknown(void **state)
 {
     struct fixture *f = *state;
@@ -232,6 +247,15 @@ static void test_cap_release_and_unknown(void **state)
     assert_int_equal(admit(f, &a[2], r3), CODE_OK);
     unique(r3, sizeof(r3), "rid");
     assert_int_equal(admit(f, &a[3], r3), CODE_SPEND_CAP_EXCEEDED);
+    /* The admin API's view: 4000 unknown + 4000 reserved in today's period. */
+    struct spent got = {0};
+    backend_spend(f->bc, who, now_s(), on_spend, &got);
+    int64_t deadline_mono_us = mono_us() + 10 * 1000000LL;
+    while (!got.done && mono_us() < deadline_mono_us)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_true(got.done);
+    assert_int_equal(got.rows, 1);
+    assert_int_equal(got.value, 8000);
 }
 
 static void test_undo_gives_everything_back(void **state)
