@@ -15,17 +15,20 @@ PGDIR=$(mktemp -d /tmp/mg-unit-pg.XXXXXX) || exit 2
 chmod 711 "$PGDIR" # the server runs as postgres, in a directory below this one
 stop_pg() {
     if [ -f "$PGDIR/pg/data/postmaster.pid" ]; then
-        scripts/pg-throwaway.sh stop "$PGDIR/pg" || echo "unit: PostgreSQL in $PGDIR/pg did not stop"
+        scripts/pg-throwaway.sh stop "$PGDIR/pg" ||
+            echo "unit: PostgreSQL in $PGDIR/pg did not stop"
     fi
     rm -rf "$PGDIR"
 }
 trap stop_pg EXIT
 trap 'exit 130' INT TERM
-if dsn=$(scripts/pg-throwaway.sh start "$PGDIR/pg") && psql -q "$dsn" -c 'CREATE DATABASE mg_unit'; then
+if dsn=$(scripts/pg-throwaway.sh start "$PGDIR/pg") &&
+    psql -qX "$dsn" -c 'CREATE DATABASE mg_unit'; then
     MG_TEST_PG_DSN=${dsn%/postgres}/mg_unit
     export MG_TEST_PG_DSN
 else
-    echo "unit: no throwaway PostgreSQL (scripts/deps.sh test installs it): the postgres backend is not tested"
+    echo "unit: no throwaway PostgreSQL (scripts/deps.sh test installs it):" \
+        "the postgres backend is not tested"
     failed=$((failed + 1))
 fi
 
