@@ -242,9 +242,14 @@ static void on_connect_io(evutil_socket_t fd, short what, void *arg)
     connect_step(pc, PQconnectPoll(pc->conn));
 }
 
+/* libpq's parameters: these defaults, then the DSN (expanded), whose own settings win. */
+#define CONNECT_PARAMS(pc)                                                                         \
+    (const char *[]){"connect_timeout", "application_name", "dbname", NULL},                       \
+        (const char *[]){"5", (pc)->name, (pc)->dsn, NULL}, 1
+
 static void start_connect(struct pgconn *pc)
 {
-    pc->conn = PQconnectStart(pc->dsn);
+    pc->conn = PQconnectStartParams(CONNECT_PARAMS(pc));
     if (!pc->conn || PQstatus(pc->conn) == CONNECTION_BAD) {
         fail(pc, pc->conn ? PQerrorMessage(pc->conn) : "out of memory");
         return;
@@ -298,7 +303,7 @@ struct pgconn *pgconn_new(struct event_base *base, const char *dsn, const struct
     event_add(pc->tick_ev, &(struct timeval){0, TICK_MS * 1000});
     /* The first connection is made before the loop serves anything, so that the first
      * requests find it up; later ones are made in the background. */
-    pc->conn = PQconnectdb(dsn);
+    pc->conn = PQconnectdbParams(CONNECT_PARAMS(pc));
     if (pc->conn && PQstatus(pc->conn) == CONNECTION_OK) {
         PQsetNoticeProcessor(pc->conn, on_notice, NULL);
         if (PQsetnonblocking(pc->conn, 1) == 0)

@@ -504,7 +504,7 @@ static struct backend_conn *pg_conn_new(struct backend *b, struct event_base *ba
 {
     struct pg_conn *c = xcalloc(1, sizeof(*c));
     char name[96];
-    snprintf(name, sizeof(name), "state %s", pgb(b)->node);
+    snprintf(name, sizeof(name), "mandate-gateway %s", pgb(b)->node);
     c->bc.b = b;
     c->pc = pgconn_new(base, pgb(b)->dsn, stmts, ARRAY_LEN(stmts), name);
     c->retry_ev = event_new(base, -1, EV_PERSIST, on_retry_tick, c);
