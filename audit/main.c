@@ -14,6 +14,7 @@
 
 #include "audit/checkpoint.h"
 #include "audit/merkle.h"
+#include "audit/replay.h"
 #include "audit/store.h"
 #include "audit/verify.h"
 #include "core/log.h"
@@ -25,8 +26,9 @@ static const char usage[] =
     "usage: mandate-audit verify --db DB --checkpoint-key PUB [--checkpoint FILE]... "
     "[--jwks ID=FILE]... [--origin ORIGIN]\n"
     "                            [--require-checkpoint | --no-require-checkpoint] [--json]\n"
-    "       mandate-audit replay --db DB [--jwks ID=FILE]... [--checkpoint-key PUB "
-    "[--checkpoint FILE]...] [--json]\n"
+    "       mandate-audit replay --db DB [--db DB]... [--jwks ID=FILE]... [--checkpoint-key PUB "
+    "[--checkpoint FILE]... [--origin ORIGIN]...]\n"
+    "                            [--json]\n"
     "       mandate-audit export --db DB [--since SEQ] [--format jsonl|csv]\n"
     "       mandate-audit show --db DB [--principal P] [--agent A] [--merchant M] [--since TIME]\n"
     "       mandate-audit prove --db DB --seq SEQ [--size N]\n"
@@ -40,10 +42,15 @@ static const char usage[] =
     "every few seconds and at shutdown. --no-require-checkpoint only reports the coverage (a copy\n"
     "of a running gateway's log); --require-checkpoint requires it of any log. --origin: every\n"
     "checkpoint must be for this log.\n"
+    "replay with several --db (one log per node of a cluster) verifies each log on its own, then\n"
+    "replays them together, merged by ts_ms, and reports every rule broken across them; --origin\n"
+    "is then given once per --db, in the same order, or each log's checkpoints name its origin.\n"
     "exit status: 0 intact, 1 violation (or bad input), 2 cannot verify\n";
 
 struct args {
     const char *db, *pub, *since, *principal, *agent, *merchant, *seq, *size, *origin;
+    const char **dbs, **origins; /* every --db and --origin (db and origin: the last one) */
+    size_t ndb, norigin;
     const char *format, *proof, *receipt;
     int no_db; /* check-receipt: works on files alone */
     enum verify_require require;
@@ -88,7 +95,8 @@ static int parse(int argc, char **argv, struct args *a)
         size_t len;
         switch (c) {
         case 'd':
-            a->db = optarg;
+            a->dbs = xrealloc(a->dbs, (a->ndb + 1) * sizeof(*a->dbs));
+            a->db = a->dbs[a->ndb++] = optarg;
             break;
         case 'k':
             a->pub = optarg;
@@ -115,7 +123,8 @@ static int parse(int argc, char **argv, struct args *a)
             a->size = optarg;
             break;
         case 'o':
-            a->origin = optarg;
+            a->origins = xrealloc(a->origins, (a->norigin + 1) * sizeof(*a->origins));
+            a->origin = a->origins[a->norigin++] = optarg;
             break;
         case 'f':
             a->format = optarg;
@@ -185,15 +194,17 @@ static EVP_PKEY *load_pub(const char *path)
     return k;
 }
 
-static int report(const struct verify_report *rep, int json, const char *what)
+static void print_json(json_t *o)
 {
-    if (json) {
-        json_t *o = verify_report_json(rep);
-        char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
-        puts(s);
-        free(s);
-        json_decref(o);
-    } else if (rep->ok) {
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+    puts(s);
+    free(s);
+    json_decref(o);
+}
+
+static void print_report(const struct verify_report *rep, const char *what)
+{
+    if (rep->ok) {
         printf("%s: intact: %llu entries, %llu checkpoints, %llu allows; mandates verified %llu, "
                "not checked (no key set given) %llu",
                what, (unsigned long long)rep->entries, (unsigned long long)rep->checkpoints,
@@ -211,7 +222,66 @@ static int report(const struct verify_report *rep, int json, const char *what)
         printf("%s: VIOLATION at seq %lld: %s: %s\n", what, (long long)rep->bad_seq, rep->violation,
                rep->detail);
     }
+}
+
+static int report(const struct verify_report *rep, int json, const char *what)
+{
+    if (json)
+        print_json(verify_report_json(rep));
+    else
+        print_report(rep, what);
     return rep->ok ? 0 : 1;
+}
+
+/* Each log's own report, then every rule broken across them, naming the log and the entry. */
+static void print_several(const struct replay_report *rr)
+{
+    for (size_t i = 0; i < rr->nlogs; i++) {
+        const struct replay_source *src = &rr->logs[i];
+        char *what = src->origin ? xasprintf("replay: %s (origin %s)", src->path, src->origin)
+                                 : xasprintf("replay: %s", src->path);
+        print_report(&src->rep, what);
+        free(what);
+    }
+    if (!rr->replayed) {
+        printf("replay: the logs were not replayed together: not every one is intact\n");
+        return;
+    }
+    for (size_t i = 0; i < rr->nfound; i++) {
+        const struct replay_finding *f = &rr->found[i];
+        const struct replay_source *src = &rr->logs[f->log];
+        printf("replay: VIOLATION in %s%s%s%s at seq %lld, request_id %s: %s: %s", src->path,
+               src->origin ? " (origin " : "", src->origin ? src->origin : "",
+               src->origin ? ")" : "", (long long)f->seq, f->request_id, f->rule, f->detail);
+        if (f->first_seq >= 0)
+            printf("; the first in %s at seq %lld", rr->logs[f->first_log].path,
+                   (long long)f->first_seq);
+        putchar('\n');
+    }
+    printf("replay: %zu logs replayed together: %llu allows, ", rr->nlogs,
+           (unsigned long long)rr->allows);
+    if (rr->nfound)
+        printf("%zu broken rule%s\n", rr->nfound, rr->nfound == 1 ? "" : "s");
+    else
+        printf("no broken rule\n");
+}
+
+/* replay with several --db (SPEC §6). */
+static int replay_several(const struct args *a, const struct verify_opts *o)
+{
+    struct replay_report rr;
+    char *err = NULL;
+    int rc = replay_files(a->dbs, a->norigin ? a->origins : NULL, a->ndb, o, &rr, &err);
+    if (err) {
+        rc = fail(rc, "%s", err);
+        free(err);
+    } else if (a->json) {
+        print_json(replay_report_json(&rr));
+    } else {
+        print_several(&rr);
+    }
+    replay_report_clear(&rr);
+    return rc;
 }
 
 static int cmd_check(struct args *a, int replay)
@@ -224,6 +294,8 @@ static int cmd_check(struct args *a, int replay)
     if (!a->pub && (a->nheld || a->origin || a->require == VERIFY_REQUIRE_ALL))
         return fail(1, "%s",
                     "--checkpoint, --origin and --require-checkpoint need --checkpoint-key");
+    if (a->ndb > 1 && a->norigin && a->norigin != a->ndb)
+        return fail(1, "%s", "with several --db, give --origin once per --db or not at all");
     if (a->pub && !(pub = load_pub(a->pub)))
         return fail(2, "%s: not an Ed25519 public key (PEM)", a->pub);
     struct verify_opts o = {.checkpoint_key = pub,
@@ -233,16 +305,22 @@ static int cmd_check(struct args *a, int replay)
                             .skew_s = 5,
                             .origin = a->origin,
                             .require = a->require};
-    struct verify_report rep;
-    char *err = NULL;
-    int rc = verify_file(a->db, &o, replay, &rep, &err);
-    EVP_PKEY_free(pub);
-    if (rc == 2) {
-        rc = fail(2, "%s", err);
-        free(err);
-        return rc;
+    int rc;
+    if (a->ndb > 1) {
+        rc = replay_several(a, &o);
+    } else {
+        struct verify_report rep;
+        char *err = NULL;
+        rc = verify_file(a->db, &o, replay, &rep, &err);
+        if (rc == 2) {
+            rc = fail(2, "%s", err);
+            free(err);
+        } else {
+            rc = report(&rep, a->json, replay ? "replay" : "verify");
+        }
     }
-    return report(&rep, a->json, replay ? "replay" : "verify");
+    EVP_PKEY_free(pub);
+    return rc;
 }
 
 /* A decimal number and nothing else (strtoull alone takes "-1", " 7" and "7abc"). */
@@ -721,6 +799,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     a.no_db = strcmp(cmd, "check-receipt") == 0;
     int rc = parse(argc - 1, argv + 1, &a);
+    if (rc == 0 && a.ndb > 1 && strcmp(cmd, "replay") != 0)
+        rc = fail(1, "%s: only replay takes several --db", cmd);
     if (rc == 0) {
         if (strcmp(cmd, "verify") == 0)
             rc = cmd_check(&a, 0);
@@ -740,6 +820,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < a.nheld; i++)
         free(a.held[i]);
     free(a.held);
+    free(a.dbs);
+    free(a.origins);
     keyring_clear(&a.keys);
     return rc;
 }

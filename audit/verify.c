@@ -1,8 +1,9 @@
 /*
- * verify: offline verification and replay of the audit log. Both run the same integrity checks
+ * verify: offline verification of the audit log. Verify and replay run the same integrity checks
  * (check_log): the order of the entries, their chain, the signed checkpoints and how much of the
  * log they cover, and every entry against its kind and, for an allow, against its mandates.
- * Replay then re-derives state from entries that are known to be the gateway's own.
+ * Replay (audit/replay.c) then walks the entries again (verify_walk_next) to re-derive state from
+ * entries that are known to be the gateway's own; its rules are not here.
  */
 #include "audit/verify.h"
 
@@ -13,10 +14,10 @@
 
 #include "audit/checkpoint.h"
 #include "audit/merkle.h"
+#include "audit/replay.h"
 #include "audit/store.h"
 #include "core/b64url.h"
 #include "core/jws.h"
-#include "core/mandate.h"
 #include "core/money.h"
 #include "core/sha256.h"
 #include "core/sjson.h"
@@ -744,20 +745,14 @@ static void check_entry(sqlite3 *db, const struct verify_opts *o, struct keystor
     }
 }
 
-typedef void entry_fn(void *arg, int64_t seq, const json_t *entry, json_t *claims[2],
-                      struct verify_report *rep);
-
-/* Checks every entry and calls fn (when not NULL) for each, with the claims of an allow's
- * mandates (the Authorization mandate first, then the cart); NULL claims for other entries. */
+/* Checks every entry. */
 static void each_entry(sqlite3 *db, const struct row *v, size_t n, const struct verify_opts *o,
-                       struct keystore *ks, struct verify_report *rep, entry_fn *fn, void *arg)
+                       struct keystore *ks, struct verify_report *rep)
 {
     for (size_t i = 0; i < n && rep->ok; i++) {
         json_t *e = parse_row(&v[i]);
         json_t *claims[2] = {NULL, NULL};
         check_entry(db, o, ks, (int64_t)i, e, claims, rep);
-        if (rep->ok && fn)
-            fn(arg, (int64_t)i, e, claims, rep);
         json_decref(claims[0]);
         json_decref(claims[1]);
         json_decref(e);
@@ -808,7 +803,7 @@ static void check_log(sqlite3 *db, const struct verify_opts *o, struct keystore 
     if (rep->ok && rep->checkpoints_checked)
         check_checkpoints(db, o, (const unsigned char(*)[32])leaves, n, &stored, rep);
     if (rep->ok)
-        each_entry(db, v, n, o, ks, rep, NULL, NULL);
+        each_entry(db, v, n, o, ks, rep);
     if (rep->ok)
         keystore_unlisted(ks, rep);
     if (rep->ok && rep->checkpoints_checked)
@@ -829,170 +824,72 @@ static int begin_keys(sqlite3 *db, struct keystore *ks, struct verify_report *re
     return 0;
 }
 
-/* Which owners were checked with stored sets, into rep; then ks is released. */
-static void end_keys(struct keystore *ks, struct verify_report *rep)
+struct verify_walk {
+    sqlite3 *db;
+    const struct verify_opts *o;
+    struct keystore ks; /* kept: the second walk checks the mandates with the same sets */
+    struct row *v;
+    size_t n, next;
+    json_t *entry, *claims[2]; /* the step handed out last */
+};
+
+int verify_walk_open(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep,
+                     struct verify_walk **out)
 {
-    snprintf(rep->stored_owners, sizeof(rep->stored_owners), "%s", ks->used ? ks->used : "");
-    keystore_clear(ks);
+    struct verify_walk *w = xcalloc(1, sizeof(*w));
+    *out = NULL;
+    if (begin(db, rep, &w->v, &w->n) != 0 || begin_keys(db, &w->ks, rep, w->v, w->n) != 0) {
+        free(w);
+        return -1;
+    }
+    w->db = db;
+    w->o = o;
+    check_log(db, o, &w->ks, w->v, w->n, rep);
+    /* A second walk checks the same mandates with the same sets: the owners are known now. */
+    snprintf(rep->stored_owners, sizeof(rep->stored_owners), "%s", w->ks.used ? w->ks.used : "");
+    *out = w;
+    return 0;
+}
+
+static void release_step(struct verify_walk *w)
+{
+    json_decref(w->claims[0]);
+    json_decref(w->claims[1]);
+    json_decref(w->entry);
+    w->claims[0] = w->claims[1] = w->entry = NULL;
+}
+
+bool verify_walk_next(struct verify_walk *w, struct verify_report *rep, struct verify_step *st)
+{
+    release_step(w);
+    if (w->next >= w->n)
+        return false;
+    size_t i = w->next++;
+    w->entry = parse_row(&w->v[i]);
+    check_entry(w->db, w->o, &w->ks, (int64_t)i, w->entry, w->claims, rep);
+    st->seq = (int64_t)i;
+    st->entry = w->entry;
+    st->claims[0] = w->claims[0];
+    st->claims[1] = w->claims[1];
+    return true;
+}
+
+void verify_walk_free(struct verify_walk *w)
+{
+    if (!w)
+        return;
+    release_step(w);
+    keystore_clear(&w->ks);
+    free_rows(w->v, w->n);
+    free(w);
 }
 
 int verify_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
 {
-    struct row *v;
-    size_t n;
-    struct keystore ks;
-    if (begin(db, rep, &v, &n) != 0 || begin_keys(db, &ks, rep, v, n) != 0)
+    struct verify_walk *w;
+    if (verify_walk_open(db, o, rep, &w) != 0)
         return -1;
-    check_log(db, o, &ks, v, n, rep);
-    end_keys(&ks, rep);
-    free_rows(v, n);
-    return 0;
-}
-
-/* Replay state: counts by key (uses per issuer and jti; spend per ledger key; the reservation
- * of each request). Linear lists are plenty for an offline tool over test-sized logs. */
-struct tally {
-    struct used {
-        char *key;
-        int64_t count;
-    } * v;
-    size_t n;
-};
-
-struct replay {
-    struct tally uses, spend, reserved;
-    int64_t skew_s;
-};
-
-static int64_t *tally_at(struct tally *t, const char *key)
-{
-    for (size_t i = 0; i < t->n; i++)
-        if (strcmp(t->v[i].key, key) == 0)
-            return &t->v[i].count;
-    t->v = xrealloc(t->v, (t->n + 1) * sizeof(*t->v));
-    t->v[t->n] = (struct used){xstrdup(key), 0};
-    return &t->v[t->n++].count;
-}
-
-static void tally_clear(struct tally *t)
-{
-    for (size_t i = 0; i < t->n; i++)
-        free(t->v[i].key);
-    free(t->v);
-}
-
-/* The cart: paid once. The payment: its spend, in its cap period, within its cap. */
-static void replay_priced(struct replay *rp, int64_t seq, const json_t *entry, const json_t *pay,
-                          const json_t *cart, struct verify_report *rep)
-{
-    const char *ciss = sjson_str(cart, "iss"), *cjti = sjson_str(cart, "jti");
-    char *ckey = xasprintf("%s\n%s", ciss ? ciss : "", cjti ? cjti : "");
-    int64_t *paid = tally_at(&rp->uses, ckey);
-    free(ckey);
-    if (++*paid > 1) {
-        violation(rep, seq, "reused cart", "cart %s paid %lld times", cjti ? cjti : "?",
-                  (long long)*paid);
-        return;
-    }
-    struct money total, cap;
-    const char *why, *iss = sjson_str(pay, "iss"), *sub = sjson_str(pay, "sub");
-    enum cap_period period;
-    json_t *capj = json_object_get(pay, "cap");
-    int64_t ts;
-    if (!iss || !sub || money_from_json(json_object_get(pay, "total"), false, &total, &why) ||
-        money_from_json(capj, true, &cap, &why) ||
-        cap_period_parse(sjson_str(capj, "period"), &period) || sjson_int(entry, "ts_ms", &ts)) {
-        violation(rep, seq, "malformed allow", "a priced allow without total or cap");
-        return;
-    }
-    char key[CAP_KEY_MAX];
-    cap_key(iss, sub, &cap, period, ts / 1000, key);
-    int64_t *spent = tally_at(&rp->spend, key);
-    *spent += total.value;
-    if (*spent > cap.value) {
-        violation(rep, seq, "cap exceeded", "%s: %lld spent, cap %lld", key, (long long)*spent,
-                  (long long)cap.value);
-        return;
-    }
-    char *rkey = xasprintf("%s\n%s", sjson_str(entry, "request_id"), key);
-    *tally_at(&rp->reserved, rkey) = total.value;
-    free(rkey);
-}
-
-/* A released reservation stops counting. */
-static void replay_outcome(struct replay *rp, const json_t *entry)
-{
-    const char *spend = sjson_str(entry, "spend"), *id = sjson_str(entry, "request_id");
-    if (!spend || !id || strcmp(spend, "released") != 0)
-        return;
-    size_t idl = strlen(id);
-    for (size_t i = 0; i < rp->reserved.n; i++) {
-        struct used *u = &rp->reserved.v[i];
-        if (strncmp(u->key, id, idl) == 0 && u->key[idl] == '\n') {
-            *tally_at(&rp->spend, u->key + idl + 1) -= u->count;
-            u->count = 0;
-        }
-    }
-}
-
-static void replay_entry(void *arg, int64_t seq, const json_t *entry, json_t *claims[2],
-                         struct verify_report *rep)
-{
-    struct replay *rp = arg;
-    const char *kind = sjson_str(entry, "kind");
-    if (kind && strcmp(kind, "outcome") == 0)
-        replay_outcome(rp, entry);
-    if (!claims[0])
-        return;
-    const char *iss = sjson_str(claims[0], "iss"), *jti = sjson_str(claims[0], "jti");
-    int64_t uses = 1, exp = 0, ts = 0;
-    if (sjson_int(claims[0], "uses", &uses) != 0)
-        uses = 1;
-    if (!iss || !jti || sjson_int(claims[0], "exp", &exp) || sjson_int(entry, "ts_ms", &ts)) {
-        violation(rep, seq, "malformed allow", "an allow without issuer, jti, exp or time");
-        return;
-    }
-    if (exp + rp->skew_s < ts / 1000) {
-        violation(rep, seq, "expired mandate", "allowed %lld s after its mandate expired",
-                  (long long)(ts / 1000 - exp));
-        return;
-    }
-    char *key = xasprintf("%s\n%s", iss, jti);
-    int64_t *count = tally_at(&rp->uses, key);
-    free(key);
-    if (++*count > uses)
-        violation(rep, seq, "reused jti", "jti %s allowed %lld times; it allows %lld", jti,
-                  (long long)*count, (long long)uses);
-    else if (claims[1])
-        replay_priced(rp, seq, entry, claims[0], claims[1], rep);
-}
-
-int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
-{
-    struct row *v;
-    size_t n;
-    struct keystore ks;
-    if (begin(db, rep, &v, &n) != 0 || begin_keys(db, &ks, rep, v, n) != 0)
-        return -1;
-    /* Replaying a log that is not the gateway's own would only re-derive the forger's story. */
-    check_log(db, o, &ks, v, n, rep);
-    if (rep->ok) {
-        /* The second walk re-reads the mandates the first one checked: counted once. */
-        struct verify_report pass = *rep;
-        struct replay rp = {{0}, {0}, {0}, o->skew_s};
-        each_entry(db, v, n, o, &ks, &pass, replay_entry, &rp);
-        if (!pass.ok) {
-            rep->ok = false;
-            rep->bad_seq = pass.bad_seq;
-            rep->violation = pass.violation;
-            memcpy(rep->detail, pass.detail, sizeof(rep->detail));
-        }
-        tally_clear(&rp.uses);
-        tally_clear(&rp.spend);
-        tally_clear(&rp.reserved);
-    }
-    end_keys(&ks, rep);
-    free_rows(v, n);
+    verify_walk_free(w);
     return 0;
 }
 

@@ -16,8 +16,9 @@
  * before its entry has its kid and verifies it; none that has the kid, or none that verifies, is
  * "bad mandate signature". Owners with no listed set stay "not checked".
  *
- * replay_log() runs the same checks, then re-derives the used jtis and the spend ledger from the
- * entries alone and reports any allow that broke a rule.
+ * A walk (verify_walk_open) runs the same checks and then hands the entries out again one by one,
+ * each checked as verify_log() checked it, with its mandates' claims: replay (audit/replay.h)
+ * re-derives the used jtis and the spend ledger from them.
  */
 #ifndef AUDIT_VERIFY_H
 #define AUDIT_VERIFY_H
@@ -69,13 +70,38 @@ struct verify_report {
 
 /** Verify the log in db; fills rep. Returns 0 (rep->ok says intact or not) or -1 (cannot). */
 int verify_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep) MUST_CHECK;
-/** verify_log(), then replay the log in db; fills rep (violation names the broken rule). 0 or -1.
- */
-int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep) MUST_CHECK;
+
+/* A log that verify_log()'s checks went through, held for a second walk over its entries. */
+struct verify_walk;
+
+/* One entry of a walk; everything in it belongs to the walk until its next step. */
+struct verify_step {
+    int64_t seq;
+    const json_t *entry; /* parsed; NULL when it does not parse */
+    /* An allow's mandates' payloads: the Authorization mandate, then the cart; NULL otherwise. */
+    const json_t *claims[2];
+};
+
 /**
- * Open the database at path read-only (it is never written) and verify it, or replay it when
- * replay is true. Returns the exit status of SPEC §4: 0 intact, 1 violation (rep says which), 2
- * cannot verify (*err says why; caller frees).
+ * verify_log() on db, keeping the log for a walk: fills rep and *out (free it with
+ * verify_walk_free; db and o are borrowed until then), whatever rep->ok says. Returns 0, or -1
+ * when the log cannot be read (*out is NULL).
+ */
+int verify_walk_open(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep,
+                     struct verify_walk **out) MUST_CHECK;
+/**
+ * The next entry in seq order into *st, checked again as verify_log() checks it: a violation
+ * goes to rep, which should be a copy of the report verify_walk_open() filled (the counts of the
+ * second walk are not the log's). Returns false after the last entry.
+ */
+bool verify_walk_next(struct verify_walk *w, struct verify_report *rep, struct verify_step *st);
+/** Release a walk; NULL is a no-op. */
+void verify_walk_free(struct verify_walk *w);
+
+/**
+ * Open the database at path read-only (it is never written) and verify it, or replay it
+ * (replay_log(), audit/replay.h) when replay is true. Returns the exit status of SPEC §4: 0
+ * intact, 1 violation (rep says which), 2 cannot verify (*err says why; caller frees).
  */
 int verify_file(const char *path, const struct verify_opts *o, bool replay,
                 struct verify_report *rep, char **err) MUST_CHECK;
