@@ -70,9 +70,17 @@ class Cluster:
         return self
 
 
+def ready(n):
+    """Is the node's /readyz 200 (False while nothing listens yet)?"""
+    try:
+        return n.admin("GET", "/readyz")[0] == 200
+    except OSError:
+        return False
+
+
 def start_node(n):
     n.start()
-    wait_for(lambda: n.admin("GET", "/readyz")[0] == 200, 10, f"{n.name} ready")
+    wait_for(lambda: ready(n), 10, f"{n.name} ready")
 
 
 @pytest.fixture
@@ -356,8 +364,7 @@ def test_nodes_starting_at_once_on_a_fresh_database(tmp_path, procs, pg):  # noq
                     os.path.join(n.d, "gateway.log"))
         procs.append(n.gw)
     for n in c.nodes:
-        wait_for(lambda n=n: n.gw.p.poll() is None and n.admin("GET", "/readyz")[0] == 200, 10,
-                 f"{n.name} ready")
+        wait_for(lambda n=n: n.gw.p.poll() is None and ready(n), 10, f"{n.name} ready")
     tok = first.mint(uses=2)
     got = [outcome(n.request("GET", "/lux/search", tok)) for n in c.nodes]
     assert got == [(200, None), (200, None), (403, "mandate_used")], got
