@@ -407,24 +407,9 @@ void replay_report_clear(struct replay_report *rr)
     memset(rr, 0, sizeof(*rr));
 }
 
-/* s as a JSON string; bytes that are not UTF-8 (a path, a detail cut short) become '?'. */
-static json_t *text(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j)
-        return j;
-    char *t = xstrdup(s);
-    for (char *p = t; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_string(t);
-    free(t);
-    return j;
-}
-
 static json_t *origin_json(const struct replay_source *src)
 {
-    return src->origin ? text(src->origin) : json_null();
+    return src->origin ? sjson_text(src->origin) : json_null();
 }
 
 json_t *replay_report_json(const struct replay_report *rr)
@@ -434,20 +419,20 @@ json_t *replay_report_json(const struct replay_report *rr)
     json_t *logs = json_array(), *found = json_array();
     for (size_t i = 0; i < rr->nlogs; i++) {
         json_t *l = verify_report_json(&rr->logs[i].rep);
-        sjson_set(l, "db", text(rr->logs[i].path));
+        sjson_set(l, "db", sjson_text(rr->logs[i].path));
         sjson_set(l, "origin", origin_json(&rr->logs[i]));
         sjson_append(logs, l);
     }
     for (size_t i = 0; i < rr->nfound; i++) {
         const struct replay_finding *f = &rr->found[i];
         const struct replay_source *src = &rr->logs[f->log];
-        json_t *v = json_pack("{so sI so ss so}", "db", text(src->path), "seq", (json_int_t)f->seq,
-                              "request_id", text(f->request_id), "violation", f->rule, "detail",
-                              text(f->detail));
+        json_t *v = json_pack("{so sI so ss so}", "db", sjson_text(src->path), "seq",
+                              (json_int_t)f->seq, "request_id", sjson_text(f->request_id),
+                              "violation", f->rule, "detail", sjson_text(f->detail));
         sjson_set(v, "origin", origin_json(src));
         if (f->first_seq >= 0)
             sjson_set(v, "first",
-                      json_pack("{so sI}", "db", text(rr->logs[f->first_log].path), "seq",
+                      json_pack("{so sI}", "db", sjson_text(rr->logs[f->first_log].path), "seq",
                                 (json_int_t)f->first_seq));
         sjson_append(found, v);
     }

@@ -932,8 +932,8 @@ json_t *verify_report_json(const struct verify_report *rep)
     sjson_set(o, "mandates_checked_stored", json_integer((json_int_t)rep->mandates_checked_stored));
     if (!rep->ok) {
         sjson_set(o, "bad_seq", json_integer(rep->bad_seq));
-        sjson_set(o, "violation", json_string(rep->violation));
-        sjson_set(o, "detail", json_string(rep->detail));
+        sjson_set(o, "violation", sjson_text(rep->violation));
+        sjson_set(o, "detail", sjson_text(rep->detail));
     }
     return o;
 }

@@ -96,3 +96,19 @@ void sjson_append(json_t *arr, json_t *v)
     if (json_array_append_new(arr, v) != 0)
         abort();
 }
+
+json_t *sjson_text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char *t = xstrdup(s);
+    for (char *p = t; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(t);
+    free(t);
+    if (!j)
+        abort(); /* ASCII without NUL is always a valid string: out of memory */
+    return j;
+}

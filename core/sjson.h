@@ -33,5 +33,8 @@ char *sjson_dump(const json_t *v);
 void sjson_set(json_t *obj, const char *key, json_t *v);
 /** Append v to arr, taking ownership of v. */
 void sjson_append(json_t *arr, json_t *v);
+/** s as a JSON string; when it is not valid UTF-8 (a path, a message cut short), every byte
+ * over 0x7F becomes '?'. Never NULL. */
+json_t *sjson_text(const char *s);
 
 #endif
