@@ -18,10 +18,10 @@ usage() { die "usage: pg-throwaway.sh start|stop|dsn DIR [fast|immediate]"; }
 CMD=$1
 DIR=$2
 if [ -z "${PG_BIN:-}" ]; then
-    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 fi
 [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] ||
-    die "no PostgreSQL server binaries (install postgresql-15: scripts/deps.sh test, or set PG_BIN)"
+    die "no PostgreSQL server binaries (scripts/deps.sh cluster installs them, or set PG_BIN)"
 
 # as_pg CMD...: run as the postgres user when we are root, as ourselves otherwise.
 as_pg() {

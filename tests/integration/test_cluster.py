@@ -164,6 +164,9 @@ def test_uses_counted_across_nodes(cluster):
     b.barrier()
     assert len(tagged(a, "alt=1")) == 5
     assert len(tagged(a, "burst=1")) == 5
+    # Each node's own log says which node wrote it.
+    for n in (a, b):
+        assert [e.get("node") for _, e in entries(n) if e["kind"] == "config"] == [n.name]
 
 
 def test_cart_paid_once_across_nodes(cluster):
