@@ -382,7 +382,7 @@ def test_second_live_node_with_the_same_name_is_refused(tmp_path, procs, pg):  #
     twin = Proc([binary("mandate-gateway"), "--config", b.config_path],
                 os.path.join(b.d, "gateway.log")).expect_error(a.name)
     procs.append(twin)
-    assert twin.wait(10) == 1
+    assert twin.wait(10) == 2  # SPEC §2.4: cannot run (the name is taken), not a configuration error
     assert re.search(r"node.*gw-a|gw-a.*node", twin.output()), twin.output()
     assert outcome(a.request("GET", "/lux/search", a.mint())) == (200, None)
 
