@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <libpq-fe.h>
 
 #include "audit/store.h"
 #include "gateway/backend.h"
@@ -297,6 +298,86 @@ static void test_revoke(void **state)
     assert_true(backend_ready(f->b));
 }
 
+/* SQL on the test's database, one value back ("" when no row). */
+static char *sql1(const char *q, const char *param)
+{
+    PGconn *c = PQconnectdb(getenv("MG_TEST_PG_DSN"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    const char *p[] = {param};
+    PGresult *r = PQexecParams(c, q, param ? 1 : 0, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    char *v = xstrdup(PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static void assert_status(const char *rid, const char *want)
+{
+    char *got = sql1("SELECT status FROM mg_reservation WHERE request_id = $1", rid);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/*
+ * A node that stops with payments admitted in PostgreSQL finds them at its next start: the one
+ * its log has no allow for was never forwarded (all of it given back: the cart can be paid
+ * again), the one its log settled is settled the same way, the one allowed without an outcome
+ * becomes unknown.
+ */
+static void test_restart_recovery(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    char who[32], rid[3][32];
+    unique(who, sizeof(who), "principal");
+    struct mandate m[3], c[3];
+    struct admit a[3];
+    for (int i = 0; i < 3; i++) {
+        m[i] = mk(who, 1);
+        c[i] = mk_cart();
+        a[i] = pay(&m[i], &c[i], 1000, 10000);
+        unique(rid[i], sizeof(rid[i]), "rid");
+        assert_int_equal(admit(f, &a[i], rid[i]), CODE_OK);
+    }
+    /* The log: no allow for rid[0]; rid[1] allowed and released; rid[2] allowed, no outcome. */
+    char *err = NULL;
+    struct store *log = store_open(f->db, STORE_CREATE, &err);
+    assert_non_null(log);
+    assert_int_equal(store_put_spend(log, rid[1], a[1].spend_key, 1000, SPEND_RELEASED), 0);
+    assert_int_equal(store_put_spend(log, rid[2], a[2].spend_key, 1000, SPEND_RESERVED), 0);
+    store_close(log);
+    /* Stop (the reservations stay reserved) and start again as the same node. */
+    char *node = sql1("SELECT node FROM mg_reservation WHERE request_id = $1", rid[0]);
+    backend_conn_free(f->bc);
+    backend_free(f->b);
+    f->b = pgstate_new(f->st,
+                       &(struct pgstate_opts){.dsn = getenv("MG_TEST_PG_DSN"),
+                                              .node = node,
+                                              .db_path = f->db,
+                                              .learned = on_learned,
+                                              .arg = f},
+                       &err);
+    free(node);
+    if (!f->b)
+        fail_msg("pgstate_new: %s", err);
+    f->bc = backend_conn_new(f->b, f->base);
+    assert_status(rid[0], "released");
+    assert_status(rid[1], "released");
+    assert_status(rid[2], "unknown");
+    char *spent = sql1("SELECT spent FROM mg_spend WHERE key = $1", a[0].spend_key);
+    assert_string_equal(spent, "1000"); /* only the unknown one still counts */
+    free(spent);
+    /* rid[0]'s cart and its mandate's use came back; rid[1]'s cart was paid on a forward. */
+    char r[32];
+    unique(r, sizeof(r), "rid");
+    assert_int_equal(admit(f, &a[0], r), CODE_OK);
+    struct mandate again = mk(who, 1);
+    struct admit b = pay(&again, &c[1], 1000, 10000);
+    unique(r, sizeof(r), "rid");
+    assert_int_equal(admit(f, &b, r), CODE_CART_USED);
+}
+
 #define BOTH(t)                                                                                    \
     cmocka_unit_test_setup_teardown(t, setup_local, teardown),                                     \
         cmocka_unit_test_setup_teardown(t, setup_pg, teardown)
@@ -311,6 +392,7 @@ int main(void)
         BOTH(test_cap_release_and_unknown),
         BOTH(test_undo_gives_everything_back),
         BOTH(test_revoke),
+        cmocka_unit_test_setup_teardown(test_restart_recovery, setup_pg, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
