@@ -15,6 +15,7 @@
 
 #include "audit/store.h"
 #include "gateway/backend.h"
+#include "gateway/pgconn.h"
 #include "gateway/pgstate.h"
 
 struct fixture {
@@ -378,6 +379,35 @@ static void test_restart_recovery(void **state)
     assert_int_equal(admit(f, &b, r), CODE_CART_USED);
 }
 
+static void on_row(void *arg, const PGresult *res)
+{
+    int *n = arg;
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+        (*n)++;
+}
+
+/* A connection holds at most PGCONN_MAX_PENDING queries in flight; the next is refused at once
+ * (its caller fails closed) and every accepted one is answered. */
+static void test_pgconn_pending_bound(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    static const struct pgconn_stmt one[] = {{"SELECT $1::int", 1}};
+    struct pgconn *pc = pgconn_new(f->base, getenv("MG_TEST_PG_DSN"), one, 1, "test");
+    assert_true(pgconn_up(pc));
+    int answered = 0;
+    const char *p[] = {"7"};
+    for (int i = 0; i < PGCONN_MAX_PENDING; i++)
+        assert_int_equal(pgconn_send(pc, 0, p, on_row, &answered), 0);
+    assert_int_equal(pgconn_send(pc, 0, p, on_row, &answered), -1);
+    int64_t deadline_mono_us = mono_us() + 20 * 1000000LL;
+    while (answered < PGCONN_MAX_PENDING && mono_us() < deadline_mono_us)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(answered, PGCONN_MAX_PENDING);
+    assert_int_equal(pgconn_send(pc, 0, p, on_row, &answered), 0); /* room again */
+    pgconn_free(pc);
+}
+
 #define BOTH(t)                                                                                    \
     cmocka_unit_test_setup_teardown(t, setup_local, teardown),                                     \
         cmocka_unit_test_setup_teardown(t, setup_pg, teardown)
@@ -393,6 +423,7 @@ int main(void)
         BOTH(test_undo_gives_everything_back),
         BOTH(test_revoke),
         cmocka_unit_test_setup_teardown(test_restart_recovery, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pgconn_pending_bound, setup_pg, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
