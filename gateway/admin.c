@@ -225,6 +225,11 @@ static void handle(struct evhttp_request *req, void *arg)
         struct state_counts sc;
         state_counts(a->srv->state, &sc);
         metrics_render(&a->srv->metrics, writer_stats(a->srv->writer), &sc, &b);
+        sb_printf(&b,
+                  "# HELP mandate_state_ready Whether the state backend can take admissions.\n"
+                  "# TYPE mandate_state_ready gauge\n"
+                  "mandate_state_ready{backend=\"%s\"} %d\n",
+                  backend_name(a->srv->backend), backend_ready(a->srv->backend));
         http_reply(req, 200, "text/plain; version=0.0.4", b.buf);
         sb_clear(&b);
         return;

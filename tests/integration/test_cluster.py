@@ -258,6 +258,7 @@ def test_postgres_down_fails_closed_and_recovers(cluster, pg):  # noqa: F811
     for n in (a, b):
         wait_for(lambda n=n: n.admin("GET", "/readyz")[0] == 503, 2.0 - (time.monotonic() - t0),
                  f"{n.name} /readyz failing")
+    assert 'mandate_state_ready{backend="postgres"} 0' in a.admin("GET", "/metrics")[3].decode()
     # Anything that passed the mandate checks needs the shared state: 503, nothing forwarded.
     st, h, body, _ = a.request("GET", "/lux/search?down=1", a.mint())
     assert (st, body["error"]) == (503, "state_unavailable"), body
@@ -278,6 +279,8 @@ def test_postgres_down_fails_closed_and_recovers(cluster, pg):  # noqa: F811
         wait_for(lambda n=n: outcome(n.request("GET", "/lux/search?up=1", n.mint())) == (200, None),
                  10.0 - (time.monotonic() - t0), f"{n.name} serving again")
         assert n.admin("GET", "/readyz")[0] == 200
+        assert 'mandate_state_ready{backend="postgres"} 1' in \
+            n.admin("GET", "/metrics")[3].decode()
     assert outcome(b.book(a.pay(c), c, "?up=2")) == (200, None)  # the cart was not consumed
     a.barrier()
     assert not [r for r in a.received() if "down=" in r["path"]]
