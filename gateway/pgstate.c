@@ -455,17 +455,17 @@ struct settle_call {
     struct retry r;
 };
 
-/* Both are idempotent (they act on a reservation still marked reserved): retry any failure. */
+/* Both are idempotent (they act on a reservation still marked reserved): one lost with its
+ * connection is sent again. One PostgreSQL refuses would be refused again: logged, and left to
+ * the restart's recovery. */
 static void on_settled(void *arg, const PGresult *res)
 {
     struct settle_call *call = arg;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (res)
-            log_warn("state: settling request %s: %.*s", call->r.rid,
-                     (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
-        if (call->c->pc) /* not while the connection is being freed */
-            queue_retry(call->c, call->r.stmt, call->r.rid, call->r.status);
-    }
+    if (!res && call->c->pc) /* not while the connection is being freed */
+        queue_retry(call->c, call->r.stmt, call->r.rid, call->r.status);
+    else if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+        log_warn("state: settling request %s: %.*s", call->r.rid,
+                 (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
     free(call);
 }
 
