@@ -18,11 +18,11 @@
 #include "core/log.h"
 #include "gateway/pgconn.h"
 
-#define SCHEMA_VERSION 1
-#define MIGRATE_LOCK   0x6d616e6461746531LL /* "mandate1": one advisory lock for migrations */
-#define POLL_MS        1000                 /* revocation poll and health check */
-#define PRUNE_EVERY_S  60
-#define RETRY_MAX      1024 /* settles and releases waiting for the connection, per worker */
+#define SCHEMA_VERSION    1
+#define MIGRATE_LOCK      0x6d616e6461746531LL /* "mandate1": one advisory lock for migrations */
+#define POLL_MS           1000                 /* revocation poll and health check */
+#define PRUNE_EVERY_S     60
+#define PGSTATE_RETRY_MAX 1024 /* settles and releases waiting for the connection, per worker */
 
 /* Version 1. mg_admit checks and consumes in one statement: a use of (iss, jti), then for a
  * payment the cart (paid once) and the amount against the cap; a failing step raises, which
@@ -131,7 +131,7 @@ struct retry {
 struct pg_conn {
     struct backend_conn bc;
     struct pgconn *pc;
-    struct retry retries[RETRY_MAX];
+    struct retry retries[PGSTATE_RETRY_MAX];
     size_t nretries;
     struct event *retry_ev;
 };
@@ -438,7 +438,7 @@ static struct pg_backend *pgb(struct backend *b)
 
 static void queue_retry(struct pg_conn *c, int stmt, const char *rid, const char *status)
 {
-    if (c->nretries == RETRY_MAX) {
+    if (c->nretries == PGSTATE_RETRY_MAX) {
         log_warn("state: too many settlements waiting for PostgreSQL: request %s stays "
                  "reserved until this node restarts",
                  rid);
@@ -448,6 +448,11 @@ static void queue_retry(struct pg_conn *c, int stmt, const char *rid, const char
     r->stmt = stmt;
     snprintf(r->rid, sizeof(r->rid), "%s", rid);
     r->status = status;
+}
+
+size_t pgstate_waiting(const struct backend_conn *bc)
+{
+    return ((const struct pg_conn *)bc)->nretries;
 }
 
 struct settle_call {

@@ -16,6 +16,8 @@
 
 #include "gateway/backend.h"
 
+#define PGSTATE_RETRY_MAX 1024 /* settlements waiting for a connection, per connection */
+
 struct pgstate_opts {
     const char *dsn, *node;
     const char *db_path; /* this node's audit database, read by the start-up recovery */
@@ -26,5 +28,11 @@ struct pgstate_opts {
 
 /** Start the postgres backend over st (node-only from now on); NULL with *err (caller frees). */
 struct backend *pgstate_new(struct state *st, const struct pgstate_opts *o, char **err) MUST_CHECK;
+
+/**
+ * How many settlements (outcomes, releases) on bc wait for its connection to come back: at most
+ * PGSTATE_RETRY_MAX; beyond it they are logged and left to the restart's recovery.
+ */
+size_t pgstate_waiting(const struct backend_conn *bc);
 
 #endif

@@ -408,6 +408,56 @@ static void test_pgconn_pending_bound(void **state)
     pgconn_free(pc);
 }
 
+/* Settlements that cannot go wait for the connection, at most PGSTATE_RETRY_MAX of them, and
+ * are sent once it is back. */
+static void test_settlements_wait_bounded(void **state)
+{
+    struct fixture *f = *state;
+    SKIP_WITHOUT_PG(f);
+    char who[32], rid[32];
+    unique(who, sizeof(who), "principal");
+    struct mandate m = mk(who, 1), cart = mk_cart();
+    struct admit a = pay(&m, &cart, 100, 1000000);
+    unique(rid, sizeof(rid), "rid");
+    assert_int_equal(admit(f, &a, rid), CODE_OK);
+    /* Cut this node's connections from the server side; the worker's notices it on its loop. */
+    char *node = sql1("SELECT node FROM mg_reservation WHERE request_id = $1", rid);
+    char *q = xasprintf("SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity"
+                        " WHERE application_name = 'mandate-gateway %s'",
+                        node);
+    free(sql1(q, NULL));
+    free(q);
+    free(node);
+    struct admit probe_a = {.m = &m};
+    int64_t deadline_mono_us = mono_us() + 10 * 1000000LL;
+    struct answer ans = {0};
+    for (;;) {
+        memset(&ans, 0, sizeof(ans));
+        backend_admit(f->bc, &probe_a, "probe", mono_us(), now_s(), on_done, &ans);
+        if (wait_answer(f, &ans) == CODE_STATE_UNAVAILABLE || mono_us() > deadline_mono_us)
+            break;
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    }
+    assert_int_equal(ans.code, CODE_STATE_UNAVAILABLE);
+    for (int i = 0; i < PGSTATE_RETRY_MAX + 10; i++)
+        backend_settle(f->bc, &a, rid, SPEND_COMMITTED);
+    assert_int_equal(pgstate_waiting(f->bc), PGSTATE_RETRY_MAX);
+    /* Back: the waiting ones go (the first settles rid, the others find nothing to do). */
+    deadline_mono_us = mono_us() + 15 * 1000000LL;
+    while (pgstate_waiting(f->bc) && mono_us() < deadline_mono_us)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(pgstate_waiting(f->bc), 0);
+    deadline_mono_us = mono_us() + 15 * 1000000LL;
+    char *st = NULL;
+    do {
+        free(st);
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        st = sql1("SELECT status FROM mg_reservation WHERE request_id = $1", rid);
+    } while (strcmp(st, "committed") != 0 && mono_us() < deadline_mono_us);
+    assert_string_equal(st, "committed");
+    free(st);
+}
+
 #define BOTH(t)                                                                                    \
     cmocka_unit_test_setup_teardown(t, setup_local, teardown),                                     \
         cmocka_unit_test_setup_teardown(t, setup_pg, teardown)
@@ -424,6 +474,7 @@ int main(void)
         BOTH(test_revoke),
         cmocka_unit_test_setup_teardown(test_restart_recovery, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pgconn_pending_bound, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_settlements_wait_bounded, setup_pg, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
