@@ -19,13 +19,13 @@
 
 /** A decoded, not yet verified, compact JWS. Clear with jws_clear(). */
 struct jws {
-    json_t *header;         /* owned */
-    const char *alg;        /* borrowed from header */
-    const char *kid;        /* borrowed from header */
-    const char *typ;        /* borrowed from header; NULL when absent */
-    unsigned char *payload; /* owned, decoded bytes, NUL-terminated for convenience */
+    char *buf;              /* owned: everything below that is not the token's */
+    const char *alg;        /* in buf, decoded */
+    const char *kid;        /* in buf, decoded */
+    const char *typ;        /* in buf, decoded; NULL when absent */
+    unsigned char *payload; /* in buf: decoded bytes, NUL-terminated for convenience */
     size_t payload_len;
-    unsigned char *sig; /* points into payload's allocation */
+    unsigned char *sig; /* in buf */
     size_t sig_len;
     const char *input; /* "header.payload", borrowed from the token */
     size_t input_len;
@@ -35,10 +35,16 @@ struct jws {
  * Split and decode tok (len bytes, at most max_len). Returns 0, or -1 with *why when the token is
  * malformed: not three segments, bad base64url, header not a JSON object, duplicate members,
  * `crit` present, `alg` or `kid` missing. A signature of the wrong length is not malformed: it
- * fails jws_check().
+ * fails jws_check(). The header is read by core/jsonscan (no tree, one allocation in all).
  */
 int jws_decode(const char *tok, size_t len, size_t max_len, struct jws *out,
                const char **why) MUST_CHECK;
+/**
+ * jws_decode() with the header read by sjson_parse() into a jansson tree, as it was before the
+ * scanner: the reference that tests and tests/fuzz/fuzz_claims_diff.c hold jws_decode() to.
+ */
+int jws_decode_tree(const char *tok, size_t len, size_t max_len, struct jws *out,
+                    const char **why) MUST_CHECK;
 /** Verify j's signature with key: 0 when alg equals the key's pinned algorithm and it verifies. */
 int jws_check(const struct jws *j, const struct jwk *key) MUST_CHECK;
 /** Release what j holds. */

@@ -1,5 +1,7 @@
 /*
- * mandate: claim parsing and validation of intent, cart and payment mandates.
+ * mandate: claim parsing and validation of intent, cart and payment mandates. The header and
+ * claims are read in place by core/jsonscan, without a jansson tree (mandate_tree.c keeps the
+ * tree reader as the reference the scanner is tested against).
  */
 #include "core/mandate.h"
 
@@ -11,6 +13,7 @@
 #include "core/b64url.h"
 #include "core/httpsig.h"
 #include "core/jws.h"
+#include "core/mandate_read.h"
 #include "core/sjson.h"
 #include "core/sha256.h"
 
@@ -98,74 +101,22 @@ static int typ_parse(const char *s, enum mandate_typ *out)
     return 0;
 }
 
-/* Copy a required string claim of 1..cap-1 printable characters. */
-static int get_id(const json_t *c, const char *key, char *dst, size_t cap)
-{
-    const char *s = sjson_str(c, key);
-    if (!s)
-        return -1;
-    size_t n = strlen(s);
-    if (n == 0 || n >= cap)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return -1;
-    memcpy(dst, s, n + 1);
-    return 0;
-}
-
-static int jti_ok(const char *s)
+bool mandate_jti_ok(const char *s)
 {
     size_t n = strlen(s);
     if (n < 16 || n > MANDATE_JTI_MAX)
-        return 0;
+        return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-'))
-            return 0;
+            return false;
     }
-    return 1;
+    return true;
 }
 
-static int get_money(const json_t *c, const char *key, struct money *out)
+int mandate_cnf_key(const json_t *jwk, struct mandate *m)
 {
-    const char *why;
-    return money_from_json(json_object_get(c, key), false, out, &why);
-}
-
-/* Times are seconds after 1970 and before 2^40 (year 36812): every difference of two fits an
- * int64_t, so no time check can overflow, and 0 or a negative time is never accepted. */
-#define MANDATE_TIME_MAX ((int64_t)1 << 40)
-
-static int get_time(const json_t *c, const char *key, int64_t *out)
-{
-    return sjson_int(c, key, out) || *out <= 0 || *out >= MANDATE_TIME_MAX ? -1 : 0;
-}
-
-/* Claims shared by every type: iss, sub, jti, iat, exp, nbf?, action. */
-static int common_claims(const json_t *c, struct mandate *m)
-{
-    if (get_id(c, "iss", m->iss, sizeof(m->iss)) || get_id(c, "sub", m->sub, sizeof(m->sub)) ||
-        get_id(c, "action", m->action, sizeof(m->action)) ||
-        get_id(c, "jti", m->jti, sizeof(m->jti)) || !jti_ok(m->jti) ||
-        get_time(c, "iat", &m->iat) || get_time(c, "exp", &m->exp))
-        return -1;
-    if (json_object_get(c, "nbf") && get_time(c, "nbf", &m->nbf))
-        return -1;
-    return 0;
-}
-
-/* Intent and payment mandates: act.sub and aud. */
-/* cnf: {"jwk": <public EC P-256 or OKP Ed25519 key>} (SPEC §7); anything else is malformed. */
-static int cnf_claim(const json_t *c, struct mandate *m)
-{
-    json_t *cnf = json_object_get(c, "cnf");
-    if (!cnf)
-        return 0;
-    json_t *jwk = json_object_get(cnf, "jwk");
-    if (!json_is_object(cnf) || json_object_size(cnf) != 1 || !json_is_object(jwk))
-        return -1;
     struct jwk key;
     char *err = NULL;
     if (httpsig_jwk_from_cnf(jwk, &key, &err) != 0) {
@@ -188,85 +139,183 @@ static int cnf_claim(const json_t *c, struct mandate *m)
     return rc;
 }
 
-static int agent_claims(const json_t *c, struct mandate *m)
+/* The claims read in place by core/jsonscan: the same rules as mandate_tree.c's over jansson,
+ * which the differential fuzz target holds these to. A member that is absent reads as JS_NONE. */
+
+/* A string of 1..cap-1 printable characters into dst. */
+static int id_of(struct js_val v, char *dst, size_t cap)
 {
-    json_t *act = json_object_get(c, "act");
-    if (!json_is_object(act) || get_id(act, "sub", m->agent, sizeof(m->agent)))
+    if (js_type(v) != JS_STRING)
         return -1;
-    return get_id(c, "aud", m->aud, sizeof(m->aud));
+    size_t n = js_str(v, dst, cap);
+    if (n == 0 || n >= cap)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)dst[i] < 0x20 || dst[i] == 0x7f)
+            return -1;
+    return 0;
 }
 
-static int intent_claims(const json_t *c, struct mandate *m)
+/* {"value": integer >= 0, "currency": three capitals}, other members only if allow_extra. */
+static int money_of(struct js_val v, bool allow_extra, struct money *out)
 {
-    m->uses = 1;
-    if (json_object_get(c, "uses") && (sjson_int(c, "uses", &m->uses) || m->uses < 1))
+    struct js_val value = js_get(v, "value"), cur = js_get(v, "currency");
+    int64_t x;
+    char c[4];
+    if (js_int(value, &x) != 0 || x < 0 || js_type(cur) != JS_STRING || js_str(cur, c, 4) != 3)
         return -1;
-    if (json_object_get(c, "max_amount")) {
-        if (get_money(c, "max_amount", &m->max_amount))
+    for (int i = 0; i < 3; i++)
+        if (c[i] < 'A' || c[i] > 'Z')
+            return -1;
+    if (!allow_extra && js_size(v) != 2)
+        return -1;
+    out->value = x;
+    memcpy(out->currency, c, 4);
+    return 0;
+}
+
+static int time_of(struct js_val v, int64_t *out)
+{
+    return js_int(v, out) || *out <= 0 || *out >= MANDATE_TIME_MAX ? -1 : 0;
+}
+
+/* Claims shared by every type: iss, sub, jti, iat, exp, nbf?, action. */
+static int common_claims(const struct js_doc *d, struct mandate *m)
+{
+    struct js_val nbf = js_root_get(d, "nbf");
+    if (id_of(js_root_get(d, "iss"), m->iss, sizeof(m->iss)) ||
+        id_of(js_root_get(d, "sub"), m->sub, sizeof(m->sub)) ||
+        id_of(js_root_get(d, "action"), m->action, sizeof(m->action)) ||
+        id_of(js_root_get(d, "jti"), m->jti, sizeof(m->jti)) || !mandate_jti_ok(m->jti) ||
+        time_of(js_root_get(d, "iat"), &m->iat) || time_of(js_root_get(d, "exp"), &m->exp) ||
+        (nbf.p && time_of(nbf, &m->nbf)))
+        return -1;
+    return 0;
+}
+
+/* Intent and payment mandates: act.sub and aud. */
+static int agent_claims(const struct js_doc *d, struct mandate *m)
+{
+    if (id_of(js_get(js_root_get(d, "act"), "sub"), m->agent, sizeof(m->agent)))
+        return -1;
+    return id_of(js_root_get(d, "aud"), m->aud, sizeof(m->aud));
+}
+
+static int intent_claims(const struct js_doc *d, struct mandate *m)
+{
+    struct js_val uses = js_root_get(d, "uses"), max = js_root_get(d, "max_amount");
+    m->uses = 1;
+    if (uses.p && (js_int(uses, &m->uses) || m->uses < 1))
+        return -1;
+    if (max.p) {
+        if (money_of(max, false, &m->max_amount))
             return -1;
         m->has_max_amount = true;
     }
     return 0;
 }
 
-static int payment_claims(const json_t *c, struct mandate *m)
+static int payment_claims(const struct js_doc *d, struct mandate *m)
 {
-    const char *cart = sjson_str(c, "cart");
+    struct js_val cart = js_root_get(d, "cart"), cap = js_root_get(d, "cap");
+    char period[8];
     unsigned char h[B64URL_DEC_MAX(43)];
-    if (!cart || strlen(cart) != 43 || b64url_decode(cart, 43, h) != 32)
-        return -1;
-    memcpy(m->cart_hash, cart, 44);
-    if (get_money(c, "total", &m->total))
-        return -1;
-    json_t *cap = json_object_get(c, "cap");
-    const char *why;
-    if (money_from_json(cap, true, &m->cap, &why) || json_object_size(cap) != 3 ||
-        cap_period_parse(sjson_str(cap, "period"), &m->cap_period))
+    if (js_type(cart) != JS_STRING || js_str(cart, m->cart_hash, sizeof(m->cart_hash)) != 43 ||
+        b64url_decode(m->cart_hash, 43, h) != 32 ||
+        money_of(js_root_get(d, "total"), false, &m->total) || money_of(cap, true, &m->cap) ||
+        js_size(cap) != 3 || js_type(js_get(cap, "period")) != JS_STRING ||
+        js_str(js_get(cap, "period"), period, sizeof(period)) >= sizeof(period) ||
+        cap_period_parse(period, &m->cap_period))
         return -1;
     m->uses = 1;
     return 0;
 }
 
 /* Items are parsed here (structure); their sum is checked after the signature. */
-static int cart_claims(const json_t *c, struct mandate *m)
+static int cart_claims(const struct js_doc *d, struct mandate *m)
 {
-    json_t *items = json_object_get(c, "items");
-    if (!json_is_array(items) || json_array_size(items) == 0 ||
-        json_array_size(items) > MANDATE_MAX_ITEMS || get_money(c, "total", &m->total))
+    struct js_val items = js_root_get(d, "items"), intent = js_root_get(d, "intent");
+    size_t n = js_size(items);
+    if (js_type(items) != JS_ARRAY || n == 0 || n > MANDATE_MAX_ITEMS ||
+        money_of(js_root_get(d, "total"), false, &m->total))
         return -1;
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it)
-    {
+    for (struct js_val it = {NULL, 0}; js_next(items, &it);) {
         struct money unit;
         int64_t qty;
         char sku[MANDATE_ID_MAX + 1];
-        if (!json_is_object(it) || get_id(it, "sku", sku, sizeof(sku)) ||
-            sjson_int(it, "qty", &qty) || qty < 1 || get_money(it, "unit", &unit))
+        if (js_type(it) != JS_OBJECT || id_of(js_get(it, "sku"), sku, sizeof(sku)) ||
+            js_int(js_get(it, "qty"), &qty) || qty < 1 ||
+            money_of(js_get(it, "unit"), false, &unit))
             return -1;
     }
-    if (json_object_get(c, "intent") && get_id(c, "intent", m->intent, sizeof(m->intent)))
+    if (intent.p && id_of(intent, m->intent, sizeof(m->intent)))
         return -1;
     m->uses = 1;
     return 0;
 }
 
-static int cart_sum_ok(const json_t *c, const struct money *total)
+static int scan_open(struct mandate_claims *c, const char *tok, size_t len, size_t max_len)
+{
+    const char *why;
+    c->doc.m = c->doc.inline_m; /* js_clear() is safe from here on */
+    if (jws_decode(tok, len, max_len, &c->jws, &why) != 0 ||
+        js_parse(&c->doc, (const char *)c->jws.payload, c->jws.payload_len) != 0)
+        return -1;
+    return js_type(c->doc.root) == JS_OBJECT ? 0 : -1;
+}
+
+static int scan_claims(const struct mandate_claims *c, struct mandate *m)
+{
+    if (common_claims(&c->doc, m))
+        return -1;
+    if (m->typ == MANDATE_INTENT)
+        return agent_claims(&c->doc, m) || intent_claims(&c->doc, m) ? -1 : 0;
+    if (m->typ == MANDATE_PAYMENT)
+        return agent_claims(&c->doc, m) || payment_claims(&c->doc, m) ? -1 : 0;
+    return cart_claims(&c->doc, m);
+}
+
+/* cnf: {"jwk": <public EC P-256 or OKP Ed25519 key>} (SPEC §7); anything else is malformed. The
+ * key itself is parsed into a jansson tree: jwk_from_json() wants one, and building the key
+ * costs far more than the tree. */
+static int scan_cnf(const struct mandate_claims *c, struct mandate *m)
+{
+    struct js_val cnf = js_root_get(&c->doc, "cnf");
+    if (!cnf.p)
+        return 0;
+    struct js_val jwk = js_get(cnf, "jwk");
+    if (js_type(cnf) != JS_OBJECT || js_size(cnf) != 1 || js_type(jwk) != JS_OBJECT)
+        return -1;
+    char *err = NULL;
+    json_t *tree = sjson_parse(jwk.p, jwk.n, &err);
+    free(err);
+    int rc = tree ? mandate_cnf_key(tree, m) : -1;
+    json_decref(tree);
+    return rc;
+}
+
+static bool scan_cart_sum_ok(const struct mandate_claims *c, const struct money *total)
 {
     struct money sum = {0, ""};
     memcpy(sum.currency, total->currency, 4);
-    size_t i;
-    json_t *it;
-    json_array_foreach(json_object_get(c, "items"), i, it)
-    {
+    for (struct js_val it = {NULL, 0}; js_next(js_root_get(&c->doc, "items"), &it);) {
         struct money unit, line;
         int64_t qty;
-        if (get_money(it, "unit", &unit) || sjson_int(it, "qty", &qty) ||
+        if (money_of(js_get(it, "unit"), false, &unit) || js_int(js_get(it, "qty"), &qty) ||
             money_mul(qty, &unit, &line) || money_add(&sum, &line, &sum))
-            return 0;
+            return false;
     }
     return money_equal(&sum, total);
 }
+
+static void scan_close(struct mandate_claims *c)
+{
+    js_clear(&c->doc);
+    jws_clear(&c->jws);
+}
+
+static const struct mandate_reader scan_reader = {scan_open, scan_claims, scan_cnf,
+                                                  scan_cart_sum_ok, scan_close};
 
 enum code mandate_check_time(const struct mandate *m, const struct mandate_limits *lim, int64_t now)
 {
@@ -279,37 +328,36 @@ enum code mandate_check_time(const struct mandate *m, const struct mandate_limit
     return CODE_OK;
 }
 
-enum code mandate_verify(const char *tok, size_t len, unsigned accept, const struct keyring *kr,
-                         const struct mandate_limits *lim, int64_t now, struct mandate *out)
+/* What the caller may see of a token that did not verify: nothing unsigned may pass for a claim
+ * (in an audit entry, a log line). Keep only typ, and for an unknown key the issuer named, so the
+ * caller can tell "no keys fetched yet for this issuer" (SPEC §7: 503) from a key that does not
+ * exist. */
+static void forget_unsigned(struct mandate *out, enum code rc)
+{
+    enum mandate_typ typ = out->typ;
+    char iss[sizeof(out->iss)];
+    memcpy(iss, out->iss, sizeof(iss));
+    memset(out, 0, sizeof(*out));
+    out->typ = typ;
+    if (rc == CODE_MANDATE_UNKNOWN_KEY)
+        memcpy(out->iss, iss, sizeof(iss));
+}
+
+enum code mandate_verify_with(const struct mandate_reader *r, const char *tok, size_t len,
+                              const unsigned char *sha, unsigned accept, const struct keyring *kr,
+                              const struct mandate_limits *lim, int64_t now, struct mandate *out)
 {
     memset(out, 0, sizeof(*out));
-    struct jws j;
-    const char *why;
-    json_t *claims = NULL;
+    struct mandate_claims c;
     enum code rc = CODE_MANDATE_MALFORMED;
-
-    if (jws_decode(tok, len, lim->max_bytes, &j, &why) != 0)
-        return CODE_MANDATE_MALFORMED;
-    if (!j.typ || strlen(j.kid) > JWK_KID_MAX)
+    if (r->open(&c, tok, len, lim->max_bytes) != 0 || !c.jws.typ || strlen(c.jws.kid) > JWK_KID_MAX)
         goto out;
-    char *perr = NULL;
-    claims = sjson_parse((char *)j.payload, j.payload_len, &perr);
-    free(perr);
-    if (!claims || !json_is_object(claims))
-        goto out;
-    if (typ_parse(j.typ, &out->typ) != 0) {
+    if (typ_parse(c.jws.typ, &out->typ) != 0) {
         rc = CODE_MANDATE_WRONG_TYPE;
         goto out;
     }
-    strcpy(out->kid, j.kid);
-    int bad = common_claims(claims, out);
-    if (!bad && out->typ == MANDATE_INTENT)
-        bad = agent_claims(claims, out) || intent_claims(claims, out);
-    else if (!bad && out->typ == MANDATE_PAYMENT)
-        bad = agent_claims(claims, out) || payment_claims(claims, out);
-    else if (!bad)
-        bad = cart_claims(claims, out);
-    if (bad)
+    strcpy(out->kid, c.jws.kid);
+    if (r->claims(&c, out) != 0)
         goto out;
     if (!(accept & out->typ)) {
         rc = CODE_MANDATE_WRONG_TYPE;
@@ -320,37 +368,40 @@ enum code mandate_verify(const char *tok, size_t len, unsigned accept, const str
         rc = CODE_MANDATE_UNKNOWN_KEY;
         goto out;
     }
-    if (jws_check(&j, key) != 0) {
+    if (jws_check(&c.jws, key) != 0) {
         rc = CODE_MANDATE_BAD_SIGNATURE;
         goto out;
     }
     /* After the signature: parsing a key costs, and only the issuer's claims deserve it. */
-    if (out->typ != MANDATE_CART && cnf_claim(claims, out) != 0)
+    if (out->typ != MANDATE_CART && r->cnf(&c, out) != 0)
         goto out;
     /* From here on the claims are the issuer's: keep them even when the times are wrong. */
-    sha256(tok, len, out->sha256);
+    if (sha)
+        memcpy(out->sha256, sha, 32);
+    else
+        sha256(tok, len, out->sha256);
     rc = mandate_check_time(out, lim, now);
-    if (rc == CODE_OK && out->typ == MANDATE_CART && !cart_sum_ok(claims, &out->total))
+    if (rc == CODE_OK && out->typ == MANDATE_CART && !r->cart_sum_ok(&c, &out->total))
         rc = CODE_CART_INVALID;
-    json_decref(claims);
-    jws_clear(&j);
+    r->close(&c);
     return rc;
 out:
-    /* Nothing unsigned may pass for a claim (in an audit entry, a log line): keep only typ, and
-     * for an unknown key the issuer named, so the caller can tell "no keys fetched yet for this
-     * issuer" (SPEC §7: 503) from a key that does not exist. */
-    {
-        enum mandate_typ typ = out->typ;
-        char iss[sizeof(out->iss)];
-        memcpy(iss, out->iss, sizeof(iss));
-        memset(out, 0, sizeof(*out));
-        out->typ = typ;
-        if (rc == CODE_MANDATE_UNKNOWN_KEY)
-            memcpy(out->iss, iss, sizeof(iss));
-    }
-    json_decref(claims);
-    jws_clear(&j);
+    forget_unsigned(out, rc);
+    r->close(&c);
     return rc;
+}
+
+enum code mandate_verify(const char *tok, size_t len, unsigned accept, const struct keyring *kr,
+                         const struct mandate_limits *lim, int64_t now, struct mandate *out)
+{
+    return mandate_verify_with(&scan_reader, tok, len, NULL, accept, kr, lim, now, out);
+}
+
+enum code mandate_verify_hashed(const char *tok, size_t len, const unsigned char sha[32],
+                                unsigned accept, const struct keyring *kr,
+                                const struct mandate_limits *lim, int64_t now, struct mandate *out)
+{
+    return mandate_verify_with(&scan_reader, tok, len, sha, accept, kr, lim, now, out);
 }
 
 char *mandate_sign(const struct jwk *key, enum mandate_typ typ, const json_t *claims)
@@ -366,6 +417,11 @@ void mandate_cart_hash(const char *tok, size_t len, char out[44])
     unsigned char h[32];
     sha256(tok, len, h);
     b64url_encode(h, 32, out);
+}
+
+void mandate_hash_b64(const struct mandate *m, char out[44])
+{
+    b64url_encode(m->sha256, 32, out);
 }
 
 void mandate_ref(const struct mandate *m, char *buf, size_t n)

@@ -92,6 +92,21 @@ int64_t cap_key_end(const char *key);
  */
 enum code mandate_verify(const char *tok, size_t len, unsigned accept, const struct keyring *kr,
                          const struct mandate_limits *lim, int64_t now, struct mandate *out);
+/**
+ * mandate_verify() for a caller that has already hashed tok (a cache key): sha is SHA-256 of the
+ * len bytes of tok and becomes out->sha256, so the token is hashed once per request.
+ */
+enum code mandate_verify_hashed(const char *tok, size_t len, const unsigned char sha[32],
+                                unsigned accept, const struct keyring *kr,
+                                const struct mandate_limits *lim, int64_t now, struct mandate *out);
+/**
+ * mandate_verify() with the header and claims read through jansson trees, as before the scanner
+ * (core/mandate_tree.c): the reference that tests and tests/fuzz/fuzz_claims_diff.c hold
+ * mandate_verify() to, code for code and field for field. Not for the request path.
+ */
+enum code mandate_verify_tree(const char *tok, size_t len, unsigned accept,
+                              const struct keyring *kr, const struct mandate_limits *lim,
+                              int64_t now, struct mandate *out);
 
 /**
  * The time checks alone (expired, not yet valid, ttl too long) of an already verified mandate at
@@ -105,6 +120,11 @@ char *mandate_sign(const struct jwk *key, enum mandate_typ typ, const json_t *cl
 
 /** base64url(SHA-256(tok)) into out (44 bytes), as a payment mandate's `cart` claim. */
 void mandate_cart_hash(const char *tok, size_t len, char out[44]);
+/**
+ * base64url of m->sha256 into out (44 bytes): for a cart that verified, mandate_cart_hash() of
+ * its token without hashing the token a second time.
+ */
+void mandate_hash_b64(const struct mandate *m, char out[44]);
 
 /** "kid=<kid> sha=<first 12 hex of SHA-256>" for logs: a token is never logged whole. */
 void mandate_ref(const struct mandate *m, char *buf, size_t n);
