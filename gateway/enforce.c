@@ -74,8 +74,8 @@ static enum code verify_cached(const struct config *conf, unsigned accept, int64
         v->m = s->m;
         return mandate_check_time(&v->m, &conf->mandate_limits, now);
     }
-    enum code rc = mandate_verify(v->token, v->token_len, accept, &conf->issuers,
-                                  &conf->mandate_limits, now, &v->m);
+    enum code rc = mandate_verify_hashed(v->token, v->token_len, key, accept, &conf->issuers,
+                                         &conf->mandate_limits, now, &v->m);
     if (rc == CODE_OK && v->m.uses > 1) {
         memcpy(s->key, key, 32);
         s->m = v->m;
