@@ -22,8 +22,49 @@
 #   BUILD=build   PG_FSYNC=0 (1: fsync and full_page_writes on, as a production server has them;
 #   the throwaway runs without)   D=/tmp/bench-cluster (removed and made anew)
 #   LAT=1   also run each mode at c=1 (latency) after the throughput rounds
+#   HOLD=S TOKENS=N   set up (N token lines per mode), hold S seconds for profiling, no rounds
+#   GW_LOG=1   each gateway's stderr to $D/NAME.log (an access line per request; default: none)
+# bench/cluster.sh summary RESULTS...   the tables again, over the rounds of one or more runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# summary RESULTS...: medians per kind, mode and backend over every run in the files (several
+# files: several runs' rounds together), and the postgres/local ratios paired by round.
+summary() {
+    printf "%-4s %-6s %-8s %8s %13s %6s %7s %7s %8s %8s %9s %10s %6s\n" kind mode backend "req/s" "min..max" \
+        spread "p50us" "p99us" "gw-us/r" "pg-us/r" "total-us" "stmts/allow" errors
+    awk '{ k = $1 " " $2 " " $3; n[k]++; rps[k, n[k]] = $5; p50[k, n[k]] = $6; p99[k, n[k]] = $7
+           gw[k, n[k]] = $8; pg[k, n[k]] = $9; tot[k, n[k]] = $8 + $9; st[k, n[k]] = $10
+           err[k] += $12 + $13 }
+         function med(a, k, m,   i, j, v, x) { for (i = 1; i <= m; i++) v[i] = a[k, i]
+             for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+             return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }
+         function lo(a, k, m,   i, x) { x = a[k, 1]; for (i = 2; i <= m; i++) if (a[k, i] < x) x = a[k, i]; return x }
+         function hi(a, k, m,   i, x) { x = a[k, 1]; for (i = 2; i <= m; i++) if (a[k, i] > x) x = a[k, i]; return x }
+         END { for (k in n) { m = n[k]; split(k, f, " "); r = med(rps, k, m)
+                 printf "%-4s %-6s %-8s %8.0f %13s %5.0f%% %7.0f %7.0f %8.1f %8.1f %9.1f %10.3f %6d\n", f[1], f[2], f[3],
+                        r, lo(rps, k, m) ".." hi(rps, k, m), (hi(rps, k, m) - lo(rps, k, m)) / r * 100,
+                        med(p50, k, m), med(p99, k, m), med(gw, k, m), med(pg, k, m), med(tot, k, m),
+                        med(st, k, m), err[k] } }' "$@" | sort -k1,1r -k2,2 -k3,3
+    echo
+    echo "postgres/local, median of the ratios paired by round (same round of one run, same mode):"
+    awk '{ v[$1 " " $2 " " FILENAME ":" $4 " " $3] = $0 }
+         END { for (k in v) { split(v[k], f, " "); if (f[3] != "local") continue; split(k, r, " ")
+                 q = v[f[1] " " f[2] " " r[3] " postgres"]; if (q == "") continue; split(q, g, " ")
+                 print f[1], f[2], g[5] / f[5], g[8] / f[8], (g[8] + g[9]) / f[8] } }' "$@" |
+        sort -k1,1r -k2,2 | awk '{ k = $1 " " $2; n[k]++; a[k, n[k]] = $3; b[k, n[k]] = $4; c[k, n[k]] = $5 }
+         function med(x, k, m,   i, j, v, y) { for (i = 1; i <= m; i++) v[i] = x[k, i]
+             for (i = 2; i <= m; i++) { y = v[i]; for (j = i - 1; j >= 1 && v[j] > y; j--) v[j + 1] = v[j]; v[j + 1] = y }
+             return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }
+         END { for (k in n) printf "  %-11s req/s x%.2f   gateway cpu/req x%.2f   gateway+PostgreSQL cpu/req x%.2f\n",
+                                    k, med(a, k, n[k]), med(b, k, n[k]), med(c, k, n[k]) }' | sort
+}
+if [ "${1:-}" = summary ]; then # bench/cluster.sh summary RESULTS...
+    shift
+    summary "$@"
+    exit
+fi
+
 . "$ROOT/bench/harness.sh"
 need_harness lib.sh upstream-nginx.conf
 . "$HARNESS/lib.sh"
@@ -47,7 +88,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 # A watchdog bounds the whole run; the EXIT trap stops the rest.
-MAX_S=${MAX_S:-$((900 + REPS * 16 * (DURATION + 6)))}
+MAX_S=${MAX_S:-$((900 + REPS * 16 * (DURATION + 6) + ${HOLD:-0}))}
 (trap 'kill $S 2> /dev/null; exit 0' TERM; sleep "$MAX_S" & S=$!; wait $S
  echo "cluster.sh: watchdog after ${MAX_S}s" >&2; kill -TERM $$) &
 WD=$!
@@ -95,7 +136,9 @@ gateway_json postgres 18085 18086 "\"state\": {\"backend\": \"postgres\", \"dsn\
 start_nginx upstream "$HARNESS/upstream-nginx.conf" "$UPSTREAM_PORT" 1
 for t in 0 1; do
     port_in_use "${PORT[$t]}" && die "port ${PORT[$t]} is taken"
-    "$B/mandate-gateway" --config "$D/${TARGETS[$t]}.json" 2> "${GW_STDERR:-/dev/null}" &
+    log=/dev/null
+    [ "${GW_LOG:-0}" = 1 ] && log=$D/${TARGETS[$t]}.log
+    "$B/mandate-gateway" --config "$D/${TARGETS[$t]}.json" 2> "$log" &
     GW_PID[$t]=$!
     wait_http "http://127.0.0.1:${ADMIN[$t]}/readyz" 30 || die "gateway ${TARGETS[$t]} did not start"
 done
@@ -113,6 +156,17 @@ mint() { # mint MODE N: append N lines to $D/MODE.tokens
     CURSOR[$1]=${CURSOR[$1]:-1}
 }
 MULTI=$("$B/bench/mint_tokens" "$D/wallet.pem" w1 1 1000000000 7200)
+# HOLD=S: no rounds; mint TOKENS lines for each token mode, say where everything is, keep it all
+# running for S seconds (to profile, or to drive by hand), then stop it.
+if [ "${HOLD:-0}" -gt 0 ]; then
+    for mode in single priced; do mint "$mode" "${TOKENS:-50000}"; done
+    echo "$MULTI" > "$D/multi.token"
+    log "holding ${HOLD}s: local :18082 pid ${GW_PID[0]}, postgres :18085 pid ${GW_PID[1]}," \
+        "postmaster $PG_MASTER, $DSN; tokens in $D: multi.token single.tokens priced.tokens"
+    sleep "$HOLD" &
+    wait $!
+    exit 0
+fi
 
 # --- measuring ---------------------------------------------------------------------------------
 # PostgreSQL's CPU ticks: the postmaster with the children it reaped, and its live children.
@@ -235,33 +289,7 @@ echo
 echo "cluster.sh: $(nproc) cores, $WORKERS workers per gateway, wrk -t1 -c$CONNS -d${DURATION}s, $REPS rounds, order rotated;" \
      "PostgreSQL $(sql 'SHOW server_version') fsync=$(sql 'SHOW fsync') on 127.0.0.1; principals=$PRINCIPALS;" \
      "gateway $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- core gateway audit || echo '+dirty')"
-printf "%-4s %-6s %-8s %8s %13s %6s %7s %7s %8s %8s %9s %10s %6s\n" kind mode backend "req/s" "min..max" \
-    spread "p50us" "p99us" "gw-us/r" "pg-us/r" "total-us" "stmts/allow" errors
-awk '{ k = $1 " " $2 " " $3; n[k]++; rps[k, n[k]] = $5; p50[k, n[k]] = $6; p99[k, n[k]] = $7
-       gw[k, n[k]] = $8; pg[k, n[k]] = $9; tot[k, n[k]] = $8 + $9; st[k, n[k]] = $10
-       err[k] += $12 + $13 }
-     function med(a, k, m,   i, j, v, x) { for (i = 1; i <= m; i++) v[i] = a[k, i]
-         for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-         return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }
-     function lo(a, k, m,   i, x) { x = a[k, 1]; for (i = 2; i <= m; i++) if (a[k, i] < x) x = a[k, i]; return x }
-     function hi(a, k, m,   i, x) { x = a[k, 1]; for (i = 2; i <= m; i++) if (a[k, i] > x) x = a[k, i]; return x }
-     END { for (k in n) { m = n[k]; split(k, f, " "); r = med(rps, k, m)
-             printf "%-4s %-6s %-8s %8.0f %13s %5.0f%% %7.0f %7.0f %8.1f %8.1f %9.1f %10.3f %6d\n", f[1], f[2], f[3],
-                    r, lo(rps, k, m) ".." hi(rps, k, m), (hi(rps, k, m) - lo(rps, k, m)) / r * 100,
-                    med(p50, k, m), med(p99, k, m), med(gw, k, m), med(pg, k, m), med(tot, k, m),
-                    med(st, k, m), err[k] } }' "$D/results.txt" | sort -k1,1r -k2,2 -k3,3
-echo
-echo "postgres/local, median of the per-round paired ratios (same round, same mode):"
-awk '{ v[$1 " " $2 " " $4 " " $3] = $0 }
-     END { for (k in v) { split(v[k], f, " "); if (f[3] != "local") continue
-             q = v[f[1] " " f[2] " " f[4] " postgres"]; if (q == "") continue; split(q, g, " ")
-             print f[1], f[2], g[5] / f[5], g[8] / f[8], (g[8] + g[9]) / f[8] } }' "$D/results.txt" |
-    sort -k1,1r -k2,2 | awk '{ k = $1 " " $2; n[k]++; a[k, n[k]] = $3; b[k, n[k]] = $4; c[k, n[k]] = $5 }
-     function med(x, k, m,   i, j, v, y) { for (i = 1; i <= m; i++) v[i] = x[k, i]
-         for (i = 2; i <= m; i++) { y = v[i]; for (j = i - 1; j >= 1 && v[j] > y; j--) v[j + 1] = v[j]; v[j + 1] = y }
-         return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }
-     END { for (k in n) printf "  %-11s req/s x%.2f   gateway cpu/req x%.2f   gateway+PostgreSQL cpu/req x%.2f\n",
-                                k, med(a, k, n[k]), med(b, k, n[k]), med(c, k, n[k]) }' | sort
+summary "$D/results.txt"
 echo
 awk -v x=$((X1 - X0)) -v q=$((Q1 - Q0)) -v a="$ALLOWED_PG" 'BEGIN {
     printf "pg_stat_database: %d commits for %d gateway statements (pg_stat_statements) over the rounds: %.3f commits per statement\n", x, q, q ? x / q : 0
