@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct entry {
-    struct entry *next;  /* hash chain */
-    struct entry *older; /* ending periods, in order of creation */
+struct ledger_entry {
+    struct ledger_entry *next;  /* hash chain */
+    struct ledger_entry *older; /* ending periods, in order of creation */
     int64_t spent;
     int64_t end_unix_s; /* when its period ends (INT64_MAX: all time) */
     char key[];
@@ -17,8 +17,8 @@ struct entry {
 #define LEDGER_BUCKETS 1024
 
 struct ledger {
-    struct entry *v[LEDGER_BUCKETS];
-    struct entry *oldest, *newest; /* entries whose period ends, first created first */
+    struct ledger_entry *v[LEDGER_BUCKETS];
+    struct ledger_entry *oldest, *newest; /* entries whose period ends, first created first */
     size_t n;
 };
 
@@ -32,14 +32,14 @@ void ledger_free(struct ledger *l)
     if (!l)
         return;
     for (size_t i = 0; i < LEDGER_BUCKETS; i++)
-        for (struct entry *e = l->v[i], *n; e; e = n) {
+        for (struct ledger_entry *e = l->v[i], *n; e; e = n) {
             n = e->next;
             free(e);
         }
     free(l);
 }
 
-static struct entry **chain(struct ledger *l, const char *key)
+static struct ledger_entry **chain(struct ledger *l, const char *key)
 {
     uint64_t h = 1469598103934665603ULL;
     for (const char *p = key; *p; p++)
@@ -47,20 +47,34 @@ static struct entry **chain(struct ledger *l, const char *key)
     return &l->v[h % LEDGER_BUCKETS];
 }
 
-static struct entry *find(struct ledger *l, const char *key, bool create)
+struct ledger_entry *ledger_entry_new(const char *key)
 {
-    struct entry **b = chain(l, key);
-    for (struct entry *e = *b; e; e = e->next)
+    size_t n = strlen(key);
+    struct ledger_entry *e = xcalloc(1, sizeof(*e) + n + 1);
+    memcpy(e->key, key, n + 1);
+    e->end_unix_s = cap_key_end(key);
+    return e;
+}
+
+static struct ledger_entry *find(struct ledger *l, const char *key)
+{
+    for (struct ledger_entry *e = *chain(l, key); e; e = e->next)
         if (strcmp(e->key, key) == 0)
             return e;
-    if (!create)
-        return NULL;
-    size_t n = strlen(key);
-    struct entry *e = xcalloc(1, sizeof(*e) + n + 1);
-    memcpy(e->key, key, n + 1);
+    return NULL;
+}
+
+/* The entry for (*made)'s key: the one held, or *made, which the ledger then takes. */
+static struct ledger_entry *find_or_take(struct ledger *l, struct ledger_entry **made)
+{
+    struct ledger_entry *e = find(l, (*made)->key);
+    if (e)
+        return e;
+    e = *made;
+    *made = NULL;
+    struct ledger_entry **b = chain(l, e->key);
     e->next = *b;
     *b = e;
-    e->end_unix_s = cap_key_end(key);
     if (e->end_unix_s != INT64_MAX) {
         *(l->newest ? &l->newest->older : &l->oldest) = e;
         l->newest = e;
@@ -69,15 +83,24 @@ static struct entry *find(struct ledger *l, const char *key, bool create)
     return e;
 }
 
+/* The entry for key, made here if it is new. */
+static struct ledger_entry *find_or_make(struct ledger *l, const char *key)
+{
+    struct ledger_entry *e = find(l, key);
+    if (e)
+        return e;
+    struct ledger_entry *made = ledger_entry_new(key);
+    return find_or_take(l, &made);
+}
+
 int64_t ledger_spent(struct ledger *l, const char *key)
 {
-    struct entry *e = find(l, key, false);
+    struct ledger_entry *e = find(l, key);
     return e ? e->spent : 0;
 }
 
-int ledger_reserve(struct ledger *l, const char *key, int64_t amount, int64_t cap)
+static int reserve(struct ledger_entry *e, int64_t amount, int64_t cap)
 {
-    struct entry *e = find(l, key, true);
     int64_t sum;
     if (amount < 0 || __builtin_add_overflow(e->spent, amount, &sum) || sum > cap)
         return -1;
@@ -85,32 +108,51 @@ int ledger_reserve(struct ledger *l, const char *key, int64_t amount, int64_t ca
     return 0;
 }
 
+int ledger_reserve(struct ledger *l, const char *key, int64_t amount, int64_t cap)
+{
+    return reserve(find_or_make(l, key), amount, cap);
+}
+
+int ledger_reserve_made(struct ledger *l, struct ledger_entry **made, int64_t amount, int64_t cap)
+{
+    return reserve(find_or_take(l, made), amount, cap);
+}
+
 void ledger_release(struct ledger *l, const char *key, int64_t amount)
 {
-    struct entry *e = find(l, key, false);
+    struct ledger_entry *e = find(l, key);
     if (e)
         e->spent -= amount;
 }
 
 void ledger_load(struct ledger *l, const char *key, int64_t amount)
 {
-    find(l, key, true)->spent += amount;
+    find_or_make(l, key)->spent += amount;
 }
 
-void ledger_prune(struct ledger *l, int64_t now_unix_s, int budget)
+void ledger_prune(struct ledger *l, int64_t now_unix_s, int budget, struct ledger_entry **dead)
 {
     /* A period ended a day ago takes no more reservations; a late release of one is a no-op. */
     while (l->oldest && l->oldest->end_unix_s + 86400 < now_unix_s && budget-- > 0) {
-        struct entry *e = l->oldest;
+        struct ledger_entry *e = l->oldest;
         l->oldest = e->older;
         if (!l->oldest)
             l->newest = NULL;
-        struct entry **pp = chain(l, e->key);
+        struct ledger_entry **pp = chain(l, e->key);
         while (*pp != e)
             pp = &(*pp)->next;
         *pp = e->next;
         l->n--;
-        free(e);
+        e->next = *dead;
+        *dead = e;
+    }
+}
+
+void ledger_entries_free(struct ledger_entry *list)
+{
+    for (struct ledger_entry *next; list; list = next) {
+        next = list->next;
+        free(list);
     }
 }
 
@@ -139,7 +181,7 @@ void ledger_each_principal(struct ledger *l, const char *principal, int64_t now_
                            void (*fn)(void *arg, const char *key, int64_t spent), void *arg)
 {
     for (size_t i = 0; i < LEDGER_BUCKETS; i++)
-        for (struct entry *e = l->v[i]; e; e = e->next)
+        for (struct ledger_entry *e = l->v[i]; e; e = e->next)
             if (e->end_unix_s > now_unix_s && key_names(e->key, principal))
                 fn(arg, e->key, e->spent);
 }

@@ -9,6 +9,12 @@
  * - a rate bucket idle long enough to have refilled completely is identical to a new one: buckets
  *   are kept in least-recently-used order and dropped from the cold end;
  * - ledger periods that have ended are dropped by the ledger (ledger_prune).
+ * The lock covers lookups and pointer moves, never the allocator or a page fault: a slot is made
+ * (allocated, keyed, hashed) before the lock and freed after it if it was not needed; what a holder
+ * unlinks (expired jtis, idle buckets, past ledger periods, a migrated array) is freed after the
+ * unlock; a table half full has its next array allocated and its pages touched outside the lock,
+ * then put in place under it (struct after). A hold much longer than a few µs is the holder being
+ * descheduled, not work (bench/prune.sh measures both).
  * Clocks: jti expiry is Unix seconds (`unix_s`, the clock of exp claims); rate buckets use the
  * monotonic clock (`mono_us`); the two are never compared with each other.
  */
@@ -35,6 +41,13 @@ struct slot {
     char key[];
 };
 
+/* A slot made before the lock for a key that may need one; the table takes it (s = NULL) or the
+ * maker frees it after the unlock. */
+struct made {
+    struct slot *s;
+    size_t len; /* of the key, its inner NUL included */
+};
+
 /* Growing rehashes incrementally (as redis does): the old array is moved MIGRATE_STEP chains per
  * insert, so no admission ever rehashes a whole table under the lock (7 ms at 100k entries). */
 #define MIGRATE_STEP 64
@@ -44,6 +57,18 @@ struct table {
     size_t cap, n;
     struct slot **old; /* being moved into v; NULL when not growing */
     size_t old_cap, moved;
+    struct slot **spare; /* the next array (2 × cap, its pages touched), made outside the lock */
+    bool spare_asked;    /* a thread is making it */
+};
+
+/* What a lock holder leaves for after the unlock (after_run), so that no allocator call and no
+ * page fault lengthens a hold. */
+struct after {
+    struct slot *dead;           /* unlinked slots, chained by next */
+    struct slot **arrays;        /* migrated arrays, each linking the next by its first element */
+    struct ledger_entry *ledger; /* unlinked ledger periods */
+    struct table *spare_for;     /* make this table's spare array, of spare_cap entries */
+    size_t spare_cap;
 };
 
 /* Jtis by the second their mandate expires (exp mod WHEEL_SLOTS). */
@@ -90,7 +115,8 @@ static uint64_t fnv(const char *k, size_t n)
     return h;
 }
 
-/* Keys join two strings with a NUL so "a"+"bc" and "ab"+"c" differ. */
+/* Keys join two strings with a NUL so "a"+"bc" and "ab"+"c" differ. For lookups; a key that may
+ * be inserted is built in its slot by made_new. */
 static size_t make_key(char *buf, size_t cap, const char *x, const char *y)
 {
     size_t xl = strlen(x), yl = strlen(y);
@@ -99,6 +125,17 @@ static size_t make_key(char *buf, size_t cap, const char *x, const char *y)
     memcpy(buf, x, xl + 1);
     memcpy(buf + xl + 1, y, yl + 1);
     return xl + yl + 1;
+}
+
+/* A slot keyed x NUL y and hashed, made before the lock. */
+static struct made made_new(const char *x, const char *y)
+{
+    size_t xl = strlen(x), yl = strlen(y);
+    struct slot *s = xcalloc(1, sizeof(*s) + xl + yl + 2);
+    memcpy(s->key, x, xl + 1);
+    memcpy(s->key + xl + 1, y, yl + 1);
+    s->hash = fnv(s->key, xl + yl + 1);
+    return (struct made){s, xl + yl + 1};
 }
 
 static struct slot *find_in(struct slot **v, size_t cap, const char *key, size_t len, uint64_t h)
@@ -111,14 +148,29 @@ static struct slot *find_in(struct slot **v, size_t cap, const char *key, size_t
 
 static struct slot *find(struct table *t, const char *key, size_t len, uint64_t h)
 {
-    if (!t->cap)
-        return NULL;
     struct slot *s = find_in(t->v, t->cap, key, len, h);
     return s || !t->old ? s : find_in(t->old, t->old_cap, key, len, h);
 }
 
+/* The slot with mk's key, if the table has one. */
+static struct slot *find_made(struct table *t, const struct made *mk)
+{
+    return find(t, mk->s->key, mk->len, mk->s->hash);
+}
+
+/* Leave a migrated (all NULL) array for after_run, or free it now when af is NULL (state_free). */
+static void drop_array(struct after *af, struct slot **v)
+{
+    if (!af) {
+        free(v);
+        return;
+    }
+    v[0] = (struct slot *)(void *)af->arrays;
+    af->arrays = v;
+}
+
 /* Move up to steps chains of the old array into the new one. */
-static void migrate(struct table *t, size_t steps)
+static void migrate(struct table *t, size_t steps, struct after *af)
 {
     for (; t->old && steps > 0; steps--) {
         for (struct slot *s = t->old[t->moved], *next; s; s = next) {
@@ -128,53 +180,70 @@ static void migrate(struct table *t, size_t steps)
         }
         t->old[t->moved] = NULL;
         if (++t->moved == t->old_cap) {
-            free(t->old);
+            drop_array(af, t->old);
             t->old = NULL;
         }
     }
 }
 
-static void grow(struct table *t)
+/* Double the array: the spare one if it was made in time, else allocated here, under the lock. */
+static void grow(struct table *t, struct after *af)
 {
-    migrate(t, SIZE_MAX); /* a previous growth is long finished in practice */
+    migrate(t, SIZE_MAX, af); /* a previous growth is long finished in practice */
     t->old = t->v;
     t->old_cap = t->cap;
     t->moved = 0;
-    t->cap = t->cap ? t->cap * 2 : 64;
-    t->v = xcalloc(t->cap, sizeof(*t->v));
-    if (!t->old_cap) {
-        free(t->old);
-        t->old = NULL;
-    }
+    t->cap *= 2;
+    t->v = t->spare ? t->spare : xcalloc(t->cap, sizeof(*t->v));
+    t->spare = NULL;
 }
 
-static struct slot *insert(struct table *t, const char *key, size_t len, uint64_t h)
+/* Half full: ask for the next array (one thread at a time), due at three quarters. */
+static void ask_spare(struct table *t, struct after *af)
+{
+    if (t->spare || t->spare_asked || af->spare_for || t->n < t->cap / 2)
+        return;
+    t->spare_asked = true;
+    af->spare_for = t;
+    af->spare_cap = t->cap * 2;
+}
+
+/* Add mk's slot (its key is not in t); the table takes it. */
+static struct slot *add(struct table *t, struct made *mk, struct after *af)
 {
     if (t->n + 1 > t->cap * 3 / 4)
-        grow(t);
-    migrate(t, MIGRATE_STEP);
-    struct slot *s = xcalloc(1, sizeof(*s) + len + 1);
-    memcpy(s->key, key, len + 1);
-    s->hash = h;
-    s->next = t->v[h & (t->cap - 1)];
-    t->v[h & (t->cap - 1)] = s;
+        grow(t, af);
+    migrate(t, MIGRATE_STEP, af);
+    struct slot *s = mk->s;
+    mk->s = NULL;
+    s->next = t->v[s->hash & (t->cap - 1)];
+    t->v[s->hash & (t->cap - 1)] = s;
     t->n++;
+    ask_spare(t, af);
     return s;
+}
+
+/* Tables start with an array, so that even the first insert does not allocate under the lock. */
+static void table_init(struct table *t)
+{
+    t->cap = 64;
+    t->v = xcalloc(t->cap, sizeof(*t->v));
 }
 
 static void table_clear(struct table *t)
 {
-    migrate(t, SIZE_MAX);
+    migrate(t, SIZE_MAX, NULL);
     for (size_t i = 0; i < t->cap; i++)
         for (struct slot *s = t->v[i], *next; s; s = next) {
             next = s->next;
             free(s);
         }
     free(t->v);
+    free(t->spare);
 }
 
-/* Unlink s from t's chain (it is there) and free it. */
-static void table_remove(struct table *t, struct slot *s)
+/* Unlink s from t's chain (it is there), to be freed after the unlock. */
+static void table_remove(struct table *t, struct slot *s, struct after *af)
 {
     struct slot **pp = &t->v[s->hash & (t->cap - 1)];
     while (*pp && *pp != s)
@@ -184,7 +253,8 @@ static void table_remove(struct table *t, struct slot *s)
             pp = &(*pp)->next;
     *pp = s->next;
     t->n--;
-    free(s);
+    s->next = af->dead;
+    af->dead = s;
 }
 
 static void wheel_add(struct wheel *w, struct slot *s)
@@ -194,8 +264,8 @@ static void wheel_add(struct wheel *w, struct slot *s)
     *list = s;
 }
 
-/* Free jtis whose exp is before unix_s - retain_s, at most PRUNE_BUDGET examined. */
-static void prune_jtis(struct state *st, int64_t now_unix_s)
+/* Unlink jtis whose exp is before unix_s - retain_s, at most PRUNE_BUDGET examined. */
+static void prune_jtis(struct state *st, int64_t now_unix_s, struct after *af)
 {
     struct wheel *w = &st->wheel;
     int64_t horizon = now_unix_s - st->retain_s;
@@ -208,7 +278,7 @@ static void prune_jtis(struct state *st, int64_t now_unix_s)
             struct slot *s = *list;
             *list = s->lnext;
             if (s->b < horizon) {
-                table_remove(&st->jtis, s);
+                table_remove(&st->jtis, s, af);
             } else {
                 s->lnext = w->deferred;
                 w->deferred = s;
@@ -237,7 +307,7 @@ static void lru_append(struct state *st, struct slot *b)
 }
 
 /* Drop rate buckets idle long enough to be full again (they equal a new bucket). */
-static void prune_buckets(struct state *st, int64_t now_mono_us)
+static void prune_buckets(struct state *st, int64_t now_mono_us, struct after *af)
 {
     int64_t refill_us = (int64_t)(st->burst / st->rate * 1e6);
     for (int budget = PRUNE_BUDGET; budget > 0 && st->lru_head; budget--) {
@@ -245,14 +315,50 @@ static void prune_buckets(struct state *st, int64_t now_mono_us)
         if (now_mono_us - b->b < refill_us)
             return;
         lru_unlink(st, b);
-        table_remove(&st->buckets, b);
+        table_remove(&st->buckets, b, af);
     }
+}
+
+/* Allocate a table's next array and touch its pages here, where page faults hold no one up, then
+ * put it in place unless the table grew meanwhile (it then allocated one under the lock). */
+static void make_spare(struct state *st, struct table *t, size_t cap)
+{
+    struct slot **v = xcalloc(cap, sizeof(*v));
+    for (size_t i = 0; i < cap; i += 4096 / sizeof(*v))
+        ((struct slot *volatile *)v)[i] = NULL;
+    pthread_mutex_lock(&st->mu);
+    bool fits = t->cap * 2 == cap;
+    if (fits)
+        t->spare = v;
+    t->spare_asked = false;
+    pthread_mutex_unlock(&st->mu);
+    if (!fits)
+        free(v);
+}
+
+/* After the unlock: free what the holder unlinked, make the spare array it asked for. */
+static void after_run(struct state *st, struct after *af)
+{
+    for (struct slot *s = af->dead, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (struct slot **v = af->arrays, **next; v; v = next) {
+        next = (struct slot **)(void *)v[0];
+        free(v);
+    }
+    ledger_entries_free(af->ledger);
+    if (af->spare_for)
+        make_spare(st, af->spare_for, af->spare_cap);
 }
 
 struct state *state_new(double rate, double burst, int64_t clock_skew_s)
 {
     struct state *st = xcalloc(1, sizeof(*st));
     pthread_mutex_init(&st->mu, NULL);
+    table_init(&st->jtis);
+    table_init(&st->revoked);
+    table_init(&st->buckets);
     st->rate = rate;
     st->burst = burst;
     st->retain_s = clock_skew_s + STATE_GRACE_S;
@@ -291,49 +397,60 @@ void state_set_rate(struct state *st, double rate, double burst)
     pthread_mutex_unlock(&st->mu);
 }
 
+/* The jti slot with mk's key, added with expiry exp if it is new. */
+static struct slot *jti_slot(struct state *st, struct made *mk, int64_t exp, struct after *af)
+{
+    struct slot *j = find_made(&st->jtis, mk);
+    if (!j) {
+        j = add(&st->jtis, mk, af);
+        j->b = exp;
+        wheel_add(&st->wheel, j);
+    }
+    return j;
+}
+
 void state_load_jti(struct state *st, const char *iss, const char *jti, int64_t exp, int64_t used)
 {
-    char key[2 * MANDATE_ID_MAX + 4];
-    size_t len = make_key(key, sizeof(key), iss, jti);
-    uint64_t h = fnv(key, len);
+    struct made mk = made_new(iss, jti);
+    struct after af = {0};
     pthread_mutex_lock(&st->mu);
-    struct slot *s = find(&st->jtis, key, len, h);
-    if (!s) {
-        s = insert(&st->jtis, key, len, h);
-        s->b = exp;
-        wheel_add(&st->wheel, s);
-    }
+    struct slot *s = jti_slot(st, &mk, exp, &af);
     if (used > s->a)
         s->a = used;
     pthread_mutex_unlock(&st->mu);
+    after_run(st, &af);
+    free(mk.s);
 }
 
 int state_revoke(struct state *st, enum revoke_kind kind, const char *value)
 {
-    char key[2 * MANDATE_ID_MAX + 4];
     if (strlen(value) > MANDATE_ID_MAX)
         return 0; /* cannot match any mandate */
-    size_t len = make_key(key, sizeof(key), kind_names[kind], value);
-    uint64_t h = fnv(key, len);
+    struct made mk = made_new(kind_names[kind], value);
+    struct after af = {0};
     pthread_mutex_lock(&st->mu);
-    int added = !find(&st->revoked, key, len, h);
+    int added = !find_made(&st->revoked, &mk);
     if (added)
-        insert(&st->revoked, key, len, h);
+        add(&st->revoked, &mk, &af);
     pthread_mutex_unlock(&st->mu);
+    after_run(st, &af);
+    free(mk.s);
     return added;
 }
 
 json_t *state_revocations(struct state *st)
 {
     json_t *arr = json_array();
+    struct after af = {0};
     pthread_mutex_lock(&st->mu);
-    migrate(&st->revoked, SIZE_MAX); /* so that one array holds them all */
+    migrate(&st->revoked, SIZE_MAX, &af); /* so that one array holds them all */
     for (size_t i = 0; i < st->revoked.cap; i++)
         for (struct slot *s = st->revoked.v[i]; s; s = s->next) {
             const char *value = s->key + strlen(s->key) + 1;
             sjson_append(arr, json_pack("{ss}", s->key, value));
         }
     pthread_mutex_unlock(&st->mu);
+    after_run(st, &af);
     return arr;
 }
 
@@ -353,14 +470,13 @@ static int any_revoked_locked(struct state *st, const struct mandate *m)
            (m->sub[0] && revoked_locked(st, REVOKE_PRINCIPAL, m->sub));
 }
 
-/* Rate bucket of an agent: take one token, or say how long until there is one. */
-static bool take_token(struct state *st, const char *key, size_t len, int64_t now_mono_us,
-                       int64_t *retry_after_s)
+/* Rate bucket of an agent (mk's key): take one token, or say how long until there is one. */
+static bool take_token(struct state *st, struct made *mk, int64_t now_mono_us,
+                       int64_t *retry_after_s, struct after *af)
 {
-    uint64_t h = fnv(key, len);
-    struct slot *b = find(&st->buckets, key, len, h);
+    struct slot *b = find_made(&st->buckets, mk);
     if (!b) {
-        b = insert(&st->buckets, key, len, h);
+        b = add(&st->buckets, mk, af);
         b->a = (int64_t)(st->burst * 1e6);
         b->b = now_mono_us;
     } else {
@@ -380,47 +496,39 @@ static bool take_token(struct state *st, const char *key, size_t len, int64_t no
     return true;
 }
 
-/* Count one more use of (iss, jti), valid until exp; returns the new count. */
-static int64_t use_jti(struct state *st, const char *key, size_t len, int64_t exp)
-{
-    uint64_t h = fnv(key, len);
-    struct slot *j = find(&st->jtis, key, len, h);
-    if (!j) {
-        j = insert(&st->jtis, key, len, h);
-        j->b = exp;
-        wheel_add(&st->wheel, j);
-    }
-    return ++j->a;
-}
-
 int state_nonce(struct state *st, const char *keyid, const char *nonce, int64_t until_unix_s,
                 int64_t now_unix_s)
 {
-    char key[2 * MANDATE_ID_MAX + 4], scope[MANDATE_ID_MAX + 1];
+    char scope[MANDATE_ID_MAX + 1];
     if (snprintf(scope, sizeof(scope), "nonce:%s", keyid) >= (int)sizeof(scope) ||
         strlen(nonce) > MANDATE_ID_MAX)
         return 0; /* never the case for a verified signature: refuse rather than truncate */
-    size_t len = make_key(key, sizeof(key), scope, nonce);
+    struct made mk = made_new(scope, nonce);
+    struct after af = {0};
     pthread_mutex_lock(&st->mu);
-    int fresh = use_jti(st, key, len, until_unix_s) == 1;
-    prune_jtis(st, now_unix_s);
+    int fresh = ++jti_slot(st, &mk, until_unix_s, &af)->a == 1;
+    prune_jtis(st, now_unix_s, &af);
     pthread_mutex_unlock(&st->mu);
+    after_run(st, &af);
+    free(mk.s);
     return fresh;
 }
 
-static int64_t uses_of(struct state *st, const char *key, size_t len)
+static int64_t uses_of(struct state *st, const struct made *mk)
 {
-    struct slot *j = find(&st->jtis, key, len, fnv(key, len));
+    struct slot *j = find_made(&st->jtis, mk);
     return j ? j->a : 0;
 }
 
 enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, int64_t now_unix_s)
 {
     const struct mandate *m = a->m;
-    char jkey[2 * MANDATE_ID_MAX + 4], ckey[2 * MANDATE_ID_MAX + 4], bkey[2 * MANDATE_ID_MAX + 4];
-    size_t jlen = make_key(jkey, sizeof(jkey), m->iss, m->jti);
-    size_t clen = a->cart ? make_key(ckey, sizeof(ckey), a->cart->iss, a->cart->jti) : 0;
-    size_t blen = make_key(bkey, sizeof(bkey), m->iss, m->agent);
+    bool local = !st->node_only, paid = local && a->cart;
+    struct made jti = local ? made_new(m->iss, m->jti) : (struct made){0};
+    struct made cart = paid ? made_new(a->cart->iss, a->cart->jti) : (struct made){0};
+    struct made bucket = made_new(m->iss, m->agent);
+    struct ledger_entry *spend = paid ? ledger_entry_new(a->spend_key) : NULL;
+    struct after af = {0};
     enum code rc = CODE_OK;
 
     pthread_mutex_lock(&st->mu);
@@ -428,25 +536,29 @@ enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, in
     if (st->revoked.n &&
         (any_revoked_locked(st, m) || (a->cart && any_revoked_locked(st, a->cart))))
         rc = CODE_MANDATE_REVOKED;
-    else if (!st->node_only && uses_of(st, jkey, jlen) >= m->uses)
+    else if (local && uses_of(st, &jti) >= m->uses)
         rc = CODE_MANDATE_USED;
-    else if (!st->node_only && a->cart && uses_of(st, ckey, clen) >= 1)
+    else if (paid && uses_of(st, &cart) >= 1)
         rc = CODE_CART_USED;
-    else if (!take_token(st, bkey, blen, now_mono_us, &a->retry_after_s))
+    else if (!take_token(st, &bucket, now_mono_us, &a->retry_after_s, &af))
         rc = CODE_RATE_LIMITED;
-    else if (!st->node_only && a->cart &&
-             ledger_reserve(st->ledger, a->spend_key, a->amount, a->cap) != 0)
+    else if (paid && ledger_reserve_made(st->ledger, &spend, a->amount, a->cap) != 0)
         rc = CODE_SPEND_CAP_EXCEEDED;
-    if (rc == CODE_OK && !st->node_only) {
-        a->used = use_jti(st, jkey, jlen, m->exp);
-        if (a->cart)
-            use_jti(st, ckey, clen, a->cart->exp);
+    if (rc == CODE_OK && local) {
+        a->used = ++jti_slot(st, &jti, m->exp, &af)->a;
+        if (paid)
+            jti_slot(st, &cart, a->cart->exp, &af)->a++;
     }
-    prune_jtis(st, now_unix_s);
-    prune_buckets(st, now_mono_us);
-    ledger_prune(st->ledger, now_unix_s, PRUNE_BUDGET);
+    prune_jtis(st, now_unix_s, &af);
+    prune_buckets(st, now_mono_us, &af);
+    ledger_prune(st->ledger, now_unix_s, PRUNE_BUDGET, &af.ledger);
     uint64_t held_us = (uint64_t)(mono_us() - locked_us);
     pthread_mutex_unlock(&st->mu);
+    after_run(st, &af);
+    free(jti.s);
+    free(cart.s);
+    free(bucket.s);
+    ledger_entries_free(spend);
     hist_observe(&st->lock_us, held_us);
     uint64_t max = atomic_load_explicit(&st->lock_max_us, memory_order_relaxed);
     while (held_us > max && !atomic_compare_exchange_weak(&st->lock_max_us, &max, held_us))
