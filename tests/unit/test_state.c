@@ -1,11 +1,81 @@
 /*
  * The gateway's shared state with injected clocks: admission consumes exactly what it checks,
  * undo gives it back, revocations reach the cart, and every table is pruned by what expired
- * (wall clock for jtis and ledger periods, monotonic clock for rate buckets), never by a sweep.
+ * (wall clock for jtis and ledger periods, monotonic clock for rate buckets), never by a sweep;
+ * the lock is never held across an allocator call, and concurrent admissions count every use once.
  */
 #include "testkit.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+
 #include "gateway/state.h"
+
+/* This program wraps the allocator and the mutex to see whether the state allocates or frees
+ * while its lock is held: it must not (an arena lock, a page fault or an mmap there lengthens a
+ * hold that every admission waits on). Not under AddressSanitizer, which owns the allocator. */
+#ifndef __SANITIZE_ADDRESS__
+#define WRAP_ALLOC 1
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+
+static _Thread_local int locks_held;
+static _Atomic long allocs, allocs_locked;
+static int (*real_lock)(pthread_mutex_t *), (*real_unlock)(pthread_mutex_t *);
+
+static void count(void)
+{
+    allocs++;
+    if (locks_held)
+        allocs_locked++;
+}
+
+void *malloc(size_t n)
+{
+    count();
+    return __libc_malloc(n);
+}
+
+void *calloc(size_t n, size_t size)
+{
+    count();
+    return __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t n)
+{
+    count();
+    return __libc_realloc(p, n);
+}
+
+void free(void *p)
+{
+    if (p)
+        count();
+    __libc_free(p);
+}
+
+__attribute__((constructor)) static void find_mutex(void)
+{
+    *(void **)&real_lock = dlsym(RTLD_NEXT, "pthread_mutex_lock");
+    *(void **)&real_unlock = dlsym(RTLD_NEXT, "pthread_mutex_unlock");
+}
+
+int pthread_mutex_lock(pthread_mutex_t *mu)
+{
+    int rc = real_lock(mu);
+    locks_held++;
+    return rc;
+}
+
+int pthread_mutex_unlock(pthread_mutex_t *mu)
+{
+    locks_held--;
+    return real_unlock(mu);
+}
+#endif
 
 #define T0   1795391999 /* a Unix time, 2026-11-22 23:59:59 UTC */
 #define SKEW 5
@@ -190,6 +260,95 @@ static void test_ledger_periods_are_pruned(void **state)
     state_free(st);
 }
 
+/* No allocator call under the lock on any admission path: a single-use stream through six table
+ * growths and its own pruning, a priced admission (cart, new spend period) that also prunes an
+ * old period, node-only admissions of many agents whose idle buckets are pruned, nonces. */
+static void test_no_allocation_under_the_lock(void **state)
+{
+    (void)state;
+#ifndef WRAP_ALLOC
+    skip();
+#else
+    struct state *st = state_new(1e9, 1e9, SKEW);
+    state_load_spend(st, "wallet-1|alice|EUR|d2026-11-20", 500);
+    allocs = allocs_locked = 0;
+    char jti[40], agent[40];
+    for (int i = 0; i < 40000; i++) { /* exp T0+10..T0+50, now T0..T0+80: the first expire */
+        snprintf(jti, sizeof(jti), "jti-%016d", i);
+        struct mandate m = mk(jti, "agent-a", T0 + 10 + i / 1000, 1);
+        assert_int_equal(admit(st, &m, i, T0 + i / 500), CODE_OK);
+    }
+    assert_true(njtis(st) < 40000);
+    struct mandate pay = mk("pay-00000000000000001", "agent-b", T0 + 200, 1);
+    struct mandate cart = mk("cart-00000000000000001", "", T0 + 600, 1);
+    struct admit a = {.m = &pay, .cart = &cart, .amount = 600, .cap = 1000};
+    snprintf(a.spend_key, sizeof(a.spend_key), "wallet-1|alice|EUR|d2026-11-23");
+    assert_int_equal(state_admit(st, &a, 1, T0 + 80), CODE_OK);
+    struct state_counts sc;
+    state_counts(st, &sc);
+    assert_int_equal(sc.ledger, 1); /* the new period; the old one pruned */
+    for (int i = 0; i < 100; i++) {
+        snprintf(jti, sizeof(jti), "nonce-%014d", i);
+        assert_int_equal(state_nonce(st, "key-1", jti, T0 + 90, T0 + 80), 1);
+    }
+    assert_int_equal(state_nonce(st, "key-1", jti, T0 + 90, T0 + 80), 0);
+    state_free(st);
+
+    st = state_new(10, 20, SKEW); /* buckets refill in 2 s */
+    state_set_node_only(st);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(jti, sizeof(jti), "jti-%016d", i);
+        snprintf(agent, sizeof(agent), "agent-%d", i);
+        struct mandate m = mk(jti, agent, T0 + 60, 1);
+        assert_int_equal(admit(st, &m, (int64_t)i * 1000, T0), CODE_OK);
+    }
+    state_counts(st, &sc);
+    assert_true(sc.buckets < 5000 && sc.jtis == 0);
+    state_free(st);
+    assert_true(allocs > 40000); /* the wrappers saw the slots made outside the lock */
+    assert_int_equal(allocs_locked, 0);
+#endif
+}
+
+/* Four threads admit distinct mandates at once through several table growths (the spare array
+ * made outside the lock races with growth under it): every use is counted exactly once. */
+#define RACE_THREADS 4
+#define RACE_EACH    20000
+
+static void *race_admit(void *arg)
+{
+    struct state *st = ((void **)arg)[0];
+    int t = (int)(intptr_t)((void **)arg)[1], refused = 0;
+    char jti[40];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < RACE_EACH; i++) {
+            snprintf(jti, sizeof(jti), "t%d-%016d", t, i);
+            struct mandate m = mk(jti, "agent-a", T0 + 60, 1);
+            refused += admit(st, &m, 1, T0) == CODE_MANDATE_USED;
+        }
+    return (void *)(intptr_t)refused;
+}
+
+static void test_concurrent_admissions_through_growth(void **state)
+{
+    (void)state;
+    struct state *st = state_new(1e9, 1e9, SKEW);
+    pthread_t th[RACE_THREADS];
+    void *args[RACE_THREADS][2];
+    for (int t = 0; t < RACE_THREADS; t++) {
+        args[t][0] = st;
+        args[t][1] = (void *)(intptr_t)t;
+        assert_int_equal(pthread_create(&th[t], NULL, race_admit, args[t]), 0);
+    }
+    for (int t = 0; t < RACE_THREADS; t++) {
+        void *refused;
+        assert_int_equal(pthread_join(th[t], &refused), 0);
+        assert_int_equal((intptr_t)refused, RACE_EACH); /* the second round, all of it */
+    }
+    assert_int_equal(njtis(st), RACE_THREADS * RACE_EACH);
+    state_free(st);
+}
+
 static void test_cap_key_end(void **state)
 {
     (void)state;
@@ -210,6 +369,8 @@ int main(void)
         cmocka_unit_test(test_far_expiry_survives_wheel_turns),
         cmocka_unit_test(test_rate_buckets_are_pruned),
         cmocka_unit_test(test_ledger_periods_are_pruned),
+        cmocka_unit_test(test_no_allocation_under_the_lock),
+        cmocka_unit_test(test_concurrent_admissions_through_growth),
         cmocka_unit_test(test_cap_key_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
