@@ -236,7 +236,7 @@ static void eval_init(struct decide_req *q, struct eval *e)
     d->w = q->w;
     d->conf = q->conf;
     d->commit_spend = true;
-    d->peer = q->peer;
+    memcpy(d->peer, q->peer, sizeof(d->peer));
     d->start_us = q->start_us;
     d->done = eval_done;
     d->arg = e;

@@ -64,8 +64,11 @@ static size_t bucket(const char *client, int64_t unix_s)
     return h & (FLOOD_BUCKETS - 1);
 }
 
-static struct entry *find(struct flood *f, const char *client, int64_t unix_s, bool create)
+static struct entry *find(struct flood *f, const char *whole, int64_t unix_s, bool create)
 {
+    /* Hashed and compared as stored: an entry is found again (and unlinked) by its copy. */
+    char client[FLOOD_ADDR_MAX];
+    snprintf(client, sizeof(client), "%s", whole);
     struct entry **b = &f->v[bucket(client, unix_s)];
     for (struct entry *e = *b; e; e = e->next)
         if (e->s.unix_s == unix_s && strcmp(e->s.client, client) == 0)

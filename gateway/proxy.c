@@ -193,7 +193,7 @@ static json_t *decision_entry(const struct decision *d)
 static void audit_denial(struct decision *d)
 {
     struct server *srv = d->w->srv;
-    if (!flood_denial(srv->flood, d->peer ? d->peer : "unknown", d->code, now_s(),
+    if (!flood_denial(srv->flood, d->peer[0] ? d->peer : "unknown", d->code, now_s(),
                       writer_disk_low(srv->writer)))
         return;
     struct writer_item *it = writer_item_new(decision_entry(d));
@@ -704,7 +704,7 @@ void proxy_begin(struct conn *c, size_t head_len)
     d->https = c->tls;
     d->hp = &r->hp;
     d->has_body = r->body != BODY_NONE;
-    d->peer = c->peer;
+    snprintf(d->peer, sizeof(d->peer), "%s", c->peer);
     d->hold = proxy_hold;
     d->done = proxy_decided;
     d->arg = r;

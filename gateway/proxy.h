@@ -53,7 +53,8 @@ struct decision {
     bool no_pop;               /* a mandate with cnf cannot be presented here: signature_missing */
     bool no_digest;            /* a covered content-digest cannot be checked: signature_invalid */
     bool commit_spend;         /* the spend is committed with the allow (no outcome will come) */
-    const char *peer;          /* the client address, for the denial budget */
+    char peer[64];             /* the client address, for the denial budget (a copy: the
+                                  client may be gone when a late admission is denied) */
     int64_t start_us;          /* mono_us() when the request began */
     /* the surface's own checks after the mandate's (NULL: none); CODE_OK to go on */
     enum code (*check)(struct decision *d);

@@ -4,12 +4,14 @@ PostgreSQL (pgserver.py). What one gateway guarantees holds across both: a manda
 most `uses` times, a cart paid once, a cap never exceeded, a revocation applied everywhere within
 1 s; PostgreSQL gone means 503 state_unavailable and nothing forwarded, and service comes back by
 itself; a node killed under load leaves no forward without its allow entry and no overspend."""
+import base64
 import copy
 import hashlib
 import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -411,3 +413,35 @@ def test_check_config_state_dsn_syntax_only(gateway):
     assert r.returncode == 1 and "state.node" in r.stderr, r.stderr
     r = check({"backend": "local"})
     assert r.returncode == 0, r.stderr
+
+
+# --- a client that leaves while its admission waits ---------------------------------------------
+
+def test_client_gone_while_admission_waits(cluster, pg):  # noqa: F811
+    """The shared admission answers after the client left (its connection freed): the denial is
+    still audited under the client's address and the node goes on (a use-after-free before)."""
+    a, _ = cluster.nodes
+    tok = a.mint(uses=1)
+    assert outcome(a.request("GET", "/lux/search?first=1", tok)) == (200, None)
+    jti = json.loads(base64.urlsafe_b64decode(tok.split(".")[1] + "=="))["jti"]
+    # A session holds the mandate's row: the next admission of it waits for the lock.
+    holder = subprocess.Popen([os.path.join(pg.bin, "psql"), "-qAt", "-X",
+                               "-v", "ON_ERROR_STOP=1", pg.dsn("mg")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdin.write(f"BEGIN; SELECT 'locked' FROM mg_jti WHERE jti = '{jti}' FOR UPDATE;\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OSError):  # the client gives up and closes while the node waits
+            a.request("GET", "/lux/search?second=1", tok, timeout=1)
+        holder.stdin.write("ROLLBACK;\n")
+        holder.stdin.close()
+        assert holder.wait(10) == 0
+    finally:
+        if holder.poll() is None:
+            holder.terminate()
+            holder.wait(10)
+    wait_for(lambda: [e for _, e in entries(a) if e.get("code") == "mandate_used"], 10,
+             "the late denial in the log")
+    assert outcome(a.request("GET", "/lux/search?third=1", a.mint())) == (200, None)
+    assert not tagged(a, "second=1")
