@@ -23,7 +23,8 @@
  *  - backend_revoke() stores a revocation (every node applies it); done gets CODE_OK once it is
  *    stored and in effect on this node, or CODE_STATE_UNAVAILABLE.
  *  - Undo and settle never fail towards the caller: the postgres backend retries them after a
- *    reconnect (bounded), and a node releases its own unsettled reservations at restart.
+ *    reconnect (bounded), and a node releases its own unsettled reservations at restart. They
+ *    are sent, not awaited: an admission made right after them may not see them yet.
  *  - A backend_conn belongs to one thread: every call on it is made on the thread running its
  *    event base. backend_ready() may be called from any thread.
  */

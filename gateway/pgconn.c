@@ -20,7 +20,6 @@ struct pending {
     pgconn_fn fn; /* NULL: one of our own prepares */
     void *arg;
     PGresult *res; /* the query's result, kept until its sync arrives */
-    int64_t sent_us;
 };
 
 struct pgconn {
@@ -38,7 +37,8 @@ struct pgconn {
     struct event *retry_ev, *tick_ev, *fail_ev;
     struct pending *q; /* ring of cap */
     size_t head, n, cap;
-    bool logged_down; /* one warning per outage, not one per retry */
+    bool logged_down;    /* one warning per outage, not one per retry */
+    int64_t progress_us; /* mono_us() of the last answer, or of a send to an idle connection */
 };
 
 static void start_connect(struct pgconn *pc);
@@ -54,6 +54,11 @@ const char *pgconn_sqlstate(const PGresult *res)
 {
     const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     return s ? s : "";
+}
+
+size_t pgconn_pending(const struct pgconn *pc)
+{
+    return pc->n;
 }
 
 bool pgconn_up(const struct pgconn *pc)
@@ -117,13 +122,16 @@ static void flush(struct pgconn *pc)
 
 static void push(struct pgconn *pc, pgconn_fn fn, void *arg)
 {
-    pc->q[(pc->head + pc->n) % pc->cap] = (struct pending){fn, arg, NULL, mono_us()};
+    if (pc->n == 0)
+        pc->progress_us = mono_us();
+    pc->q[(pc->head + pc->n) % pc->cap] = (struct pending){fn, arg, NULL};
     pc->n++;
 }
 
 /* The head query's sync arrived: hand its result over. */
 static void deliver(struct pgconn *pc)
 {
+    pc->progress_us = mono_us();
     struct pending p = pc->q[pc->head];
     pc->head = (pc->head + 1) % pc->cap;
     pc->n--;
@@ -281,7 +289,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (pc->st == PC_CONNECTING && now_mono - pc->since_us > CONNECT_TIMEOUT_MS * 1000LL)
         fail(pc, "connection timed out");
     else if (pc->st == PC_UP && pc->n &&
-             now_mono - pc->q[pc->head].sent_us > PGCONN_QUERY_TIMEOUT_MS * 1000LL)
+             now_mono - pc->progress_us > PGCONN_QUERY_TIMEOUT_MS * 1000LL)
         fail(pc, "no answer in time");
 }
 

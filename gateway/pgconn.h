@@ -4,9 +4,10 @@
  * transaction; their results come back in order, so a FIFO of callbacks matches them. Nothing
  * blocks the loop: connecting, sending and reading are driven by socket events.
  *
- * When the connection fails (or a query waits longer than PGCONN_QUERY_TIMEOUT_MS) every pending
- * callback gets NULL and the connection is retried with a backoff from 100 ms doubling to 5 s
- * (SPEC §6). While it is down, pgconn_send() refuses at once: callers fail closed.
+ * When the connection fails (or no answer comes for PGCONN_QUERY_TIMEOUT_MS while queries wait:
+ * a long queue behind a slow commit is not a dead server) every pending callback gets NULL and the
+ * connection is retried with a backoff from 100 ms doubling to 5 s (SPEC §6). While it is down,
+ * pgconn_send() refuses at once: callers fail closed.
  */
 #ifndef GATEWAY_PGCONN_H
 #define GATEWAY_PGCONN_H
@@ -48,6 +49,8 @@ struct pgconn *pgconn_new(struct event_base *base, const char *dsn, const struct
                           size_t nstmts, const char *name);
 /** Close; pending callbacks get NULL. NULL is a no-op. */
 void pgconn_free(struct pgconn *pc);
+/** Queries sent and not yet answered. */
+size_t pgconn_pending(const struct pgconn *pc);
 /** Connected, with its statements prepared or being prepared ahead of any query. */
 bool pgconn_up(const struct pgconn *pc);
 /**

@@ -130,7 +130,8 @@ struct retry {
 
 struct pg_conn {
     struct backend_conn bc;
-    struct pgconn *pc;
+    struct pgconn *pool[PGSTATE_POOL];
+    bool closing; /* being freed: answers that come now are not retried */
     struct retry retries[PGSTATE_RETRY_MAX];
     size_t nretries;
     struct event *retry_ev;
@@ -436,6 +437,17 @@ static struct pg_backend *pgb(struct backend *b)
     return (struct pg_backend *)b;
 }
 
+/* The pool's connection with the fewest queries in flight (PostgreSQL commits the transactions of
+ * different connections with shared WAL flushes; one connection's commit one after another). */
+static struct pgconn *pick(struct pg_conn *c)
+{
+    struct pgconn *best = NULL;
+    for (size_t i = 0; i < PGSTATE_POOL; i++)
+        if (pgconn_up(c->pool[i]) && (!best || pgconn_pending(c->pool[i]) < pgconn_pending(best)))
+            best = c->pool[i];
+    return best ? best : c->pool[0];
+}
+
 static void queue_retry(struct pg_conn *c, int stmt, const char *rid, const char *status)
 {
     if (c->nretries == PGSTATE_RETRY_MAX) {
@@ -466,7 +478,7 @@ struct settle_call {
 static void on_settled(void *arg, const PGresult *res)
 {
     struct settle_call *call = arg;
-    if (!res && call->c->pc) /* not while the connection is being freed */
+    if (!res && !call->c->closing)
         queue_retry(call->c, call->r.stmt, call->r.rid, call->r.status);
     else if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
         log_warn("state: settling request %s: %.*s", call->r.rid,
@@ -483,7 +495,7 @@ static void send_settle(struct pg_conn *c, int stmt, const char *rid, const char
     call->r.stmt = stmt;
     snprintf(call->r.rid, sizeof(call->r.rid), "%s", rid);
     call->r.status = status;
-    if (pgconn_send(c->pc, stmt, p, on_settled, call) != 0) {
+    if (pgconn_send(pick(c), stmt, p, on_settled, call) != 0) {
         free(call);
         queue_retry(c, stmt, rid, status);
     }
@@ -494,7 +506,7 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pg_conn *c = arg;
-    if (!c->nretries || !pgconn_up(c->pc))
+    if (!c->nretries || !pgconn_up(pick(c)))
         return;
     size_t n = c->nretries;
     struct retry *v = xcalloc(n, sizeof(*v));
@@ -511,7 +523,8 @@ static struct backend_conn *pg_conn_new(struct backend *b, struct event_base *ba
     char name[96];
     snprintf(name, sizeof(name), "mandate-gateway %s", pgb(b)->node);
     c->bc.b = b;
-    c->pc = pgconn_new(base, pgb(b)->dsn, stmts, ARRAY_LEN(stmts), name);
+    for (size_t i = 0; i < PGSTATE_POOL; i++)
+        c->pool[i] = pgconn_new(base, pgb(b)->dsn, stmts, ARRAY_LEN(stmts), name);
     c->retry_ev = event_new(base, -1, EV_PERSIST, on_retry_tick, c);
     event_add(c->retry_ev, &(struct timeval){1, 0});
     return &c->bc;
@@ -520,9 +533,9 @@ static struct backend_conn *pg_conn_new(struct backend *b, struct event_base *ba
 static void pg_conn_free(struct backend_conn *bc)
 {
     struct pg_conn *c = (struct pg_conn *)bc;
-    struct pgconn *pc = c->pc;
-    c->pc = NULL;
-    pgconn_free(pc); /* pending admissions get state_unavailable */
+    c->closing = true;
+    for (size_t i = 0; i < PGSTATE_POOL; i++)
+        pgconn_free(c->pool[i]); /* pending admissions get state_unavailable */
     if (c->nretries)
         log_warn("state: %zu settlements not sent before stopping: they are settled at the next "
                  "start",
@@ -546,7 +559,7 @@ static void on_admitted(void *arg, const PGresult *res)
     } else if (res) {
         log_warn("state: admission of request %s: %.*s", call->rid,
                  (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
-    } else if (a->cart && call->c->pc) {
+    } else if (a->cart && !call->c->closing) {
         /* The connection broke: the payment may have been admitted. Nothing is forwarded, so
          * give it back once the connection returns (a no-op if it never was). */
         queue_retry(call->c, S_UNADMIT, call->rid, NULL);
@@ -595,7 +608,7 @@ static void pg_admit(struct backend_conn *bc, struct admit *a, const char *reque
     snprintf(call->rid, sizeof(call->rid), "%s", request_id);
     call->done = done;
     call->arg = arg;
-    if (pgconn_send(c->pc, S_ADMIT, p, on_admitted, call) != 0) {
+    if (pgconn_send(pick(c), S_ADMIT, p, on_admitted, call) != 0) {
         free(call);
         done(arg, CODE_STATE_UNAVAILABLE);
     }
@@ -619,7 +632,7 @@ static void pg_undo(struct backend_conn *bc, const struct admit *a, const char *
     /* An intent mandate's use has no reservation to make its undo idempotent: send it once,
      * and if it cannot go the use stays spent (fail closed). */
     const char *p[] = {a->m->iss, a->m->jti};
-    if (pgconn_send(c->pc, S_UNUSE, p, on_unused, NULL) != 0)
+    if (pgconn_send(pick(c), S_UNUSE, p, on_unused, NULL) != 0)
         log_warn("state: request %s: a use of jti %s stays spent (PostgreSQL unavailable)",
                  request_id, a->m->jti);
 }
@@ -662,7 +675,8 @@ static void pg_revoke(struct backend_conn *bc, enum revoke_kind kind, const char
     struct revoke_call *call = xcalloc(1, sizeof(*call));
     *call = (struct revoke_call){bc->b, kind, xstrdup(value), done, arg};
     const char *p[] = {revoke_kind_name(kind), value, pgb(bc->b)->node};
-    if (!atomic_load(&pgb(bc->b)->ready) || pgconn_send(c->pc, S_REVOKE, p, on_revoked, call) != 0)
+    if (!atomic_load(&pgb(bc->b)->ready) ||
+        pgconn_send(pick(c), S_REVOKE, p, on_revoked, call) != 0)
         on_revoked(call, NULL);
 }
 
@@ -694,7 +708,7 @@ static void pg_spend(struct backend_conn *bc, const char *principal, int64_t now
     const char *p[] = {principal, now};
     struct spend_call *call = xcalloc(1, sizeof(*call));
     *call = (struct spend_call){done, arg};
-    if (pgconn_send(c->pc, S_SPEND, p, on_spend, call) != 0)
+    if (pgconn_send(pick(c), S_SPEND, p, on_spend, call) != 0)
         on_spend(call, NULL);
 }
 

@@ -16,7 +16,8 @@
 
 #include "gateway/backend.h"
 
-#define PGSTATE_RETRY_MAX 1024 /* settlements waiting for a connection, per connection */
+#define PGSTATE_RETRY_MAX 1024 /* settlements waiting for a connection, per backend_conn */
+#define PGSTATE_POOL      4    /* PostgreSQL connections per backend_conn (worker, admin) */
 
 struct pgstate_opts {
     const char *dsn, *node;
