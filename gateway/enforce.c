@@ -33,7 +33,7 @@ static enum code check_cart(const struct config *conf, const struct route *route
     if (strcmp(v->cart.action, route->action) != 0 || strcmp(v->cart.sub, v->m.sub) != 0)
         return CODE_CART_MISMATCH;
     char hash[44];
-    mandate_cart_hash(cart, v->cart_len, hash);
+    mandate_hash_b64(&v->cart, hash); /* the verified cart's own SHA-256, not a second hash */
     if (strcmp(hash, v->m.cart_hash) != 0)
         return CODE_CART_MISMATCH;
     if (!money_equal(&v->m.total, &v->cart.total))
