@@ -32,6 +32,12 @@ static int depth_ok(const json_t *v, int depth)
 
 json_t *sjson_parse(const char *buf, size_t len, char **err)
 {
+    /* jansson 2.14 skips a NUL byte after a number or literal ("[1\0]"): no JSON text has one. */
+    const char *nul = memchr(buf, '\0', len);
+    if (nul) {
+        *err = xasprintf("invalid JSON: a NUL byte at offset %zu", (size_t)(nul - buf));
+        return NULL;
+    }
     json_error_t je;
     json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
     if (!v) {
