@@ -346,8 +346,8 @@ static int cmd_export(struct args *a)
     if (!db)
         return 2;
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT entry, leaf FROM entries WHERE seq >= ? ORDER BY seq", -1,
-                           &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT entry FROM entries WHERE seq >= ? ORDER BY seq", -1, &s,
+                           NULL) != SQLITE_OK) {
         sqlite3_close(db);
         return 2;
     }
@@ -513,11 +513,11 @@ static void csv_rows(sqlite3_stmt *s)
             format_summary(e, what, sizeof(what));
             code = what;
         }
-        if (sqlite3_column_bytes(s, 1) == 32) {
-            char hex[65];
-            hex_encode(sqlite3_column_blob(s, 1), 32, hex);
-            snprintf(receipt, sizeof(receipt), "%lld:%s", (long long)seq, hex);
-        }
+        unsigned char leaf[32];
+        char hex[65];
+        merkle_leaf_hash(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), leaf);
+        hex_encode(leaf, 32, hex);
+        snprintf(receipt, sizeof(receipt), "%lld:%s", (long long)seq, hex);
         const char *decision = str_or(e, "decision", "");
         if (strcmp(kind, "denial_summary") == 0)
             decision = "deny";

@@ -13,8 +13,10 @@
 static const char schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=FULL;"
-    "CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL,"
-    " leaf BLOB NOT NULL);"
+    /* An entry's leaf hash is SHA-256(0x00 || entry): computed where it is needed, never stored
+     * (32 bytes of 300 on every row). Logs written before this have a third column, "leaf BLOB
+     * NOT NULL", which is kept filled in them (store_has_leaf_column) and checked by verify. */
+    "CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS mandates(sha256 TEXT PRIMARY KEY, jws TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS used_jtis(iss TEXT NOT NULL, jti TEXT NOT NULL,"
     " exp INTEGER NOT NULL, used INTEGER NOT NULL, PRIMARY KEY(iss, jti));"
@@ -23,8 +25,10 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS spend(request_id TEXT PRIMARY KEY, key TEXT NOT NULL,"
     " amount INTEGER NOT NULL, status INTEGER NOT NULL);"
+    /* WITHOUT ROWID: the key is the row, with no rowid and no second B-tree for the key (older
+     * logs have both; the statements are the same). */
     "CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL,"
-    " hash BLOB NOT NULL, PRIMARY KEY(level, idx));"
+    " hash BLOB NOT NULL, PRIMARY KEY(level, idx)) WITHOUT ROWID;"
     /* The key sets the gateway used, so that old mandates can be verified after a rotation. One
      * row per (set, owner): two owners may share a set. */
     "CREATE TABLE IF NOT EXISTS keysets(sha256 TEXT NOT NULL, owner TEXT NOT NULL,"
@@ -107,7 +111,11 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
         sqlite3_free(msg);
         goto fail;
     }
-    if (prepare(st, "INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)", &st->ins_entry) ||
+    st->leaf_column = store_has_leaf_column(st->db);
+    if (prepare(st,
+                st->leaf_column ? "INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)"
+                                : "INSERT INTO entries(seq, entry) VALUES(?,?)",
+                &st->ins_entry) ||
         prepare(st, "INSERT OR IGNORE INTO mandates(sha256, jws) VALUES(?,?)", &st->ins_mandate) ||
         prepare(st,
                 "INSERT INTO used_jtis(iss, jti, exp, used) VALUES(?,?,?,?) "
@@ -126,7 +134,7 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
         prepare(st, "INSERT OR REPLACE INTO nodes(level, idx, hash) VALUES(?,?,?)",
                 &st->ins_node) ||
         prepare(st, "SELECT hash FROM nodes WHERE level = ? AND idx = ?", &st->get_node) ||
-        prepare(st, "SELECT leaf FROM entries WHERE seq = ?", &st->get_leaf) ||
+        prepare(st, "SELECT entry FROM entries WHERE seq = ?", &st->get_entry) ||
         (mode == STORE_CREATE &&
          prepare(st,
                  "INSERT OR IGNORE INTO keysets(sha256, owner, jwks, first_seen_ms) "
@@ -162,7 +170,7 @@ void store_close(struct store *st)
     sqlite3_finalize(st->put_spend);
     sqlite3_finalize(st->ins_node);
     sqlite3_finalize(st->get_node);
-    sqlite3_finalize(st->get_leaf);
+    sqlite3_finalize(st->get_entry);
     sqlite3_finalize(st->ins_keyset);
     sqlite3_finalize(st->begin);
     sqlite3_finalize(st->commit);
@@ -229,7 +237,8 @@ int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len,
 {
     sqlite3_bind_int64(st->ins_entry, 1, (sqlite3_int64)seq);
     sqlite3_bind_blob(st->ins_entry, 2, bytes, (int)len, SQLITE_STATIC);
-    sqlite3_bind_blob(st->ins_entry, 3, leaf, 32, SQLITE_STATIC);
+    if (st->leaf_column)
+        sqlite3_bind_blob(st->ins_entry, 3, leaf, 32, SQLITE_STATIC);
     return step(st, st->ins_entry);
 }
 
@@ -319,7 +328,24 @@ int store_put_node(struct store *st, int level, uint64_t index, const unsigned c
     return step(st, st->ins_node);
 }
 
-/* A perfect subtree's root: a leaf at level 0, a stored node above. */
+bool store_has_leaf_column(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('entries') WHERE name = 'leaf'", -1,
+                           &s, NULL) != SQLITE_OK)
+        return false;
+    bool has = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return has;
+}
+
+/* The leaf hash of the entry in column col of s's current row. */
+static void column_leaf(sqlite3_stmt *s, int col, unsigned char out[32])
+{
+    merkle_leaf_hash(sqlite3_column_blob(s, col), (size_t)sqlite3_column_bytes(s, col), out);
+}
+
+/* A perfect subtree's root: a leaf (hashed from its entry) at level 0, a stored node above. */
 static int perfect(struct store *st, int level, uint64_t index, unsigned char out[32])
 {
     if (level > 0 && level < STORE_NODE_MIN_LEVEL) {
@@ -329,13 +355,16 @@ static int perfect(struct store *st, int level, uint64_t index, unsigned char ou
         merkle_node_hash(l, r, out);
         return 0;
     }
-    sqlite3_stmt *s = level ? st->get_node : st->get_leaf;
+    sqlite3_stmt *s = level ? st->get_node : st->get_entry;
     if (level)
         sqlite3_bind_int(s, 1, level);
     sqlite3_bind_int64(s, level ? 2 : 1, (sqlite3_int64)index);
     int rc = -1;
-    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_bytes(s, 0) == 32) {
-        memcpy(out, sqlite3_column_blob(s, 0), 32);
+    if (sqlite3_step(s) == SQLITE_ROW && (!level || sqlite3_column_bytes(s, 0) == 32)) {
+        if (level)
+            memcpy(out, sqlite3_column_blob(s, 0), 32);
+        else
+            column_leaf(s, 0, out);
         rc = 0;
     }
     sqlite3_reset(s);
@@ -372,20 +401,20 @@ static int tail_from_leaves(struct store *st, struct merkle_frontier *f,
                             unsigned char last_leaf[32], char **err)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT seq, leaf FROM entries ORDER BY seq", -1, &s, NULL) !=
+    if (sqlite3_prepare_v2(st->db, "SELECT seq, entry FROM entries ORDER BY seq", -1, &s, NULL) !=
         SQLITE_OK) {
         *err = xstrdup(sqlite3_errmsg(st->db));
         return -1;
     }
     int rc = 0, r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        if ((uint64_t)sqlite3_column_int64(s, 0) != f->size || sqlite3_column_bytes(s, 1) != 32) {
-            *err = xasprintf("entry %llu: sequence gap or bad leaf; run mandate-audit verify",
+        if ((uint64_t)sqlite3_column_int64(s, 0) != f->size) {
+            *err = xasprintf("entry %llu: sequence gap; run mandate-audit verify",
                              (unsigned long long)f->size);
             rc = -1;
             break;
         }
-        memcpy(last_leaf, sqlite3_column_blob(s, 1), 32);
+        column_leaf(s, 1, last_leaf);
         merkle_append(f, last_leaf, NULL);
     }
     if (rc == 0 && r != SQLITE_DONE) {

@@ -26,8 +26,8 @@ struct row {
     int64_t seq;
     char *bytes;
     size_t len;
-    unsigned char leaf[32];
-    bool leaf_ok; /* the stored leaf column was 32 bytes */
+    unsigned char leaf[32]; /* the stored leaf column, in a log of the older layout */
+    bool leaf_ok;           /* it was 32 bytes */
 };
 
 static void violation(struct verify_report *rep, int64_t seq, const char *kind, const char *fmt,
@@ -47,13 +47,17 @@ static void violation(struct verify_report *rep, int64_t seq, const char *kind, 
     va_end(ap);
 }
 
-static int load_rows(sqlite3 *db, struct row **out, size_t *n)
+/* Every entry; *leaves tells whether the log is of the older layout that stored leaf hashes. */
+static int load_rows(sqlite3 *db, struct row **out, size_t *n, bool *leaves)
 {
     sqlite3_stmt *s;
     *out = NULL;
     *n = 0;
-    if (sqlite3_prepare_v2(db, "SELECT seq, entry, leaf FROM entries ORDER BY seq", -1, &s, NULL) !=
-        SQLITE_OK)
+    *leaves = store_has_leaf_column(db);
+    if (sqlite3_prepare_v2(db,
+                           *leaves ? "SELECT seq, entry, leaf FROM entries ORDER BY seq"
+                                   : "SELECT seq, entry, NULL FROM entries ORDER BY seq",
+                           -1, &s, NULL) != SQLITE_OK)
         return -1;
     size_t cap = 1024;
     struct row *v = xmalloc(cap * sizeof(*v));
@@ -136,26 +140,45 @@ static void check_order(const struct row *v, size_t n, struct verify_report *rep
     }
 }
 
-/* Leaf hashes and the prev chain. */
-static void check_chain(const struct row *v, size_t n, unsigned char (*leaves)[32],
-                        struct verify_report *rep)
+/* Whether entry i's prev is the leaf hash of entry i - 1 (64 zeros for entry 0). */
+static bool linked(const struct row *v, size_t i, const unsigned char (*leaves)[32])
 {
-    unsigned char prev[32] = {0};
-    for (size_t i = 0; i < n && rep->ok; i++) {
+    static const unsigned char zero[32];
+    char want[65];
+    hex_encode(i ? leaves[i - 1] : zero, 32, want);
+    json_t *e = parse_row(&v[i]);
+    const char *p = e ? sjson_str(e, "prev") : NULL;
+    bool ok = p && strcmp(p, want) == 0;
+    json_decref(e);
+    return ok;
+}
+
+/*
+ * Leaf hashes and the prev chain. In a log of the older layout each entry is first checked
+ * against its stored leaf. Otherwise the chain itself says which entry changed: when entry i's
+ * prev is not entry i - 1's leaf but entry i + 1's prev is still entry i's, entry i is as written
+ * and entry i - 1 was altered; when both links break, entry i was rewritten (its prev with it).
+ */
+static void check_chain(const struct row *v, size_t n, bool stored_leaves,
+                        unsigned char (*leaves)[32], struct verify_report *rep)
+{
+    for (size_t i = 0; i < n; i++)
         merkle_leaf_hash((const unsigned char *)v[i].bytes, v[i].len, leaves[i]);
-        if (!v[i].leaf_ok || memcmp(leaves[i], v[i].leaf, 32) != 0) {
+    for (size_t i = 0; i < n; i++) {
+        if (stored_leaves && (!v[i].leaf_ok || memcmp(leaves[i], v[i].leaf, 32) != 0)) {
             violation(rep, (int64_t)i, "altered", "entry %zu does not hash to its stored leaf", i);
             return;
         }
-        json_t *e = parse_row(&v[i]);
-        const char *p = e ? sjson_str(e, "prev") : NULL;
-        char want[65];
-        hex_encode(prev, 32, want);
-        if (!p || strcmp(p, want) != 0)
+        if (linked(v, i, (const unsigned char(*)[32])leaves))
+            continue;
+        if (!stored_leaves && i > 0 && i + 1 < n &&
+            linked(v, i + 1, (const unsigned char(*)[32])leaves))
+            violation(rep, (int64_t)i - 1, "altered",
+                      "entry %zu does not hash to the prev that entry %zu holds", i - 1, i);
+        else
             violation(rep, (int64_t)i, "chain break", "entry %zu's prev is not entry %zu's leaf", i,
                       i - 1);
-        json_decref(e);
-        memcpy(prev, leaves[i], 32);
+        return;
     }
 }
 
@@ -773,12 +796,13 @@ int verify_entry(sqlite3 *db, const struct verify_opts *o, int64_t seq, const ch
 }
 
 /* A fresh report and every row of the log; -1 if the log cannot be read. */
-static int begin(sqlite3 *db, struct verify_report *rep, struct row **v, size_t *n)
+static int begin(sqlite3 *db, struct verify_report *rep, struct row **v, size_t *n,
+                 bool *stored_leaves)
 {
     memset(rep, 0, sizeof(*rep));
     rep->ok = true;
     rep->bad_seq = -1;
-    if (load_rows(db, v, n) != 0) {
+    if (load_rows(db, v, n, stored_leaves) != 0) {
         free_rows(*v, *n);
         return -1;
     }
@@ -792,13 +816,13 @@ static int begin(sqlite3 *db, struct verify_report *rep, struct row **v, size_t 
  * much of the log the checkpoints cover (a rewritten log without checkpoints shows there).
  */
 static void check_log(sqlite3 *db, const struct verify_opts *o, struct keystore *ks,
-                      const struct row *v, size_t n, struct verify_report *rep)
+                      const struct row *v, size_t n, bool stored_leaves, struct verify_report *rep)
 {
     unsigned char(*leaves)[32] = xcalloc(n + 1, 32);
     uint64_t stored = 0;
     check_order(v, n, rep);
     if (rep->ok)
-        check_chain(v, n, leaves, rep);
+        check_chain(v, n, stored_leaves, leaves, rep);
     rep->checkpoints_checked = o->checkpoint_key != NULL;
     if (rep->ok && rep->checkpoints_checked)
         check_checkpoints(db, o, (const unsigned char(*)[32])leaves, n, &stored, rep);
@@ -830,6 +854,7 @@ struct verify_walk {
     struct keystore ks; /* kept: the second walk checks the mandates with the same sets */
     struct row *v;
     size_t n, next;
+    bool stored_leaves;        /* a log of the older layout, with each entry's leaf hash stored */
     json_t *entry, *claims[2]; /* the step handed out last */
 };
 
@@ -838,13 +863,14 @@ int verify_walk_open(sqlite3 *db, const struct verify_opts *o, struct verify_rep
 {
     struct verify_walk *w = xcalloc(1, sizeof(*w));
     *out = NULL;
-    if (begin(db, rep, &w->v, &w->n) != 0 || begin_keys(db, &w->ks, rep, w->v, w->n) != 0) {
+    if (begin(db, rep, &w->v, &w->n, &w->stored_leaves) != 0 ||
+        begin_keys(db, &w->ks, rep, w->v, w->n) != 0) {
         free(w);
         return -1;
     }
     w->db = db;
     w->o = o;
-    check_log(db, o, &w->ks, w->v, w->n, rep);
+    check_log(db, o, &w->ks, w->v, w->n, w->stored_leaves, rep);
     /* A second walk checks the same mandates with the same sets: the owners are known now. */
     snprintf(rep->stored_owners, sizeof(rep->stored_owners), "%s", w->ks.used ? w->ks.used : "");
     *out = w;

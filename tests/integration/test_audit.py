@@ -59,8 +59,9 @@ def copy(logged, tmp_path, name):
 
 
 def rows(db):
+    """(seq, entry, leaf hash): the leaf is not stored, it is SHA-256(0x00 || entry)."""
     c = sqlite3.connect(db)
-    r = c.execute("SELECT seq, entry, leaf FROM entries ORDER BY seq").fetchall()
+    r = [(s, e, leaf(e)) for s, e in c.execute("SELECT seq, entry FROM entries ORDER BY seq")]
     c.close()
     return r
 
@@ -104,12 +105,12 @@ def leaf(b):
 
 
 def rewrite(db, seq, change):
-    """Re-encode entry seq after change(entry dict), with a leaf that matches its new bytes."""
+    """Re-encode entry seq after change(entry dict)."""
     e = json.loads(dict((s, b) for s, b, _ in rows(db))[seq])
     change(e)
     b = json.dumps(e, separators=(",", ":"), sort_keys=True).encode()
     c = sqlite3.connect(db)
-    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, leaf(b), seq))
+    c.execute("UPDATE entries SET entry = ? WHERE seq = ?", (b, seq))
     c.commit()
     c.close()
 
@@ -124,7 +125,7 @@ def test_insert_forged(logged, tmp_path):
     c = sqlite3.connect(db)
     for seq, _, _ in reversed(rs[k:]):
         c.execute("UPDATE entries SET seq = seq + 1 WHERE seq = ?", (seq,))
-    c.execute("INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)", (k, fb, leaf(fb)))
+    c.execute("INSERT INTO entries(seq, entry) VALUES(?,?)", (k, fb))
     c.commit()
     c.close()
     rc, rep = audit(logged[0], db)
@@ -135,8 +136,8 @@ def test_swap_two(logged, tmp_path):
     db = copy(logged, tmp_path, "swap.db")
     rs = rows(db)
     c = sqlite3.connect(db)
-    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = 11", (rs[12][1], rs[12][2]))
-    c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = 12", (rs[11][1], rs[11][2]))
+    c.execute("UPDATE entries SET entry = ? WHERE seq = 11", (rs[12][1],))
+    c.execute("UPDATE entries SET entry = ? WHERE seq = 12", (rs[11][1],))
     c.commit()
     c.close()
     rc, rep = audit(logged[0], db)
@@ -299,7 +300,7 @@ def test_chain_break(logged, tmp_path):
 
 
 def test_root_mismatch(logged, tmp_path):
-    """The last entry rewritten with a consistent leaf and prev: only the signed root shows it."""
+    """The last entry rewritten with a consistent prev: only the signed root shows it."""
     db = copy(logged, tmp_path, "root.db")
     seq = rows(db)[-1][0]
     rewrite(db, seq, lambda e: e.update(ts_ms=e["ts_ms"] + 1))
@@ -355,7 +356,7 @@ def encode(e):
 
 
 def rechain(db, start=0):
-    """Recompute prev and leaf of every entry from start on: what a forger with write access does."""
+    """Recompute the prev of every entry from start on: what a forger with write access does."""
     rs = rows(db)
     c = sqlite3.connect(db)
     prev = rs[start - 1][2] if start else b"\x00" * 32
@@ -364,7 +365,7 @@ def rechain(db, start=0):
         e["prev"] = prev.hex()
         b = encode(e)
         prev = leaf(b)
-        c.execute("UPDATE entries SET entry = ?, leaf = ? WHERE seq = ?", (b, prev, seq))
+        c.execute("UPDATE entries SET entry = ? WHERE seq = ?", (b, seq))
     c.commit()
     c.close()
 
@@ -382,7 +383,7 @@ def append(db, e):
     e.update(v=1, seq=len(rs), prev=rs[-1][2].hex())
     b = encode(e)
     c = sqlite3.connect(db)
-    c.execute("INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)", (len(rs), b, leaf(b)))
+    c.execute("INSERT INTO entries(seq, entry) VALUES(?,?)", (len(rs), b))
     c.commit()
     c.close()
     return len(rs)
@@ -777,8 +778,7 @@ def test_csv_quotes_fields_that_need_it(paid, tmp_path):
           "code": "mandate_revoked", "mandates": []}
     b = json.dumps(e2, sort_keys=True, separators=(",", ":")).encode()
     c = sqlite3.connect(out)
-    c.execute("INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)",
-              (e2["seq"], b, hashlib.sha256(b"\0" + b).digest()))
+    c.execute("INSERT INTO entries(seq, entry) VALUES(?,?)", (e2["seq"], b))
     c.commit()
     c.close()
     r = subprocess_run(binary("mandate-audit"), "export", "--db", out, "--format", "csv")

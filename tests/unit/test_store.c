@@ -1,7 +1,8 @@
 /*
  * audit/store: a used jti never goes back to a smaller count, and the database of a gateway that
  * crashed (a WAL file still to recover) opens every time when several tools and the restarted
- * gateway open it at once.
+ * gateway open it at once. Leaf hashes are not stored but recomputed from the entries, and a log
+ * of the older layout, which stored them, keeps being read and written as it is.
  */
 #include "testkit.h"
 
@@ -249,12 +250,181 @@ static void test_keyset_stored_once(void **state)
     tk_rmdir(dir);
 }
 
+/* An entry of about the size of a denial, for seq. */
+static int entry_text(uint64_t seq, char *buf, size_t size)
+{
+    return snprintf(buf, size, "{\"kind\":\"decision\",\"pad\":\"%0240d\",\"seq\":%llu}", 0,
+                    (unsigned long long)seq);
+}
+
+/* Append entries f->size .. n-1 with their subtree roots, as the writer does; leaves[i] is the
+ * leaf hash of entry i. With legacy_sql, by plain SQL into a log of the older layout: the leaf
+ * stored beside the entry and subtree roots from level 3 up. */
+static void append_entries(sqlite3 *legacy_sql, struct store *st, struct merkle_frontier *f,
+                           uint64_t n, unsigned char (*leaves)[32])
+{
+    sqlite3 *db = legacy_sql ? legacy_sql : store_db(st);
+    assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    while (f->size < n) {
+        char bytes[512];
+        uint64_t seq = f->size;
+        int len = entry_text(seq, bytes, sizeof(bytes));
+        merkle_leaf_hash((const unsigned char *)bytes, (size_t)len, leaves[seq]);
+        unsigned char done[MERKLE_MAX_HEIGHT][32];
+        int k = merkle_append(f, leaves[seq], done);
+        if (!legacy_sql) {
+            assert_int_equal(store_append(st, seq, bytes, (size_t)len, leaves[seq]), 0);
+            for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
+                assert_int_equal(store_put_node(st, j + 1, (f->size >> (j + 1)) - 1, done[j]), 0);
+            continue;
+        }
+        sqlite3_stmt *s;
+        assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO entries VALUES(?,?,?)", -1, &s, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)seq);
+        sqlite3_bind_blob(s, 2, bytes, len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 3, leaves[seq], 32, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+        sqlite3_finalize(s);
+        for (int j = 2; j < k; j++) {
+            assert_int_equal(
+                sqlite3_prepare_v2(db, "INSERT INTO nodes VALUES(?,?,?)", -1, &s, NULL), SQLITE_OK);
+            sqlite3_bind_int(s, 1, j + 1);
+            sqlite3_bind_int64(s, 2, (sqlite3_int64)((f->size >> (j + 1)) - 1));
+            sqlite3_bind_blob(s, 3, done[j], 32, SQLITE_STATIC);
+            assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+            sqlite3_finalize(s);
+        }
+    }
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+}
+
+/* Every leaf, root, proof and the tail read back from st agree with the tree of leaves. */
+static void assert_tree(struct store *st, const unsigned char (*leaves)[32], uint64_t n)
+{
+    unsigned char got[32], want[32];
+    for (uint64_t m = 0; m < n; m++) {
+        assert_int_equal(store_range_root(st, m, 1, got), 0);
+        assert_memory_equal(got, leaves[m], 32);
+    }
+    merkle_root_of(leaves, n, want);
+    assert_int_equal(store_range_root(st, 0, n, got), 0);
+    assert_memory_equal(got, want, 32);
+    for (uint64_t m = 0; m < n; m += 37) {
+        unsigned char proof[MERKLE_MAX_HEIGHT][32];
+        int len = store_inclusion_proof(st, m, n, proof);
+        assert_true(len > 0);
+        assert_true(merkle_verify_inclusion(leaves[m], m, n, (const unsigned char(*)[32])proof,
+                                            (size_t)len, want));
+    }
+    struct merkle_frontier f;
+    char *err = NULL;
+    assert_int_equal(store_tail(st, &f, got, &err), 0);
+    assert_int_equal(f.size, n);
+    assert_memory_equal(got, leaves[n - 1], 32);
+    merkle_root(&f, got);
+    assert_memory_equal(got, want, 32);
+}
+
+static int64_t count(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* A new log stores the entry alone (seq, entry) and subtree roots from level 6 up; every leaf,
+ * root, proof and the tail are recomputed from the entries. */
+static void test_leaf_hashes_recomputed(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/new.db", dir);
+    char *err = NULL;
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    assert_false(store_has_leaf_column(store_db(st)));
+    assert_int_equal(count(store_db(st), "SELECT COUNT(*) FROM pragma_table_info('entries')"), 2);
+    static unsigned char leaves[300][32];
+    struct merkle_frontier f = {0};
+    append_entries(NULL, st, &f, 300, leaves);
+    /* 300 = 256 + 32 + 8 + 4: four roots at level 6, two at 7, one at 8. */
+    assert_int_equal(count(store_db(st), "SELECT COUNT(*) FROM nodes"), 7);
+    assert_tree(st, (const unsigned char(*)[32])leaves, 300);
+    store_close(st);
+
+    st = store_open(path, STORE_READONLY, &err);
+    assert_non_null(st);
+    assert_tree(st, (const unsigned char(*)[32])leaves, 300);
+    store_close(st);
+    free(path);
+    tk_rmdir(dir);
+}
+
+/*
+ * A log written before leaf hashes were dropped (entries(seq, entry, leaf NOT NULL), subtree
+ * roots from level 3 up, nodes with a rowid) opens as it is, is appended to with the leaf column
+ * filled, and reads back the same tree: no rewrite of old logs.
+ */
+static void test_older_layout_kept(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/old.db", dir);
+    char *err = NULL;
+    sqlite3 *old;
+    assert_int_equal(sqlite3_open(path, &old), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(old,
+                     "PRAGMA journal_mode=WAL;"
+                     "CREATE TABLE entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL,"
+                     " leaf BLOB NOT NULL);"
+                     "CREATE TABLE nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL,"
+                     " hash BLOB NOT NULL, PRIMARY KEY(level, idx));",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    static unsigned char leaves[300][32];
+    struct merkle_frontier f = {0};
+    append_entries(old, NULL, &f, 200, leaves);
+    sqlite3_close(old);
+
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    assert_true(store_has_leaf_column(store_db(st)));
+    assert_tree(st, (const unsigned char(*)[32])leaves, 200);
+    append_entries(NULL, st, &f, 300, leaves);
+    assert_tree(st, (const unsigned char(*)[32])leaves, 300);
+    /* The rows it appended carry their leaf hash like the old ones. */
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(store_db(st), "SELECT seq, leaf FROM entries ORDER BY seq",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    int rows = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(s, 0);
+        assert_int_equal(seq, rows);
+        assert_int_equal(sqlite3_column_bytes(s, 1), 32);
+        assert_memory_equal(sqlite3_column_blob(s, 1), leaves[seq], 32);
+        rows++;
+    }
+    sqlite3_finalize(s);
+    assert_int_equal(rows, 300);
+    store_close(st);
+    free(path);
+    tk_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jti_count_never_decreases),
         cmocka_unit_test(test_open_crashed_copy_concurrently),
         cmocka_unit_test(test_keyset_stored_once),
+        cmocka_unit_test(test_leaf_hashes_recomputed),
+        cmocka_unit_test(test_older_layout_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
