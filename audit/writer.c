@@ -2,7 +2,8 @@
  * writer: group commit of audit entries and state changes, and checkpoints. A batch that fails
  * is rolled back and its items retried one by one, so that one bad item fails alone; a
  * checkpoint is stored on its own after the entries it covers, so that it never fails them. The
- * queue is bounded, and the free space under the database is watched for the workers.
+ * queue is bounded, and the free space under the database is watched for the workers. The WAL is
+ * copied into the database by a thread of its own, off the commit path.
  */
 #include "audit/writer.h"
 
@@ -30,6 +31,17 @@
 #define WRITER_MAX_ROUNDS                                                                          \
     8 /* a batch is tried at most this often, one refused item less each time */
 #define WRITER_MAX_TRIES 3 /* transactions an unawaited item may see fail before it is dropped */
+/*
+ * The WAL: the checkpointer copies it into the database once it holds WAL_WAKE_BYTES, and again
+ * after every WAL_STEP_BYTES more while it has not started over. Past wal_max_bytes (default
+ * WAL_MAX_BYTES) the writer copies the rest itself between two transactions, so that the next
+ * one starts it over.
+ */
+#define WAL_WAKE_BYTES (4LL << 20)
+#define WAL_STEP_BYTES (1LL << 20)
+#define WAL_MAX_BYTES  (64LL << 20)
+#define WAL_WARN_US    60000000 /* "a reader holds the WAL" at most this often */
+#define CK_BUSY_MS     1000     /* how long the checkpointer's statements wait for a lock */
 
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 
@@ -64,6 +76,26 @@ struct writer {
     /* Mandate texts already committed, by the first 16 hex digits of their SHA-256, direct-mapped:
      * a multi-use mandate's text is stored once, not offered again on every call. */
     uint64_t stored[STORED_SLOTS];
+    /* The checkpointer: a thread with its own connection that copies the WAL into the database
+     * (PRAGMA wal_checkpoint(PASSIVE)) when the writer's WAL hook wakes it. */
+    struct {
+        pthread_t thread;
+        sqlite3 *db; /* NULL: no checkpointer, SQLite's own checkpoints on commit */
+        pthread_mutex_t mu;
+        pthread_cond_t cond;
+        bool wake, stop;      /* guarded by mu */
+        pthread_mutex_t copy; /* held while the WAL is copied, by either thread */
+        int wake_pages, step_pages, restart_pages;
+        /* Writer thread (the WAL hook and the loop): */
+        int pages;            /* in the WAL after the last commit */
+        int woken_at;         /* pages when the checkpointer was last woken; 0 once it restarted */
+        int restarted_at;     /* pages when the writer last copied the rest itself */
+        bool restart_due;     /* the writer is to copy the rest before its next transaction */
+        bool idle_woken;      /* woken since the last commit because the writer was idle */
+        int64_t warn_mono_us; /* CLOCK_MONOTONIC (mono_us) of the last "a reader holds it" */
+    } ck;
+    int page_size;
+    int64_t wal_max_bytes;
     struct writer_stats stats;
 };
 
@@ -546,6 +578,175 @@ static void linger(struct writer *w)
         ;
 }
 
+/* --- the WAL, copied into the database off the commit path ------------------------------------ */
+
+/*
+ * Copy the WAL into the database as far as it goes without waiting for anyone (PASSIVE), timed
+ * in h. Returns the pages it could not copy (a reader still uses them, or the writer added them
+ * meanwhile), or -1 when it did not run (an error is logged; the next wake tries again).
+ */
+static int copy_wal(struct writer *w, sqlite3 *db, struct hist *h)
+{
+    int log = 0, done = 0;
+    int64_t t0 = mono_us();
+    pthread_mutex_lock(&w->ck.copy);
+    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    pthread_mutex_unlock(&w->ck.copy);
+    if ((rc & 0xff) == SQLITE_BUSY)
+        return -1; /* a recovery, or another process's checkpoint: next time */
+    if (rc != SQLITE_OK) {
+        log_error("audit: copying the WAL into the database: %s", sqlite3_errstr(rc));
+        return -1;
+    }
+    hist_observe(h, (uint64_t)(mono_us() - t0));
+    return log - done;
+}
+
+static void *checkpointer(void *arg)
+{
+    struct writer *w = arg;
+    pthread_mutex_lock(&w->ck.mu);
+    for (;;) {
+        while (!w->ck.wake && !w->ck.stop)
+            pthread_cond_wait(&w->ck.cond, &w->ck.mu);
+        if (w->ck.stop)
+            break;
+        w->ck.wake = false;
+        pthread_mutex_unlock(&w->ck.mu);
+        if (copy_wal(w, w->ck.db, &w->stats.wal_copy_us) >= 0)
+            atomic_fetch_add(&w->stats.wal_checkpoints, 1);
+        pthread_mutex_lock(&w->ck.mu);
+    }
+    pthread_mutex_unlock(&w->ck.mu);
+    return NULL;
+}
+
+static void wake_checkpointer(struct writer *w)
+{
+    pthread_mutex_lock(&w->ck.mu);
+    w->ck.wake = true;
+    pthread_cond_signal(&w->ck.cond);
+    pthread_mutex_unlock(&w->ck.mu);
+}
+
+/*
+ * After every commit, on the writer thread, with the pages in the WAL (sqlite3_wal_hook, which
+ * replaces SQLite's own checkpoint that would copy them inside COMMIT): wake the checkpointer as
+ * the WAL grows, and note when it has grown so far that the writer must finish the copy itself.
+ */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    struct writer *w = arg;
+    uint64_t bytes = (uint64_t)pages * (uint64_t)w->page_size;
+    atomic_store(&w->stats.wal_bytes, bytes);
+    if (bytes > atomic_load(&w->stats.wal_bytes_max))
+        atomic_store(&w->stats.wal_bytes_max, bytes);
+    w->ck.pages = pages;
+    w->ck.idle_woken = false;
+    if (pages < w->ck.wake_pages) {
+        w->ck.woken_at = w->ck.restarted_at = 0; /* the WAL started over */
+        return SQLITE_OK;
+    }
+    if (pages >= w->ck.woken_at + w->ck.step_pages) {
+        w->ck.woken_at = pages;
+        wake_checkpointer(w);
+    }
+    if (pages >= w->ck.restart_pages && pages >= w->ck.restarted_at + w->ck.step_pages)
+        w->ck.restart_due = true;
+    return SQLITE_OK;
+}
+
+/*
+ * The WAL only starts over (is written again from its beginning) when a transaction begins with
+ * all of it copied. When the writer pauses, the checkpointer's copy gets there; under sustained
+ * load it seldom does, copying beside a writer that keeps adding. Past wal_max_bytes the writer
+ * copies the rest itself between two transactions, so that the next one starts the WAL over: one
+ * short copy (what arrived since the checkpointer's last, and two syncs) per 64 MB, where
+ * SQLite's own checkpoint copied everything inside a COMMIT every 4 MB.
+ * Writer thread, no transaction open.
+ */
+static void restart_wal(struct writer *w)
+{
+    if (!w->ck.restart_due)
+        return;
+    w->ck.restart_due = false;
+    w->ck.restarted_at = w->ck.pages;
+    int left = copy_wal(w, store_db(w->st), &w->stats.wal_restart_us);
+    if (left >= 0)
+        atomic_fetch_add(&w->stats.wal_restarts, 1);
+    int64_t t = mono_us();
+    if (left > 0 && t - w->ck.warn_mono_us >= WAL_WARN_US) {
+        w->ck.warn_mono_us = t;
+        log_warn("audit: %d pages of the WAL (%llu bytes) cannot be copied into the database: a "
+                 "reader still uses them (a long mandate-audit run?); the WAL grows meanwhile",
+                 left, (unsigned long long)atomic_load(&w->stats.wal_bytes));
+    }
+}
+
+/*
+ * Start the checkpointer on a connection of its own to the writer's database, and take the
+ * checkpoints off the writer's commits. Without one (a temporary database, or it cannot start)
+ * SQLite keeps checkpointing inside COMMIT, as it does by default.
+ */
+static void start_checkpointer(struct writer *w)
+{
+    sqlite3 *db = store_db(w->st), *ck = NULL;
+    const char *path = sqlite3_db_filename(db, "main");
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        w->page_size = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (!path || !*path || w->page_size <= 0)
+        return;
+    w->ck.wake_pages = (int)(WAL_WAKE_BYTES / w->page_size);
+    w->ck.step_pages = (int)(WAL_STEP_BYTES / w->page_size);
+    w->ck.restart_pages = (int)(w->wal_max_bytes / w->page_size);
+    /* synchronous=FULL (the default, said here): the copy is synced before the WAL may start
+     * over, or a crash could lose committed entries. */
+    if (sqlite3_open_v2(path, &ck, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(ck, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+        log_warn("audit: no checkpointer (%s): the WAL is copied on the commit path",
+                 ck ? sqlite3_errmsg(ck) : "cannot open the database");
+        sqlite3_close(ck);
+        return;
+    }
+    sqlite3_busy_timeout(ck, CK_BUSY_MS);
+    w->ck.db = ck;
+    if (pthread_create(&w->ck.thread, NULL, checkpointer, w) != 0) {
+        log_warn("audit: no checkpointer (no thread): the WAL is copied on the commit path");
+        sqlite3_close(ck);
+        w->ck.db = NULL;
+        return;
+    }
+    sqlite3_wal_hook(db, on_wal_commit, w);
+}
+
+/* Join the checkpointer, then copy the whole WAL into the database and empty it (TRUNCATE): a
+ * stopped gateway leaves everything in the database file itself. */
+static void stop_checkpointer(struct writer *w)
+{
+    if (w->ck.db) {
+        pthread_mutex_lock(&w->ck.mu);
+        w->ck.stop = true;
+        pthread_cond_signal(&w->ck.cond);
+        pthread_mutex_unlock(&w->ck.mu);
+        pthread_join(w->ck.thread, NULL);
+        sqlite3_close(w->ck.db);
+        w->ck.db = NULL;
+        sqlite3_wal_hook(store_db(w->st), NULL, NULL);
+    }
+    int rc =
+        sqlite3_wal_checkpoint_v2(store_db(w->st), NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK)
+        log_warn("audit: the final copy of the WAL into the database: %s (the next start "
+                 "recovers it)",
+                 sqlite3_errmsg(store_db(w->st)));
+}
+
 static void *run(void *arg)
 {
     struct writer *w = arg;
@@ -556,9 +757,15 @@ static void *run(void *arg)
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
             if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT) {
-                /* Idle: the disk and the drop counts are still watched. */
+                /* Idle: the disk and the drop counts are still watched, and the checkpointer
+                 * gets to copy what arrived during its last copy, so that the next transaction
+                 * starts the WAL over. */
                 pthread_mutex_unlock(&w->mu);
                 periodic(w);
+                if (w->ck.db && w->ck.woken_at && !w->ck.idle_woken) {
+                    w->ck.idle_woken = true;
+                    wake_checkpointer(w);
+                }
                 pthread_mutex_lock(&w->mu);
             }
             if (!w->head && w->tree.size > w->checkpoint_size &&
@@ -572,6 +779,7 @@ static void *run(void *arg)
         w->queued = 0;
         w->awaited = 0;
         pthread_mutex_unlock(&w->mu);
+        restart_wal(w);
         commit_batch(w, batch, stop);
         periodic(w);
         pthread_mutex_lock(&w->mu);
@@ -595,6 +803,9 @@ static char *dir_of(const char *path)
 
 static void free_writer(struct writer *w)
 {
+    pthread_mutex_destroy(&w->ck.mu);
+    pthread_cond_destroy(&w->ck.cond);
+    pthread_mutex_destroy(&w->ck.copy);
     free(w->checkpoint);
     jwk_clear(&w->key);
     free(w->origin);
@@ -610,6 +821,9 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
     struct writer *w = xcalloc(1, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
+    pthread_mutex_init(&w->ck.mu, NULL);
+    pthread_cond_init(&w->ck.cond, NULL);
+    pthread_mutex_init(&w->ck.copy, NULL);
     w->tree = *f;
     memcpy(w->last_leaf, last_leaf, 32);
     if (o->key && o->key->pkey) {
@@ -624,6 +838,7 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
     w->every = o->checkpoint_every > 0 ? o->checkpoint_every : 1;
     w->max_queue = o->max_queue ? o->max_queue : WRITER_DEFAULT_MAX_QUEUE;
     w->min_free_bytes = o->min_free_bytes;
+    w->wal_max_bytes = o->wal_max_bytes > 0 ? o->wal_max_bytes : WAL_MAX_BYTES;
     w->db_dir = o->db_path ? dir_of(o->db_path) : NULL;
     watch_disk(w, true); /* right from the start: the workers read it before the first second */
     w->checkpoint = store_last_checkpoint(st);
@@ -631,8 +846,12 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
     w->checkpoint_ms = now_ms();
     hist_init(&w->stats.batch_size, batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));
     hist_init(&w->stats.commit_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
+    hist_init(&w->stats.wal_copy_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
+    hist_init(&w->stats.wal_restart_us, HIST_US_BOUNDS, HIST_US_NBOUNDS);
     w->st = st;
+    start_checkpointer(w);
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
+        stop_checkpointer(w);
         free_writer(w);
         return NULL;
     }
@@ -649,6 +868,7 @@ void writer_stop(struct writer *w)
      * submissions from then on: once joined, nothing it took is left and no mailbox is used. */
     pthread_join(w->thread, NULL);
     report_drops(w, true);
+    stop_checkpointer(w);
     store_close(w->st);
     free_writer(w);
 }

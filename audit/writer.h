@@ -11,6 +11,13 @@
  * that it never fails them. An item nobody waits for that cannot be written is counted (dropped)
  * and logged. The queue is bounded (max_queue) and the free space under the database watched
  * (writer_disk_low), so that the gateway can refuse allows before the disk is full.
+ *
+ * Commits never copy the WAL into the database (SQLite's automatic checkpoint, ~10 ms inside a
+ * COMMIT every 4 MB): a checkpointer thread with its own connection does, woken by the writer's
+ * WAL hook as the WAL grows (PASSIVE: it never waits for the writer). The WAL starts over when
+ * a transaction begins with all of it copied; if sustained load never allows that and it passes
+ * 64 MB (wal_max_bytes), the writer copies the rest itself between two transactions. At stop it
+ * is emptied.
  */
 #ifndef AUDIT_WRITER_H
 #define AUDIT_WRITER_H
@@ -87,6 +94,13 @@ struct writer_stats {
     _Atomic uint64_t dropped;    /* entries nobody waits for that were never written (logged) */
     _Atomic uint64_t queue_full; /* submissions refused because the queue was full */
     _Atomic uint64_t checkpoint_failures; /* checkpoints not signed or not stored (retried) */
+    /* The WAL, copied into the database by the checkpointer thread, off the commit path: */
+    struct hist wal_copy_us;          /* one copy by the checkpointer (wal_checkpoint(PASSIVE)) */
+    struct hist wal_restart_us;       /* the rest copied by the writer, before a transaction */
+    _Atomic uint64_t wal_checkpoints; /* copies by the checkpointer */
+    _Atomic uint64_t wal_restarts;    /* copies the writer finished itself, past wal_max_bytes */
+    _Atomic uint64_t wal_bytes;       /* the WAL's size after the last commit */
+    _Atomic uint64_t wal_bytes_max;   /* and its largest */
 };
 
 #define WRITER_DEFAULT_MAX_QUEUE      65536
@@ -100,6 +114,7 @@ struct writer_opts {
     size_t max_queue;         /* writer_submit refuses beyond this many queued items (0: default) */
     int64_t min_free_bytes;   /* writer_disk_low below this many free bytes (<= 0: never) */
     const char *db_path;      /* the database, whose directory is watched (NULL: not watched) */
+    int64_t wal_max_bytes;    /* past this the writer copies the WAL itself (<= 0: 64 MB) */
 };
 
 struct writer;
@@ -124,11 +139,11 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
  */
 bool writer_submit(struct writer *w, struct writer_item *it) MUST_CHECK;
 /**
- * Commit everything queued, store a final checkpoint, join the thread, close the store and free
- * the writer. Every item the writer took has been delivered to its mailbox (or freed) before this
- * returns, and no mailbox is touched after: call it while the mailboxes are still alive, then
- * clear them (writer_mailbox_clear frees what nobody drained). No writer_submit may start after
- * writer_stop has been called.
+ * Commit everything queued, store a final checkpoint, join the thread (and the checkpointer's),
+ * copy the WAL into the database, close the store and free the writer. Every item the writer took
+ * has been delivered to its mailbox (or freed) before this returns, and no mailbox is touched
+ * after: call it while the mailboxes are still alive, then clear them (writer_mailbox_clear frees
+ * what nobody drained). No writer_submit may start after writer_stop has been called.
  */
 void writer_stop(struct writer *w);
 /** The newest checkpoint note (a copy the caller frees), or NULL. */

@@ -3,9 +3,12 @@
  * reports low disk space; a failed batch fails only the item the store refuses (the others keep
  * their answers, denials and state changes) and a failed checkpoint fails no entry; writer_stop
  * delivers everything it took before returning, and writer_mailbox_clear frees what nobody
- * drained without running done().
+ * drained without running done(). Under a long burst the WAL is copied into the database by the
+ * checkpointer, off the commit path, and stays bounded; a stopped writer leaves it empty.
  */
 #include "testkit.h"
+
+#include <sys/stat.h>
 
 #include <event2/thread.h>
 
@@ -426,6 +429,93 @@ static void test_stop_delivers_and_clear_frees(void **state)
     assert_log_intact(fx, 50);
 }
 
+/* Submit a 1 KB entry nobody waits for, with a jti of its own (a random page of used_jtis). */
+static void submit_kb(struct writer *w, int n)
+{
+    static char pad[1025];
+    memset(pad, 'p', 1024);
+    char id[24];
+    snprintf(id, sizeof(id), "j%d", n);
+    struct writer_item *it =
+        writer_item_new(json_pack("{sI ss ss ss ss}", "ts_ms", (json_int_t)1700000000000LL, "kind",
+                                  "config", "request_id", id, "config_sha256", "00", "pad", pad));
+    writer_item_op(it, WOP_JTI, "w1", id, 4000000000LL, 1);
+    assert_true(writer_submit(w, it));
+}
+
+/* Keep the writer busy (at most 1000 entries queued, so it never waits for more) until done(ws)
+ * or 60 s; then wait until it has committed them all. Returns the entries submitted so far. */
+static int burst(struct writer *w, int n, bool (*done)(struct writer_stats *ws))
+{
+    struct writer_stats *ws = writer_stats(w);
+    int64_t until = mono_us() + 60000000;
+    while (!done(ws) && mono_us() < until) {
+        if ((uint64_t)n - atomic_load(&ws->entries) < 1000)
+            submit_kb(w, n++);
+        else
+            usleep(100);
+    }
+    for (int i = 0; i < 30000 && atomic_load(&ws->entries) < (uint64_t)n; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&ws->entries), n);
+    return n;
+}
+
+static bool writer_copied(struct writer_stats *ws)
+{
+    return atomic_load(&ws->wal_restarts) > 0;
+}
+
+static bool wal_past_wake(struct writer_stats *ws)
+{
+    return atomic_load(&ws->wal_bytes) >= (5u << 20);
+}
+
+/*
+ * Under a burst that never lets the writer pause, the checkpointer copies the WAL as it grows
+ * (every megabyte past 4), and past wal_max_bytes (8 MB here, 64 MB by default) the writer copies
+ * the rest itself so that the WAL starts over: it never grows far beyond. After a pause the
+ * checkpointer copies what is left and the next transaction starts the WAL over. At stop the
+ * WAL is emptied; the log is intact.
+ */
+static void test_wal_copied_off_the_commit_path(void **state)
+{
+    struct fixture *fx = *state;
+    struct writer *w = start(fx, &(struct writer_opts){.key = &fx->key,
+                                                       .origin = ORIGIN,
+                                                       .checkpoint_every = 1000000,
+                                                       .wal_max_bytes = 8 << 20});
+    struct writer_stats *ws = writer_stats(w);
+    int n = burst(w, 0, writer_copied);
+    uint64_t copies = atomic_load(&ws->wal_checkpoints), max = atomic_load(&ws->wal_bytes_max);
+    print_message("%d entries: %llu copies by the checkpointer, %llu by the writer, WAL at most "
+                  "%llu bytes\n",
+                  n, (unsigned long long)copies, (unsigned long long)atomic_load(&ws->wal_restarts),
+                  (unsigned long long)max);
+    assert_true(atomic_load(&ws->wal_restarts) >= 1);
+    assert_true(copies >= 1);
+    assert_true(max >= (8u << 20) && max < (12u << 20));
+
+    /* Past the checkpointer's mark again, then a pause: after a second without entries the
+     * checkpointer copies the rest, and the next entry starts the WAL over. */
+    n = burst(w, n, wal_past_wake);
+    assert_true(wal_past_wake(ws));
+    for (int i = 0; i < 5 && atomic_load(&ws->wal_bytes) >= (1u << 20); i++) {
+        usleep(1500000);
+        submit_kb(w, n++);
+        for (int j = 0; j < 5000 && atomic_load(&ws->entries) < (uint64_t)n; j++)
+            usleep(1000);
+    }
+    assert_true(atomic_load(&ws->wal_bytes) < (1u << 20));
+    writer_stop(w);
+
+    char *wal = xasprintf("%s-wal", fx->path);
+    struct stat sb;
+    assert_true(stat(wal, &sb) != 0 || sb.st_size == 0);
+    free(wal);
+    assert_log_intact(fx, (uint64_t)n);
+}
+
 int main(void)
 {
     assert_int_equal(evthread_use_pthreads(), 0);
@@ -437,6 +527,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_counters_and_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whole_failure_requeues_denials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_delivers_and_clear_frees, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_copied_off_the_commit_path, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
