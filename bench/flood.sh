@@ -10,7 +10,8 @@
 # Pass: growth caused by the flood < 1 MB; valid p99 under flood <= 2 x unloaded p99.
 # Everything on 127.0.0.1, free ports, a fresh temporary directory (its path is printed),
 # processes stopped by PID with SIGTERM, the whole run bounded by MAX_S (default 300 s).
-# Environment: WORKERS (default 2), BUILD (default build/hf), KEEP=0 removes the directory.
+# Environment: WORKERS (default 2), BUILD (default build/hf), KEEP=0 removes the directory,
+# TMPDIR where it is made (default /tmp; /dev/shm takes the disk out of the figures).
 set -euo pipefail
 SECS=${1:-60}
 UNLOADED_S=${UNLOADED_S:-10}
@@ -24,7 +25,7 @@ command -v wrk > /dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; e
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX_BIN" ] || { echo "needs nginx (apt-get install -y nginx)" >&2; exit 1; }
 make -C "$ROOT" -s BUILD="$BUILD" all
-D=$(mktemp -d /tmp/bench-flood.XXXXXX)
+D=$(mktemp -d "${TMPDIR:-/tmp}/bench-flood.XXXXXX")
 
 GW= NG= WD= FL=
 cleanup() {
@@ -100,11 +101,11 @@ wrkfig() {
          /Non-2xx/ { bad += $NF } /Socket errors/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
          END { printf "%.0f %.0f %.0f %d %d\n", p50, p99, rps, bad, n }' "$1"
 }
-# What the entries after seq $1 are: count and bytes (entry + leaf) by kind and code.
+# What the entries after seq $1 are: count and bytes of the entries by kind and code.
 breakdown() {
     sqlite3 -readonly "$D/gateway.db" "SELECT json_extract(CAST(entry AS TEXT), '\$.kind') AS k,
         coalesce(json_extract(CAST(entry AS TEXT), '\$.code'), '') AS c, count(*),
-        sum(length(entry) + length(leaf)) FROM entries WHERE seq > $1 GROUP BY k, c ORDER BY 3 DESC" |
+        sum(length(entry)) FROM entries WHERE seq > $1 GROUP BY k, c ORDER BY 3 DESC" |
         awk -F'|' '{printf "    %-15s %-22s %8d entries %10d bytes\n", $1, $2, $3, $4}'
 }
 
