@@ -148,10 +148,27 @@ class PgServer:
         removed. Returns the exit status. Called by procs at the end of the test."""
         rc = self.p.returncode
         if self.p.poll() is None:
+            self._wait_clients_gone(10)
             os.kill(self.p.pid, signal.SIGINT)
             rc = self._wait(timeout)
         shutil.rmtree(self.dir, ignore_errors=True)
         return rc
+
+    def _wait_clients_gone(self, timeout):
+        """Wait (bounded) until the backends of the clients that have exited are gone: a backend
+        reads its client's goodbye a moment after the client exits, and one still there when the
+        fast shutdown comes logs FATAL 57P01. One left after the timeout is a client that never
+        disconnected, and its FATAL line fails the test as it should."""
+        q = ("SELECT count(*) FROM pg_stat_activity "
+             "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run([os.path.join(self.bin, "psql"), "-X", "-qAt", "-h", self.dir,
+                                "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                                "-c", q], capture_output=True, text=True, timeout=30)
+            if r.returncode != 0 or r.stdout.strip() == "0":
+                return
+            time.sleep(0.02)
 
     def expect_error(self, pattern):
         """Declare that an ERROR/FATAL line matching pattern may appear in the server's log."""
