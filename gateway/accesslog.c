@@ -35,6 +35,33 @@ void accesslog_flush(struct sb *buf)
     }
 }
 
+void accesslog_summary(const char *client, int64_t unix_s, uint64_t count,
+                       const uint32_t codes[CODE__COUNT])
+{
+    char ts[40];
+    log_timestamp(ts, sizeof(ts));
+    struct sb b = {0};
+    sb_puts(&b, "{\"ts\":\"");
+    sb_puts(&b, ts);
+    sb_puts(&b, "\",\"type\":\"access_summary\"");
+    field(&b, "client", client);
+    number(&b, "unix_s", unix_s);
+    number(&b, "count", (long long)count);
+    sb_puts(&b, ",\"codes\":{");
+    const char *sep = "";
+    for (int c = 0; c < CODE__COUNT; c++)
+        if (codes[c]) {
+            sb_puts(&b, sep);
+            sb_json_str(&b, code_name((enum code)c));
+            sb_puts(&b, ":");
+            sb_int(&b, codes[c]);
+            sep = ",";
+        }
+    sb_puts(&b, "}}\n");
+    accesslog_flush(&b);
+    sb_clear(&b);
+}
+
 void accesslog_write(struct sb *buf, const struct access *a)
 {
     char ts[40];

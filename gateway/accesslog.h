@@ -1,5 +1,6 @@
 /*
- * accesslog: one JSON line per proxied request on standard error, fixed fields. Lines gather in
+ * accesslog: one JSON line per proxied request on standard error, fixed fields (denials over a
+ * client's budget: one access_summary line per address and second instead). Lines gather in
  * a per-worker buffer written with one write() when it fills, every ACCESSLOG_FLUSH_MS and at
  * shutdown: a syscall per batch, not per request.
  */
@@ -7,6 +8,8 @@
 #define GATEWAY_ACCESSLOG_H
 
 #include <stdint.h>
+
+#include "core/code.h"
 
 struct access {
     const char *request_id, *method, *path, *route, *merchant, *action, *principal, *agent;
@@ -26,5 +29,12 @@ struct sb;
 void accesslog_write(struct sb *buf, const struct access *a);
 /** Write out what buf holds (its worker's timer, and at shutdown). */
 void accesslog_flush(struct sb *buf);
+/**
+ * Write at once one `access_summary` line for the denials over a client's budget in the UTC
+ * second unix_s (those have no access line of their own, as they have no audit entry: a flood
+ * of garbage must not turn into megabytes of log a second either).
+ */
+void accesslog_summary(const char *client, int64_t unix_s, uint64_t count,
+                       const uint32_t codes[CODE__COUNT]);
 
 #endif

@@ -161,6 +161,8 @@ static void refuse(struct decide_req *q, enum code code, int status, const char 
 static void log_decision(struct decide_req *q, struct eval *e)
 {
     const struct decision *d = &e->d;
+    if (d->summarised)
+        return; /* in the client's access_summary line (server.c) */
     const struct route *rt = d->route;
     struct access a = {d->id,
                        e->method,

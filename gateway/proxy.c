@@ -125,6 +125,8 @@ static void count_surface(const struct decision *d, bool allow)
 
 static void log_access(struct request *r, const char *decision)
 {
+    if (r->d.summarised)
+        return; /* in the client's access_summary line (server.c) */
     const struct mandate *m = &r->d.v.m;
     struct access a = {r->d.id,
                        r->method,
@@ -194,8 +196,10 @@ static void audit_denial(struct decision *d)
 {
     struct server *srv = d->w->srv;
     if (!flood_denial(srv->flood, d->peer[0] ? d->peer : "unknown", d->code, now_s(),
-                      writer_disk_low(srv->writer)))
+                      writer_disk_low(srv->writer))) {
+        d->summarised = true;
         return;
+    }
     struct writer_item *it = writer_item_new(decision_entry(d));
     if (!writer_submit(srv->writer, it))
         writer_item_free(it); /* the writer counts and logs what it drops */

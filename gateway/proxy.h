@@ -55,6 +55,8 @@ struct decision {
     bool commit_spend;         /* the spend is committed with the allow (no outcome will come) */
     char peer[64];             /* the client address, for the denial budget (a copy: the
                                   client may be gone when a late admission is denied) */
+    bool summarised;           /* a denial over the client's budget: counted in its summary,
+                                  neither an audit entry nor an access line of its own */
     int64_t start_us;          /* mono_us() when the request began */
     /* the surface's own checks after the mandate's (NULL: none); CODE_OK to go on */
     enum code (*check)(struct decision *d);

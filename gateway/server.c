@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/sha256.h"
 #include "core/sjson.h"
+#include "gateway/accesslog.h"
 #include "gateway/admin.h"
 #include "gateway/backend.h"
 #include "gateway/pgstate.h"
@@ -222,6 +223,7 @@ static void submit_summary(const struct flood_summary *fs, void *arg)
     struct writer_item *it = writer_item_new(e);
     if (!writer_submit(s->writer, it))
         writer_item_free(it); /* counted and logged by the writer */
+    accesslog_summary(fs->client, fs->unix_s, fs->count, fs->codes);
 }
 
 static void on_flood_tick(evutil_socket_t fd, short what, void *arg)

@@ -46,6 +46,14 @@ def test_garbage_flood_is_summarised(gateway):
     for e in summaries:
         assert e["client"] == "127.0.0.1" and e["ts_ms"] % 1000 == 0
         assert e["codes"] == {"mandate_malformed": e["count"]}
+    # The access log follows the audit log: a line per individual denial, one access_summary line
+    # per summary (a flood must not become megabytes of log a second either).
+    lines = [json.loads(l) for l in g.gw.output().splitlines()]
+    assert len([l for l in lines if l.get("type") == "access"]) == len(individual)
+    logged = [l for l in lines if l.get("type") == "access_summary"]
+    assert sorted((l["unix_s"] * 1000, l["count"], l["codes"]["mandate_malformed"], l["client"])
+                  for l in logged) == \
+        sorted((e["ts_ms"], e["count"], e["count"], e["client"]) for e in summaries)
     verify(g)
 
 
