@@ -25,6 +25,7 @@
 
 #define WRITE_TIMEOUT_S 30            /* a client that reads nothing for this long is dropped */
 #define LINGER_MS       2000          /* after the last answer, how long unread input is eaten */
+#define FLOOD_PAUSE_MS  100 /* a flooding client's next request is read this much later */
 #define LINGER_BYTES    (1024 * 1024) /* and how much of it */
 
 _Atomic int64_t conn_open_count;
@@ -35,6 +36,7 @@ static void linger(struct conn *c);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void read_next(struct conn *c);
 
 static void arm(struct conn *c, int64_t ms)
 {
@@ -302,6 +304,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
+    if (c->paused) {
+        c->paused = false;
+        read_next(c);
+        return;
+    }
     if (c->state != CONN_WAIT_HEAD)
         return;
     if (!c->head_started) {
@@ -315,6 +322,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                      id, NULL, false);
 }
 
+/* Wait for the next request on a kept-alive connection. */
+static void read_next(struct conn *c)
+{
+    bufferevent_enable(c->bev, EV_READ);
+    arm(c, worker_config(c->w)->idle_timeout_ms);
+    try_head(c); /* a pipelined request may be buffered already */
+}
+
+void conn_set_flooding(struct conn *c, bool flooding)
+{
+    if (c->flooding == flooding)
+        return;
+    c->flooding = flooding;
+    int prio = flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL;
+    bufferevent_priority_set(c->bev, prio);
+    event_priority_set(c->timer, prio);
+}
+
 void conn_request_done(struct conn *c, bool keep_alive)
 {
     c->req = NULL;
@@ -325,9 +350,16 @@ void conn_request_done(struct conn *c, bool keep_alive)
     c->state = CONN_WAIT_HEAD;
     c->head_started = false;
     c->scanned = 0;
-    bufferevent_enable(c->bev, EV_READ);
-    arm(c, worker_config(c->w)->idle_timeout_ms);
-    try_head(c); /* a pipelined request may be buffered already */
+    if (c->flooding) {
+        /* A client over its denial budget waits before its next request is read: a closed-loop
+         * flood then costs a few requests a second per connection instead of a core. */
+        c->paused = true;
+        atomic_fetch_add_explicit(&c->w->srv->metrics.flood_pauses, 1, memory_order_relaxed);
+        bufferevent_disable(c->bev, EV_READ);
+        arm(c, FLOOD_PAUSE_MS);
+        return;
+    }
+    read_next(c);
 }
 
 void conn_cut(struct conn *c)
@@ -340,8 +372,12 @@ void conn_drain_all(struct worker *w)
 {
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == CONN_WAIT_HEAD && !c->head_started)
+        if (c->state != CONN_WAIT_HEAD || c->head_started)
+            continue;
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             conn_free(c);
+        else
+            conn_cut(c); /* its last answer is still going out: closed once it is */
     }
 }
 

@@ -42,6 +42,8 @@ struct conn {
     char tls_client[256]; /* client certificate subject (RFC 2253), "" if none */
     bool tls;
     int minor;      /* HTTP/1.<minor> of the request being served */
+    bool flooding;  /* its client is over its denial budget: low priority (worker.h) */
+    bool paused;    /* flooding: the next head is read when the timer fires */
     bool cut;       /* closing after an answer that was cut short: no lingering */
     bool lingering; /* closing: the answer is out, unread input is being eaten */
     size_t lingered;
@@ -61,6 +63,9 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
  * closes once the output is flushed.
  */
 void conn_request_done(struct conn *c, bool keep_alive);
+
+/** Run c's events at low priority while its client floods (its last denial was summarised). */
+void conn_set_flooding(struct conn *c, bool flooding);
 
 /**
  * Answer a request that cannot go on with SPEC §2.2's JSON body (request_id, status from code)

@@ -71,6 +71,11 @@ void metrics_render(struct metrics *m, struct writer_stats *ws, const struct sta
                       surface_names[i], j ? "deny" : "allow",
                       (unsigned long long)atomic_load(&m->by_surface[i][j]));
     sb_printf(b,
+              "# HELP mandate_flood_pauses_total Next requests of connections over their client's "
+              "denial budget read later (SPEC §5 floods).\n"
+              "# TYPE mandate_flood_pauses_total counter\nmandate_flood_pauses_total %llu\n",
+              (unsigned long long)atomic_load(&m->flood_pauses));
+    sb_printf(b,
               "# HELP mandate_mcp_open_total MCP requests of open methods, forwarded without a "
               "mandate or a decision.\n# TYPE mandate_mcp_open_total counter\n"
               "mandate_mcp_open_total %llu\n",

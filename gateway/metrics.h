@@ -22,6 +22,7 @@ struct metrics {
     _Atomic uint64_t by_surface[MS__COUNT][2]; /* [surface][0: allow, 1: deny] */
     _Atomic uint64_t mcp_open;                 /* MCP open methods forwarded without a decision */
     _Atomic uint64_t upstream_bytes;
+    _Atomic uint64_t flood_pauses; /* reads of a flooding client's next request put off (conn.c) */
     struct hist check_us;    /* mandate checking: route to decision */
     struct hist upstream_us; /* request sent to response complete */
 };

@@ -577,6 +577,8 @@ void decision_mandate_headers(const struct decision *d, struct evbuffer *out)
 static void proxy_decided(struct decision *d)
 {
     struct request *r = d->arg;
+    if (r->c)
+        conn_set_flooding(r->c, d->summarised);
     if (d->code != CODE_OK) {
         send_error(r, d->code, d->retry_after_s);
         log_access(r, "deny");

@@ -141,9 +141,10 @@ struct worker *worker_new(struct server *s, int id, char **err)
      * an epoll_ctl each (several per proxied request). Safe here: no descriptor is dup()ed. */
     struct event_config *ec = event_config_new();
     event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_set_max_dispatch_interval(ec, NULL, WORKER_LOW_PER_PASS, WORKER_PRIO_LOW);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
-    if (!w->base)
+    if (!w->base || event_base_priority_init(w->base, WORKER_PRIOS) != 0)
         abort();
     w->lst = listen_on(w, w->conf->listen_host, w->conf->listen_port, on_accept, err);
     if (w->lst && w->conf->has_decision &&

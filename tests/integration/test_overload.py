@@ -1,8 +1,10 @@
 """Overload, floods and failure (SPEC §5 "Overload and denial floods", issue 9): the per-client
 denial budget and its denial_summary entries, the free-disk watermark, framing errors counted but
 not audited, reload of keys bound at start, and a drain that is not held up by clients that left."""
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -55,6 +57,43 @@ def test_garbage_flood_is_summarised(gateway):
                   for l in logged) == \
         sorted((e["ts_ms"], e["count"], e["count"], e["client"]) for e in summaries)
     verify(g)
+
+
+def pauses(g):
+    st, _, _, text = g.admin("GET", "/metrics")
+    assert st == 200
+    return int(re.search(rb"^mandate_flood_pauses_total (\d+)$", text, re.M).group(1))
+
+
+def test_flooding_connection_is_slowed_not_the_others(gateway):
+    """A keep-alive connection whose denial was over its client's budget has its next request read
+    100 ms later (and at low priority): a closed-loop flood costs a few requests a second, not a
+    core. Its answers do not change; another connection's allow is served meanwhile, and an allow
+    on the flooding connection ends its penalty."""
+    gateway.conf["audit"]["denials_per_s"] = 1
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    flood = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+
+    def send(token):
+        flood.request("GET", "/lux/search", headers={"Authorization": "Mandate " + token})
+        r = flood.getresponse()
+        return r.status, json.loads(r.read()).get("error"), time.monotonic(), int(time.time())
+
+    got = [send("garbage.x.y") for _ in range(10)]
+    assert {(st, err) for st, err, _, _ in got} == {(401, "mandate_malformed")}
+    # One denial a second is written alone; every other one puts off the next read. A gap follows
+    # each of the first nine denials but those that were in their second's budget.
+    seconds = {s for _, _, _, s in got}
+    slow = sum(b[2] - a[2] >= 0.095 for a, b in zip(got, got[1:]))
+    assert slow >= 9 - len(seconds), got
+    assert pauses(g) in (slow, slow + 1)  # + 1: the tenth denial's pause, if it was summarised
+    assert g.request("GET", "/lux/search", g.mint())[0] == 200  # another connection: not held
+    assert send(g.mint())[0] == 200  # read after a pause (the last denial was summarised)
+    before = pauses(g)
+    assert send(g.mint())[0] == 200 and pauses(g) == before  # the allow ended the penalty
+    flood.close()
+    assert g.gw.stop() == 0
 
 
 def test_low_disk_refuses_allows_and_readyz(gateway):
