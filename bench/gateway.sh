@@ -4,7 +4,8 @@
 #   MODE=multi   one mandate with a huge `uses`, sent on every request
 #   MODE=single  a mandate not seen before on every request (rotate-tokens.lua over N tokens)
 # Prepares keys, configuration and tokens under /tmp/bench-gw (a fresh database every run).
-# Extra environment is passed to the harness (DURATION, REPS, PIN, ...).
+# Extra environment is passed to the harness (DURATION, REPS, PIN, ...). Before and after the
+# run, bench/fsync_probe prints what a 4 KiB write + fdatasync costs under /tmp/bench-gw.
 #   TLS=1     the gateway listens with TLS ("tls": {cert_file, key_file} in gateway.json) and
 #             GATEWAY_URL is https://127.0.0.1:18082/v1/echo; a self-signed P-256 certificate for
 #             127.0.0.1 is made with the openssl CLI in $TLS_DIR (/tmp/bench-gw/tls, exported;
@@ -65,4 +66,8 @@ single)
 esac
 export GATEWAY_NAME=gw-$MODE HARNESS
 [ "$SCHEME" = https ] && GATEWAY_NAME=gw-tls-$MODE
-exec "${RUNNER:-$HARNESS/run-baseline.sh}"
+# The floor of the gateway's c=1 latency: one durable commit on the database's filesystem,
+# before and after the run (issue 11 compares c=1 p50 with nginx's plus one fdatasync p50).
+"$B/bench/fsync_probe" "$D"
+"${RUNNER:-$HARNESS/run-baseline.sh}"
+"$B/bench/fsync_probe" "$D"
