@@ -1,29 +1,58 @@
 /*
  * entry: canonical entry encoding. A small encoder of its own rather than json_dumps(): it
  * refuses floats and non-ASCII keys outright, escapes every non-ASCII character, and lets the
- * fields be encoded on the submitting thread and sealed (prev, seq, v) by the writer.
+ * fields be encoded on the submitting thread and sealed (prev, seq, v) by the writer. One
+ * encoder, two ways in: the builder's calls from C values (the gateway's per-request entries,
+ * no tree to allocate), and entry_body_encode(), which walks a jansson tree through the same
+ * calls (the rare kinds), so that the two cannot differ in bytes or in what they refuse.
  */
 #include "audit/entry.h"
 
-#include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+/* Room for most entries in one allocation (an outcome takes ~150 bytes, a decision with one
+ * mandate ~450), without holding much more than they need while they wait in the writer's
+ * queue; a priced decision's second mandate grows it once. */
+#define ENTRY_INITIAL_CAP 512
 
-#define ENTRY_MAX_DEPTH 16
+static const char hex[] = "0123456789abcdef";
 
-static int cmp_key(const void *a, const void *b)
+/* The length of the well-formed UTF-8 sequence at s (n bytes left), its code point in *cp; 0 if
+ * there is none. RFC 3629 (no overlongs, no surrogates, nothing past U+10FFFF): exactly what
+ * jansson's json_string() accepts, so that a string refused as a tree is refused here too. */
+static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, *cp = c & 0x1fu;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, *cp = c & 0x0fu, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, *cp = c & 0x07u, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (len > n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if (i > 1 && (s[i] < 0x80 || s[i] > 0xbf))
+            return 0;
+        *cp = *cp << 6 | (s[i] & 0x3fu);
+    }
+    return len;
+}
+
+static void put_u(struct sb *b, unsigned u)
+{
+    char e[6] = {'\\', 'u', hex[u >> 12], hex[(u >> 8) & 15], hex[(u >> 4) & 15], hex[u & 15]};
+    sb_putn(b, e, 6);
 }
 
 /* A JSON string with everything outside printable ASCII escaped (\uXXXX, surrogate pairs above
- * the BMP). jansson has already checked that strings are valid UTF-8. */
-static void put_string(struct sb *b, const char *s, size_t n)
+ * the BMP). NULL, or why s is refused: it is not UTF-8. */
+static const char *put_string(struct sb *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     sb_putn(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n;) {
@@ -34,45 +63,25 @@ static void put_string(struct sb *b, const char *s, size_t n)
         }
         sb_putn(b, s + run, i - run);
         unsigned cp = c;
-        size_t len = 1;
-        if (c >= 0xf0 && i + 3 < n) {
-            cp = (c & 0x07u) << 18 | ((unsigned char)s[i + 1] & 0x3fu) << 12 |
-                 ((unsigned char)s[i + 2] & 0x3fu) << 6 | ((unsigned char)s[i + 3] & 0x3fu);
-            len = 4;
-        } else if (c >= 0xe0 && i + 2 < n) {
-            cp = (c & 0x0fu) << 12 | ((unsigned char)s[i + 1] & 0x3fu) << 6 |
-                 ((unsigned char)s[i + 2] & 0x3fu);
-            len = 3;
-        } else if (c >= 0xc0 && i + 1 < n) {
-            cp = (c & 0x1fu) << 6 | ((unsigned char)s[i + 1] & 0x3fu);
-            len = 2;
-        }
-        char esc[13];
+        size_t len = c < 0x80 ? 1 : utf8_seq((const unsigned char *)s + i, n - i, &cp);
+        if (!len)
+            return "entry strings must be UTF-8";
         if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
+            char esc[2] = {'\\', (char)c};
             sb_putn(b, esc, 2);
         } else if (cp > 0xffff) {
-            unsigned hi = 0xd800 + ((cp - 0x10000) >> 10), lo = 0xdc00 + ((cp - 0x10000) & 0x3ff);
-            snprintf(esc, sizeof(esc), "\\u%c%c%c%c\\u", hex[hi >> 12], hex[(hi >> 8) & 15],
-                     hex[(hi >> 4) & 15], hex[hi & 15]);
-            sb_putn(b, esc, 8);
-            char tail[5] = {hex[lo >> 12], hex[(lo >> 8) & 15], hex[(lo >> 4) & 15], hex[lo & 15],
-                            0};
-            sb_putn(b, tail, 4);
+            put_u(b, 0xd800 + ((cp - 0x10000) >> 10));
+            put_u(b, 0xdc00 + ((cp - 0x10000) & 0x3ff));
         } else {
-            char u[6] = {'\\',        'u', hex[cp >> 12], hex[(cp >> 8) & 15], hex[(cp >> 4) & 15],
-                         hex[cp & 15]};
-            sb_putn(b, u, 6);
+            put_u(b, cp);
         }
         i += len;
         run = i;
     }
     sb_putn(b, s + run, n - run);
     sb_putn(b, "\"", 1);
+    return NULL;
 }
-
-static const char *put_value(struct sb *b, const json_t *v, int depth);
 
 static const char *ascii_key(const char *k)
 {
@@ -82,82 +91,7 @@ static const char *ascii_key(const char *k)
     return NULL;
 }
 
-/* obj's keys, sorted, in a new array (caller frees); *why from check on the first bad key. */
-static const char **sorted_keys(const json_t *obj, const char *(*check)(const char *),
-                                const char **why)
-{
-    size_t n = json_object_size(obj), i = 0;
-    const char **keys = xmalloc((n ? n : 1) * sizeof(char *));
-    const char *k;
-    json_t *m;
-    json_object_foreach((json_t *)obj, k, m)
-    {
-        keys[i++] = k;
-        if (!*why)
-            *why = check(k);
-    }
-    qsort(keys, n, sizeof(char *), cmp_key);
-    return keys;
-}
-
-static const char *put_object(struct sb *b, const json_t *v, int depth)
-{
-    size_t n = json_object_size(v), i;
-    const char *why = NULL;
-    const char **keys = sorted_keys(v, ascii_key, &why);
-    sb_putn(b, "{", 1);
-    for (i = 0; i < n && !why; i++) {
-        if (i)
-            sb_putn(b, ",", 1);
-        put_string(b, keys[i], strlen(keys[i]));
-        sb_putn(b, ":", 1);
-        why = put_value(b, json_object_get(v, keys[i]), depth + 1);
-    }
-    sb_putn(b, "}", 1);
-    free(keys);
-    return why;
-}
-
-static const char *put_value(struct sb *b, const json_t *v, int depth)
-{
-    if (depth > ENTRY_MAX_DEPTH)
-        return "nested too deeply";
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return put_object(b, v, depth);
-    case JSON_ARRAY: {
-        const char *why = NULL;
-        sb_putn(b, "[", 1);
-        for (size_t i = 0; i < json_array_size(v) && !why; i++) {
-            if (i)
-                sb_putn(b, ",", 1);
-            why = put_value(b, json_array_get(v, i), depth + 1);
-        }
-        sb_putn(b, "]", 1);
-        return why;
-    }
-    case JSON_STRING:
-        put_string(b, json_string_value(v), json_string_length(v));
-        return NULL;
-    case JSON_INTEGER:
-        sb_int(b, (long long)json_integer_value(v));
-        return NULL;
-    case JSON_TRUE:
-        sb_puts(b, "true");
-        return NULL;
-    case JSON_FALSE:
-        sb_puts(b, "false");
-        return NULL;
-    case JSON_NULL:
-        sb_puts(b, "null");
-        return NULL;
-    case JSON_REAL:
-        return "floats are not allowed in entries";
-    }
-    return "unknown JSON type";
-}
-
-static const char *check_key(const char *k)
+static const char *top_key(const char *k)
 {
     const char *why = ascii_key(k);
     if (why)
@@ -167,44 +101,217 @@ static const char *check_key(const char *k)
     return NULL;
 }
 
-int entry_body_encode(const json_t *obj, struct entry_body *out, const char **why)
+/* --- the builder ---------------------------------------------------------------------------- */
+
+void entry_builder_init(struct entry_builder *eb)
+{
+    memset(eb, 0, sizeof(*eb));
+    /* sized up front rather than grown from nothing by sb_putn: one allocation, not ten */
+    eb->b.buf = xmalloc(ENTRY_INITIAL_CAP);
+    eb->b.buf[0] = '\0';
+    eb->b.cap = ENTRY_INITIAL_CAP;
+    eb->at_prev = eb->at_seq = SIZE_MAX;
+}
+
+/* Begin a member of the innermost container (its comma and key, checked); false when the entry
+ * is refused, now or before. */
+static bool member(struct entry_builder *eb, const char *key)
+{
+    if (eb->why)
+        return false;
+    if (eb->depth == ENTRY_MAX_DEPTH) {
+        eb->why = "nested too deeply";
+        return false;
+    }
+    if (eb->level[eb->depth].array != !key)
+        abort(); /* a key in an array, or none in an object: a programming error, not input */
+    if (eb->depth && eb->level[eb->depth].any)
+        sb_putn(&eb->b, ",", 1);
+    eb->level[eb->depth].any = true;
+    if (!key)
+        return true;
+    const char *last = eb->level[eb->depth].last;
+    eb->why = eb->depth ? ascii_key(key) : top_key(key);
+    if (!eb->why && last && strcmp(last, key) >= 0)
+        eb->why = "entry keys must be given in ascending order";
+    if (eb->why)
+        return false;
+    eb->level[eb->depth].last = key;
+    if (!eb->depth) {
+        /* "prev" and "seq" go where they sort: before the first top-level key after them. */
+        if (eb->at_prev == SIZE_MAX && strcmp(key, "prev") > 0)
+            eb->at_prev = eb->b.len;
+        if (eb->at_seq == SIZE_MAX && strcmp(key, "seq") > 0)
+            eb->at_seq = eb->b.len;
+    }
+    eb->why = put_string(&eb->b, key, strlen(key)); /* printable ASCII: never refused */
+    sb_putn(&eb->b, ":", 1);
+    return true;
+}
+
+/* After a member's value: each top-level field ends with a comma (struct entry_body). */
+static void ended(struct entry_builder *eb)
+{
+    if (!eb->depth)
+        sb_putn(&eb->b, ",", 1);
+}
+
+static void put_str(struct entry_builder *eb, const char *key, const char *s, size_t n)
+{
+    if (member(eb, key) && !(eb->why = put_string(&eb->b, s, n)))
+        ended(eb);
+}
+
+void entry_put_str(struct entry_builder *eb, const char *key, const char *s)
+{
+    put_str(eb, key, s, strlen(s));
+}
+
+void entry_put_int(struct entry_builder *eb, const char *key, int64_t v)
+{
+    if (!member(eb, key))
+        return;
+    sb_int(&eb->b, (long long)v);
+    ended(eb);
+}
+
+void entry_put_money(struct entry_builder *eb, const char *key, const struct money *m)
+{
+    entry_open_object(eb, key);
+    entry_put_str(eb, "currency", m->currency);
+    entry_put_int(eb, "value", m->value);
+    entry_close(eb);
+}
+
+static void open_container(struct entry_builder *eb, const char *key, bool array)
+{
+    if (!member(eb, key))
+        return;
+    sb_putn(&eb->b, array ? "[" : "{", 1);
+    eb->depth++;
+    eb->level[eb->depth].last = NULL;
+    eb->level[eb->depth].array = array;
+    eb->level[eb->depth].any = false;
+}
+
+void entry_open_object(struct entry_builder *eb, const char *key)
+{
+    open_container(eb, key, false);
+}
+
+void entry_open_array(struct entry_builder *eb, const char *key)
+{
+    open_container(eb, key, true);
+}
+
+void entry_close(struct entry_builder *eb)
+{
+    if (eb->why)
+        return;
+    if (!eb->depth)
+        abort(); /* nothing open: a programming error */
+    sb_putn(&eb->b, eb->level[eb->depth].array ? "]" : "}", 1);
+    eb->depth--;
+    ended(eb);
+}
+
+int entry_builder_finish(struct entry_builder *eb, struct entry_body *out, const char **why)
 {
     memset(out, 0, sizeof(*out));
-    if (!json_is_object(obj)) {
-        *why = "an entry is a JSON object";
+    *why = eb->why;
+    if (eb->why) {
+        sb_clear(&eb->b);
         return -1;
     }
-    size_t n = json_object_size(obj), i;
-    *why = NULL;
-    const char **keys = sorted_keys(obj, check_key, why);
-    struct sb b = {0};
-    bool prev_set = false, seq_set = false;
-    for (i = 0; i < n && !*why; i++) {
-        if (!prev_set && strcmp(keys[i], "prev") > 0) {
-            out->at_prev = b.len;
-            prev_set = true;
-        }
-        if (!seq_set && strcmp(keys[i], "seq") > 0) {
-            out->at_seq = b.len;
-            seq_set = true;
-        }
-        put_string(&b, keys[i], strlen(keys[i]));
-        sb_putn(&b, ":", 1);
-        *why = put_value(&b, json_object_get(obj, keys[i]), 1);
-        sb_putn(&b, ",", 1);
-    }
-    free(keys);
-    if (*why) {
-        sb_clear(&b);
-        return -1;
-    }
-    if (!prev_set)
-        out->at_prev = b.len;
-    if (!seq_set)
-        out->at_seq = b.len;
-    out->text = b.buf ? b.buf : xstrdup("");
-    out->len = b.len;
+    if (eb->depth)
+        abort(); /* a container left open: a programming error */
+    out->text = eb->b.buf;
+    out->len = eb->b.len;
+    out->at_prev = eb->at_prev == SIZE_MAX ? eb->b.len : eb->at_prev;
+    out->at_seq = eb->at_seq == SIZE_MAX ? eb->b.len : eb->at_seq;
+    eb->b = (struct sb){0};
     return 0;
+}
+
+/* --- a jansson tree through the builder ----------------------------------------------------- */
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void put_tree(struct entry_builder *eb, const char *key, const json_t *v);
+
+/* obj's members, in the order of their keys. */
+static void put_members(struct entry_builder *eb, const json_t *obj)
+{
+    size_t n = json_object_size(obj), i = 0;
+    const char **keys = xmalloc((n ? n : 1) * sizeof(char *));
+    const char *k;
+    json_t *m;
+    json_object_foreach((json_t *)obj, k, m)
+    {
+        keys[i++] = k;
+    }
+    qsort(keys, n, sizeof(char *), cmp_key);
+    for (i = 0; i < n && !eb->why; i++)
+        put_tree(eb, keys[i], json_object_get(obj, keys[i]));
+    free(keys);
+}
+
+static void put_literal(struct entry_builder *eb, const char *key, const char *text)
+{
+    if (!member(eb, key))
+        return;
+    sb_puts(&eb->b, text);
+    ended(eb);
+}
+
+static void put_tree(struct entry_builder *eb, const char *key, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        entry_open_object(eb, key);
+        put_members(eb, v);
+        entry_close(eb);
+        return;
+    case JSON_ARRAY:
+        entry_open_array(eb, key);
+        for (size_t i = 0; i < json_array_size(v) && !eb->why; i++)
+            put_tree(eb, NULL, json_array_get(v, i));
+        entry_close(eb);
+        return;
+    case JSON_STRING:
+        put_str(eb, key, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        entry_put_int(eb, key, json_integer_value(v));
+        return;
+    case JSON_TRUE:
+        put_literal(eb, key, "true");
+        return;
+    case JSON_FALSE:
+        put_literal(eb, key, "false");
+        return;
+    case JSON_NULL:
+        put_literal(eb, key, "null");
+        return;
+    case JSON_REAL:
+        if (member(eb, key))
+            eb->why = "floats are not allowed in entries";
+        return;
+    }
+}
+
+int entry_body_encode(const json_t *obj, struct entry_body *out, const char **why)
+{
+    struct entry_builder eb;
+    entry_builder_init(&eb);
+    if (json_is_object(obj))
+        put_members(&eb, obj);
+    else
+        eb.why = "an entry is a JSON object";
+    return entry_builder_finish(&eb, out, why);
 }
 
 char *entry_seal(const struct entry_body *e, uint64_t seq, const char prev_hex[65], size_t *len)
