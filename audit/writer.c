@@ -111,6 +111,17 @@ struct writer_item *writer_item_new(json_t *entry)
     return it;
 }
 
+struct writer_item *writer_item_new_built(struct entry_builder *eb)
+{
+    struct writer_item *it = xcalloc(1, sizeof(*it));
+    const char *why;
+    if (entry_builder_finish(eb, &it->body, &why) != 0) {
+        log_error("audit entry refused: %s", why);
+        it->bad = true;
+    }
+    return it;
+}
+
 void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned char sha[32])
 {
     int i = it->jws[0] ? 1 : 0;

@@ -65,7 +65,7 @@ struct writer_mailbox {
 
 struct writer_item {
     struct writer_item *next;
-    struct entry_body body; /* the entry's fields, encoded by writer_item_new() */
+    struct entry_body body; /* the entry's fields, encoded by writer_item_new[_built]() */
     bool bad;               /* not to be written: unencodable, or refused by the store */
     bool settles;  /* records a change memory already made (a spend outcome): never refused for a
                       full queue */
@@ -156,8 +156,16 @@ struct writer_stats *writer_stats(struct writer *w);
  */
 bool writer_disk_low(struct writer *w);
 
-/** A new item for entry, encoded now on the calling thread (takes ownership of entry). */
+/**
+ * A new item for entry, encoded now on the calling thread (takes ownership of entry): for the
+ * rare kinds (configuration, revocation, summaries); per-request entries use the builder.
+ */
 struct writer_item *writer_item_new(json_t *entry);
+/**
+ * A new item for the entry built in eb, finished now (entry_builder_finish releases eb). A
+ * refused entry is logged and the item marked bad, as writer_item_new() does.
+ */
+struct writer_item *writer_item_new_built(struct entry_builder *eb);
 /** Attach a mandate text to store beside the entry. */
 void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned char sha[32]);
 /** Add a state change (at most WRITER_MAX_OPS). */

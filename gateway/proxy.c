@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 
+#include "audit/entry.h"
 #include "core/httpsig.h"
 #include "core/log.h"
 #include "core/sjson.h"
@@ -159,35 +160,68 @@ void proxy_count_framing(struct conn *c, enum code code, const char *request_id)
 
 /* --- audit entries -------------------------------------------------------------------------- */
 
-static void add_mandate(json_t *ms, const struct mandate *m)
+/* One of the mandates a decision entry lists. */
+static void put_mandate(struct entry_builder *eb, const struct mandate *m)
 {
     char sha[65];
     hex_encode(m->sha256, 32, sha);
-    sjson_append(ms, json_pack("{ss ss ss ss ss}", "typ", mandate_typ_name(m->typ), "iss", m->iss,
-                               "kid", m->kid, "jti", m->jti, "sha256", sha));
+    entry_open_object(eb, NULL);
+    entry_put_str(eb, "iss", m->iss);
+    entry_put_str(eb, "jti", m->jti);
+    entry_put_str(eb, "kid", m->kid);
+    entry_put_str(eb, "sha256", sha);
+    entry_put_str(eb, "typ", mandate_typ_name(m->typ));
+    entry_close(eb);
 }
 
-/* The decision entry (SPEC §4) for d; mandates listed when the token parsed; the surface it came
- * through when it is not the proxy (SPEC §8). */
-static json_t *decision_entry(const struct decision *d)
+/* Fields in key order: the builder refuses any other (test_entry holds these to the tree). */
+void decision_entry(const struct decision *d, int64_t ts_ms, struct entry_builder *eb)
 {
     const struct mandate *m = &d->v.m;
-    json_t *e = json_pack("{sI ss ss ss ss ss ss ss ss}", "ts_ms", (json_int_t)now_ms(), "kind",
-                          "decision", "request_id", d->id, "principal", m->sub, "agent", m->agent,
-                          "merchant", d->route ? d->route->merchant->id : "", "action",
-                          d->route ? d->route->action : "", "decision",
-                          d->code == CODE_OK ? "allow" : "deny", "code", code_name(d->code));
-    json_t *ms = json_array();
+    entry_builder_init(eb);
+    entry_put_str(eb, "action", d->route ? d->route->action : "");
+    entry_put_str(eb, "agent", m->agent);
+    if (d->v.has_cart)
+        entry_put_money(eb, "amount", &d->v.cart.total);
+    entry_put_str(eb, "code", code_name(d->code));
+    entry_put_str(eb, "decision", d->code == CODE_OK ? "allow" : "deny");
+    entry_put_str(eb, "kind", "decision");
+    entry_open_array(eb, "mandates");
     if (m->jti[0] && m->iss[0])
-        add_mandate(ms, m);
-    if (d->v.has_cart) {
-        add_mandate(ms, &d->v.cart);
-        sjson_set(e, "amount", money_to_json(&d->v.cart.total));
-    }
-    sjson_set(e, "mandates", ms);
+        put_mandate(eb, m);
+    if (d->v.has_cart)
+        put_mandate(eb, &d->v.cart);
+    entry_close(eb);
+    entry_put_str(eb, "merchant", d->route ? d->route->merchant->id : "");
+    entry_put_str(eb, "principal", m->sub);
+    entry_put_str(eb, "request_id", d->id);
     if (d->surface)
-        sjson_set(e, "surface", json_string(d->surface));
-    return e;
+        entry_put_str(eb, "surface", d->surface);
+    entry_put_int(eb, "ts_ms", ts_ms);
+}
+
+void proxy_outcome_entry(struct entry_builder *eb, int64_t ts_ms, const char *request_id,
+                         const char *result, int status, uint64_t bytes, int64_t upstream_us,
+                         const char *spend)
+{
+    entry_builder_init(eb);
+    entry_put_int(eb, "bytes", (int64_t)bytes);
+    entry_put_str(eb, "kind", "outcome");
+    entry_put_str(eb, "request_id", request_id);
+    entry_put_str(eb, "result", result);
+    if (spend)
+        entry_put_str(eb, "spend", spend);
+    entry_put_int(eb, "status", status);
+    entry_put_int(eb, "ts_ms", ts_ms);
+    entry_put_int(eb, "upstream_us", upstream_us);
+}
+
+/* The decision's entry as of now, encoded. */
+static struct writer_item *decision_item(const struct decision *d)
+{
+    struct entry_builder eb;
+    decision_entry(d, now_ms(), &eb);
+    return writer_item_new_built(&eb);
 }
 
 /* Write the denial's entry, unless the client's denial budget for this second is spent or the
@@ -200,7 +234,7 @@ static void audit_denial(struct decision *d)
         d->summarised = true;
         return;
     }
-    struct writer_item *it = writer_item_new(decision_entry(d));
+    struct writer_item *it = decision_item(d);
     if (!writer_submit(srv->writer, it))
         writer_item_free(it); /* the writer counts and logs what it drops */
 }
@@ -208,13 +242,11 @@ static void audit_denial(struct decision *d)
 /* The outcome entry; on a priced route it also settles the reservation (SPEC §2.1 step 6). */
 static void settle(struct request *r, const char *result, enum spend_status spend)
 {
-    json_t *e = json_pack("{sI ss ss ss si sI sI}", "ts_ms", (json_int_t)now_ms(), "kind",
-                          "outcome", "request_id", r->d.id, "result", result, "status", r->status,
-                          "bytes", (json_int_t)r->bytes, "upstream_us", (json_int_t)r->up_us);
     static const char *const names[] = {"reserved", "committed", "released", "unknown"};
-    if (r->d.admit.cart)
-        sjson_set(e, "spend", json_string(names[spend]));
-    struct writer_item *it = writer_item_new(e);
+    struct entry_builder eb;
+    proxy_outcome_entry(&eb, now_ms(), r->d.id, result, r->status, r->bytes, r->up_us,
+                        r->d.admit.cart ? names[spend] : NULL);
+    struct writer_item *it = writer_item_new_built(&eb);
     if (r->d.admit.cart) {
         backend_settle(r->w->bc, &r->d.admit, r->d.id, spend);
         writer_item_op(it, WOP_SPEND, r->d.id, r->d.admit.spend_key, r->d.admit.amount, spend);
@@ -375,7 +407,7 @@ static void on_admitted(void *arg, enum code code)
     hist_observe(&w->srv->metrics.check_us, (uint64_t)d->check_us);
     count(w, CODE_OK);
     count_surface(d, true);
-    struct writer_item *it = writer_item_new(decision_entry(d));
+    struct writer_item *it = decision_item(d);
     char *tok = xstrndup(d->v.token, d->v.token_len);
     writer_item_add_jws(it, tok, d->v.m.sha256);
     free(tok);

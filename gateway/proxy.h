@@ -23,6 +23,7 @@ struct worker;
 struct conn;
 struct request;
 struct evbuffer;
+struct entry_builder;
 
 /*
  * The decision core, one for every surface (SPEC §2.1 steps 1–4, §7 and §8): the proxy, AuthZEN
@@ -89,6 +90,21 @@ void decision_deny(struct decision *d, enum code code, int64_t retry_after);
  * Mandate-Receipt is not among them.
  */
 void decision_mandate_headers(const struct decision *d, struct evbuffer *out);
+
+/**
+ * The decision entry (SPEC §4) of d at ts_ms, begun in eb for the caller to finish: the
+ * mandates it listed when the token parsed, the amount on a priced route, the surface it came
+ * through when it is not the proxy (SPEC §8).
+ */
+void decision_entry(const struct decision *d, int64_t ts_ms, struct entry_builder *eb);
+/**
+ * The outcome entry of request_id at ts_ms, begun in eb for the caller to finish: result, the
+ * merchant's status, the bytes relayed, the upstream time, and spend (the reservation's fate; NULL
+ * on an unpriced route).
+ */
+void proxy_outcome_entry(struct entry_builder *eb, int64_t ts_ms, const char *request_id,
+                         const char *result, int status, uint64_t bytes, int64_t upstream_us,
+                         const char *spend);
 
 /** A head of head_len bytes is complete at the start of c's input: serve it. */
 void proxy_begin(struct conn *c, size_t head_len);
