@@ -52,6 +52,8 @@ struct writer {
     struct writer_item *head, *tail;
     size_t queued, max_queue;
     int awaited; /* queued items whose submitter waits for the commit */
+    bool busy; /* the store and the writer's own state are in use, by the writer thread or a
+                  leader: whoever sets it (under mu) has them to itself until it clears it */
     bool stopping;
     bool closed; /* the thread took its last batch: submissions are refused; guarded by mu */
     struct store *st;
@@ -174,6 +176,7 @@ void writer_mailbox_init(struct writer_mailbox *mb, struct event_base *base, eve
     pthread_mutex_init(&mb->mu, NULL);
     mb->head = mb->tail = NULL;
     mb->ev = event_new(base, -1, 0, cb, arg);
+    mb->may_lead = false;
 }
 
 void writer_mailbox_drain(struct writer_mailbox *mb)
@@ -223,6 +226,8 @@ static void report_drops(struct writer *w, bool force)
               (unsigned long long)(total - before), (unsigned long long)total);
 }
 
+static void lead(struct writer *w);
+
 bool writer_submit(struct writer *w, struct writer_item *it)
 {
     it->next = NULL;
@@ -249,6 +254,10 @@ bool writer_submit(struct writer *w, struct writer_item *it)
     w->queued++;
     if (it->mb)
         w->awaited++;
+    if (it->mb && it->mb->may_lead && !w->busy && !w->stopping) {
+        lead(w); /* unlocks */
+        return true;
+    }
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
     return true;
@@ -758,19 +767,63 @@ static void stop_checkpointer(struct writer *w)
                  sqlite3_errmsg(store_db(w->st)));
 }
 
+/* Take the whole queue as the next batch, and the store with it. Called with mu held. */
+static struct writer_item *take_batch(struct writer *w)
+{
+    struct writer_item *batch = w->head;
+    w->head = w->tail = NULL;
+    w->queued = 0;
+    w->awaited = 0;
+    w->busy = true;
+    return batch;
+}
+
+/* Done with the store: let the writer thread have what queued meanwhile. Called with mu held. */
+static void release(struct writer *w)
+{
+    w->busy = false;
+    if (w->head || w->stopping)
+        pthread_cond_signal(&w->cond);
+}
+
+/*
+ * Commit the queue on the submitting worker's thread (leader and follower): called with mu held
+ * when the store is not busy; returns with mu released. The items go to their mailboxes as from
+ * the writer thread (event_active on the caller's own loop costs no wake-up).
+ */
+static void lead(struct writer *w)
+{
+    struct writer_item *batch = take_batch(w);
+    pthread_mutex_unlock(&w->mu);
+    atomic_fetch_add(&w->stats.led, 1);
+    restart_wal(w);
+    commit_batch(w, batch, false);
+    periodic(w);
+    pthread_mutex_lock(&w->mu);
+    release(w);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static bool checkpoint_due(struct writer *w)
+{
+    return w->tree.size > w->checkpoint_size &&
+           now_ms() - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS;
+}
+
 static void *run(void *arg)
 {
     struct writer *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->head && !w->stopping) {
+        while (w->busy || (!w->head && !w->stopping)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
-            if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT) {
+            if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT && !w->busy) {
                 /* Idle: the disk and the drop counts are still watched, and the checkpointer
                  * gets to copy what arrived during its last copy, so that the next transaction
                  * starts the WAL over. */
+                w->busy = true;
                 pthread_mutex_unlock(&w->mu);
                 periodic(w);
                 if (w->ck.db && w->ck.woken_at && !w->ck.idle_woken) {
@@ -778,22 +831,22 @@ static void *run(void *arg)
                     wake_checkpointer(w);
                 }
                 pthread_mutex_lock(&w->mu);
+                release(w);
             }
-            if (!w->head && w->tree.size > w->checkpoint_size &&
-                now_ms() - w->checkpoint_ms >= CHECKPOINT_INTERVAL_MS)
+            if (!w->busy && !w->head && checkpoint_due(w))
                 break;
         }
         linger(w);
-        struct writer_item *batch = w->head;
+        if (w->busy || (!w->head && !w->stopping && !checkpoint_due(w)))
+            continue; /* a leader took the queue while it lingered */
         bool stop = w->stopping;
-        w->head = w->tail = NULL;
-        w->queued = 0;
-        w->awaited = 0;
+        struct writer_item *batch = take_batch(w);
         pthread_mutex_unlock(&w->mu);
         restart_wal(w);
         commit_batch(w, batch, stop);
         periodic(w);
         pthread_mutex_lock(&w->mu);
+        release(w);
         if (stop && !w->head) {
             w->closed = true;
             break;

@@ -12,6 +12,12 @@
  * and logged. The queue is bounded (max_queue) and the free space under the database watched
  * (writer_disk_low), so that the gateway can refuse allows before the disk is full.
  *
+ * Leader and follower: when no batch is being committed, a worker that submits an item it waits
+ * for and has nothing else to do (its mailbox's may_lead) commits the queue itself, on its own
+ * thread: at one request at a time an allow then costs no thread hop and no wake-up either way.
+ * While a batch is being committed, items queue for the writer thread, so that under load
+ * batches still form.
+ *
  * Commits never copy the WAL into the database (SQLite's automatic checkpoint, ~10 ms inside a
  * COMMIT every 4 MB): a checkpointer thread with its own connection does, woken by the writer's
  * WAL hook as the WAL grows (PASSIVE: it never waits for the writer). The WAL starts over when
@@ -61,6 +67,10 @@ struct writer_mailbox {
     pthread_mutex_t mu;
     struct writer_item *head, *tail;
     struct event *ev;
+    /* Set by the mailbox's own thread before it submits: it has nothing else to do, so an item it
+     * waits for may be committed on it when no batch is in progress (the leader). Read by
+     * writer_submit() on that same thread only. */
+    bool may_lead;
 };
 
 struct writer_item {
@@ -89,6 +99,7 @@ struct writer_stats {
     struct hist batch_size; /* entries per transaction */
     struct hist commit_us;  /* BEGIN..COMMIT */
     _Atomic uint64_t entries, batches;
+    _Atomic uint64_t led;        /* batches committed by a submitting worker (the leader) */
     _Atomic uint64_t failures;   /* transactions rolled back (a batch, a retried item) */
     _Atomic uint64_t retried;    /* batches that failed and were retried item by item */
     _Atomic uint64_t dropped;    /* entries nobody waits for that were never written (logged) */

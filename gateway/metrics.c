@@ -98,6 +98,14 @@ void metrics_render(struct metrics *m, struct writer_stats *ws, const struct sta
         _Atomic uint64_t *v;
     } counters[] = {
         {"mandate_audit_entries_total", "Entries committed.", &ws->entries},
+        {"mandate_audit_batches_total", "Transactions of entries committed.", &ws->batches},
+        {"mandate_audit_led_batches_total",
+         "Of those, committed by the worker that brought an allow (the writer was idle).",
+         &ws->led},
+        {"mandate_audit_wal_copies_total", "WAL copies into the database by the checkpointer.",
+         &ws->wal_checkpoints},
+        {"mandate_audit_wal_writer_copies_total",
+         "WAL copies the writer finished itself, the WAL past its bound.", &ws->wal_restarts},
         {"mandate_audit_commit_failures_total", "Audit transactions rolled back.", &ws->failures},
         {"mandate_audit_retried_batches_total", "Failed batches retried item by item.",
          &ws->retried},

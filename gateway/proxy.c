@@ -422,6 +422,9 @@ static void on_admitted(void *arg, enum code code)
                        d->commit_spend ? SPEND_COMMITTED : SPEND_RESERVED);
     }
     it->mb = &w->mb;
+    /* With nothing else in flight this worker may commit the allow itself when the writer is
+     * idle (audit/writer.h: leader and follower): no thread hop at one request at a time. */
+    w->mb.may_lead = w->inflight == 1;
     it->done = on_durable;
     it->arg = d;
     d->waiting_durable = true;

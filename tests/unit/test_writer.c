@@ -4,7 +4,8 @@
  * their answers, denials and state changes) and a failed checkpoint fails no entry; writer_stop
  * delivers everything it took before returning, and writer_mailbox_clear frees what nobody
  * drained without running done(). Under a long burst the WAL is copied into the database by the
- * checkpointer, off the commit path, and stays bounded; a stopped writer leaves it empty.
+ * checkpointer, off the commit path, and stays bounded; a stopped writer leaves it empty. A
+ * submitter that may lead commits on its own thread when the writer is idle.
  */
 #include "testkit.h"
 
@@ -516,6 +517,95 @@ static void test_wal_copied_off_the_commit_path(void **state)
     assert_log_intact(fx, (uint64_t)n);
 }
 
+/* Leader and follower: with the writer idle, an item whose submitter may lead is committed on
+ * the submitting thread, before writer_submit returns, and is in its mailbox then; one that may
+ * not lead goes to the writer thread. */
+static void test_idle_writer_lets_the_submitter_commit(void **state)
+{
+    struct fixture *fx = *state;
+    struct writer *w = start(
+        fx, &(struct writer_opts){.key = &fx->key, .origin = ORIGIN, .checkpoint_every = 1000});
+    struct writer_stats *ws = writer_stats(w);
+    fx->mb.may_lead = true;
+    assert_true(writer_submit(w, item(fx, "led", "j-led")));
+    assert_non_null(fx->mb.head); /* committed and delivered already */
+    assert_int_equal(atomic_load(&ws->led), 1);
+    assert_int_equal(atomic_load(&ws->entries), 1);
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM used_jtis"), 1);
+    wait_done(fx, 1);
+    fx->mb.may_lead = false;
+    assert_true(writer_submit(w, item(fx, "followed", NULL)));
+    wait_done(fx, 2);
+    assert_int_equal(atomic_load(&ws->led), 1);
+    assert_int_equal(fx->ok, 2);
+    writer_stop(w);
+    assert_log_intact(fx, 2);
+}
+
+/* Submitters that may lead, on four threads with loops of their own, beside entries nobody waits
+ * for: every item is committed and delivered exactly once, the log stays one intact chain, and
+ * batches are committed both by leaders and by the writer thread. */
+struct submitter {
+    struct fixture fx; /* its own loop and mailbox; only base, mb and the counters are used */
+    struct writer *w;
+    int n;
+    int refused, unanswered; /* counted here, asserted by the test's own thread */
+};
+
+static void *submit_led(void *arg)
+{
+    struct submitter *s = arg;
+    for (int i = 0; i < s->n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "t%p-%d", (void *)s, i);
+        s->fx.mb.may_lead = true;
+        s->refused += !writer_submit(s->w, item(&s->fx, id, id));
+        s->refused += !writer_submit(s->w, item(NULL, "unawaited", NULL));
+        /* Wait for the answer, as a request does, before the next. */
+        for (int j = 0; j < 10000 && s->fx.done <= i; j++) {
+            event_base_loop(s->fx.base, EVLOOP_NONBLOCK);
+            if (s->fx.done <= i)
+                usleep(100);
+        }
+        s->unanswered += s->fx.done != i + 1;
+    }
+    return NULL;
+}
+
+static void test_leaders_and_the_writer_thread_share_one_log(void **state)
+{
+    struct fixture *fx = *state;
+    struct writer *w = start(
+        fx, &(struct writer_opts){.key = &fx->key, .origin = ORIGIN, .checkpoint_every = 100});
+    enum { THREADS = 4, EACH = 200 };
+    struct submitter s[THREADS];
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        memset(&s[i], 0, sizeof(s[i]));
+        s[i].w = w;
+        s[i].n = EACH;
+        s[i].fx.base = event_base_new();
+        writer_mailbox_init(&s[i].fx.mb, s[i].fx.base, on_mailbox, &s[i].fx.mb);
+        assert_int_equal(pthread_create(&t[i], NULL, submit_led, &s[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s[i].refused + s[i].unanswered, 0);
+        assert_int_equal(s[i].fx.ok, EACH);
+        assert_int_equal(s[i].fx.failed, 0);
+    }
+    struct writer_stats *ws = writer_stats(w);
+    writer_stop(w);
+    assert_true(atomic_load(&ws->led) > 0);
+    assert_true(atomic_load(&ws->led) < atomic_load(&ws->batches));
+    for (int i = 0; i < THREADS; i++) {
+        writer_mailbox_clear(&s[i].fx.mb);
+        event_base_free(s[i].fx.base);
+    }
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM used_jtis"), THREADS * EACH);
+    assert_log_intact(fx, 2 * THREADS * EACH);
+}
+
 int main(void)
 {
     assert_int_equal(evthread_use_pthreads(), 0);
@@ -528,6 +618,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_whole_failure_requeues_denials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_delivers_and_clear_frees, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_copied_off_the_commit_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_writer_lets_the_submitter_commit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_leaders_and_the_writer_thread_share_one_log, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
