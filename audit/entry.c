@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Room for most entries in one allocation (an outcome takes ~150 bytes, a decision with one
- * mandate ~450), without holding much more than they need while they wait in the writer's
- * queue; a priced decision's second mandate grows it once. */
+/* Room for most entries in one allocation (an outcome takes ~160 bytes, a decision with one
+ * mandate ~390), without holding much more than they need while they wait in the writer's
+ * queue; a priced decision (~600, two mandates) grows it once. */
 #define ENTRY_INITIAL_CAP 512
 
 static const char hex[] = "0123456789abcdef";
