@@ -25,8 +25,8 @@
 
 #define WRITE_TIMEOUT_S 30            /* a client that reads nothing for this long is dropped */
 #define LINGER_MS       2000          /* after the last answer, how long unread input is eaten */
-#define FLOOD_PAUSE_MS  100 /* a flooding client's next request is read this much later */
 #define LINGER_BYTES    (1024 * 1024) /* and how much of it */
+#define FLOOD_PAUSE_MS  100           /* a flooding client's next request is read this much later */
 
 _Atomic int64_t conn_open_count;
 _Atomic int64_t conn_decision_open_count;
