@@ -595,9 +595,10 @@ static void test_leaders_and_the_writer_thread_share_one_log(void **state)
         assert_int_equal(s[i].fx.failed, 0);
     }
     struct writer_stats *ws = writer_stats(w);
-    writer_stop(w);
-    assert_true(atomic_load(&ws->led) > 0);
-    assert_true(atomic_load(&ws->led) < atomic_load(&ws->batches));
+    uint64_t led = atomic_load(&ws->led), batches = atomic_load(&ws->batches);
+    writer_stop(w); /* frees ws */
+    assert_true(led > 0);
+    assert_true(led < batches);
     for (int i = 0; i < THREADS; i++) {
         writer_mailbox_clear(&s[i].fx.mb);
         event_base_free(s[i].fx.base);
