@@ -170,6 +170,12 @@ void writer_item_free(struct writer_item *it)
     free(it);
 }
 
+const char *spend_status_name(enum spend_status s)
+{
+    static const char *const names[] = {"reserved", "committed", "released", "unknown"};
+    return names[s];
+}
+
 void writer_mailbox_init(struct writer_mailbox *mb, struct event_base *base, event_callback_fn cb,
                          void *arg)
 {

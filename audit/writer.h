@@ -42,6 +42,8 @@
 
 enum writer_op_kind { WOP_JTI, WOP_REVOKE, WOP_SPEND };
 enum spend_status { SPEND_RESERVED, SPEND_COMMITTED, SPEND_RELEASED, SPEND_UNKNOWN };
+/** "reserved", "committed", "released", "unknown": the outcome entry's `spend` (SPEC §4). */
+const char *spend_status_name(enum spend_status s);
 
 /* A state change committed with the entry. */
 struct writer_op {

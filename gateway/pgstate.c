@@ -145,7 +145,6 @@ struct admit_call {
     void *arg;
 };
 
-static const char *const status_names[] = {"reserved", "committed", "released", "unknown"};
 
 /* --- blocking helpers (start-up and the control thread) ------------------------------------ */
 
@@ -277,7 +276,7 @@ static int recover_from(struct pg_backend *pb, PGconn *c, struct store *log, cha
         }
         const char *sp[] = {pb->node, rid,
                             found == 1 || status == SPEND_RESERVED ? "unknown"
-                                                                   : status_names[status]};
+                                                                   : spend_status_name(status)};
         PGresult *q = found == 1 ? exec_params(c, "SELECT mg_unadmit($1, $2)", 2, sp)
                                  : exec_params(c, "SELECT mg_settle($1, $2, $3)", 3, sp);
         if (!(q = expect(c, q, PGRES_TUPLES_OK, err))) {
@@ -641,7 +640,7 @@ static void pg_settle(struct backend_conn *bc, const struct admit *a, const char
                       enum spend_status spend)
 {
     if (a->cart && spend != SPEND_RESERVED)
-        send_settle((struct pg_conn *)bc, S_SETTLE, request_id, status_names[spend]);
+        send_settle((struct pg_conn *)bc, S_SETTLE, request_id, spend_status_name(spend));
 }
 
 struct revoke_call {

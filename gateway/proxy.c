@@ -242,10 +242,9 @@ static void audit_denial(struct decision *d)
 /* The outcome entry; on a priced route it also settles the reservation (SPEC §2.1 step 6). */
 static void settle(struct request *r, const char *result, enum spend_status spend)
 {
-    static const char *const names[] = {"reserved", "committed", "released", "unknown"};
     struct entry_builder eb;
     proxy_outcome_entry(&eb, now_ms(), r->d.id, result, r->status, r->bytes, r->up_us,
-                        r->d.admit.cart ? names[spend] : NULL);
+                        r->d.admit.cart ? spend_status_name(spend) : NULL);
     struct writer_item *it = writer_item_new_built(&eb);
     if (r->d.admit.cart) {
         backend_settle(r->w->bc, &r->d.admit, r->d.id, spend);
