@@ -89,11 +89,14 @@ test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@BUILD=$(BUILD) tests/run.sh
 
+ASAN_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+# OPT and SAN also go to the tests' environment: test_ship's `make install` then rebuilds (if a
+# source changed meanwhile) with the sanitizer, not into a build/asan that no longer links.
 asan: deps-test
-	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
-	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 SAN="$(ASAN_SAN)" \
 	    all $(patsubst $(BUILD)/%,build/asan/%,$(UNIT_BINS))
-	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh
+	@BUILD=build/asan OPT=-O1 SAN="$(ASAN_SAN)" ASAN_OPTIONS=detect_leaks=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all
