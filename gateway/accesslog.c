@@ -35,15 +35,23 @@ void accesslog_flush(struct sb *buf)
     }
 }
 
-void accesslog_summary(const char *client, int64_t unix_s, uint64_t count,
-                       const uint32_t codes[CODE__COUNT])
+/* A line's opening: its time and type. */
+static void begin(struct sb *b, const char *type)
 {
     char ts[40];
     log_timestamp(ts, sizeof(ts));
+    sb_puts(b, "{\"ts\":\"");
+    sb_puts(b, ts);
+    sb_puts(b, "\",\"type\":\"");
+    sb_puts(b, type);
+    sb_puts(b, "\"");
+}
+
+void accesslog_summary(const char *client, int64_t unix_s, uint64_t count,
+                       const uint32_t codes[CODE__COUNT])
+{
     struct sb b = {0};
-    sb_puts(&b, "{\"ts\":\"");
-    sb_puts(&b, ts);
-    sb_puts(&b, "\",\"type\":\"access_summary\"");
+    begin(&b, "access_summary");
     field(&b, "client", client);
     number(&b, "unix_s", unix_s);
     number(&b, "count", (long long)count);
@@ -64,12 +72,8 @@ void accesslog_summary(const char *client, int64_t unix_s, uint64_t count,
 
 void accesslog_write(struct sb *buf, const struct access *a)
 {
-    char ts[40];
-    log_timestamp(ts, sizeof(ts));
     struct sb b = *buf;
-    sb_puts(&b, "{\"ts\":\"");
-    sb_puts(&b, ts);
-    sb_puts(&b, "\",\"type\":\"access\"");
+    begin(&b, "access");
     field(&b, "request_id", a->request_id);
     field(&b, "method", a->method);
     field(&b, "path", a->path);

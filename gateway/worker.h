@@ -24,14 +24,16 @@
 #define WORKER_POP_SLOTS 64
 
 /*
- * Event priorities of a worker's loop. Everything runs at WORKER_PRIO_NORMAL (libevent's default
- * with three levels) but connections whose client is over its denial budget (a flood, SPEC §5):
- * theirs run only when nothing else is ready, at most WORKER_LOW_PER_PASS callbacks before the
- * loop looks for other work again, so that a flood delays an honest client by a few callbacks, not
- * by a whole pass over every flooding connection.
+ * Event priorities of a worker's loop. Everything runs at WORKER_PRIO_NORMAL, libevent's default
+ * with three levels (nothing uses HIGH: it makes NORMAL the middle one), but the connections
+ * whose client is over its denial budget (a flood, SPEC §5): theirs run only when nothing else is
+ * ready, at most WORKER_LOW_PER_PASS callbacks before the loop looks for other work again, so that
+ * a flood delays an honest client by a few callbacks, not by a pass over every flooding
+ * connection.
  */
 enum { WORKER_PRIO_HIGH, WORKER_PRIO_NORMAL, WORKER_PRIO_LOW, WORKER_PRIOS };
 #define WORKER_LOW_PER_PASS 4
+
 struct pop_slot {
     bool used;
     struct jwk key; /* kid = the thumbprint */
