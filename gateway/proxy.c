@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/rand.h>
 
 #include "audit/entry.h"
 #include "core/httpsig.h"
@@ -91,14 +92,21 @@ static void log_access(struct request *r, const char *decision);
 
 void proxy_new_request_id(struct worker *w, char id[33])
 {
-    /* A random 64-bit prefix drawn when the worker starts and a counter: unique across workers
-     * and restarts, and no RAND_bytes (nor its getpid) per request. */
+    /* 24 hex digits: a random 64-bit prefix and a 32-bit counter. Unique across workers and
+     * restarts (the prefix is drawn when the worker starts, and again whenever the counter wraps),
+     * no RAND_bytes (nor its getpid) per request, and 8 bytes shorter in every entry than a
+     * 128-bit id: the per-client denial budget's entries fill 13 to a database page, not 12. */
     static const char hex[] = "0123456789abcdef";
-    uint64_t v[2] = {w->id_prefix, w->id_counter++};
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 16; j++)
-            id[i * 16 + j] = hex[(v[i] >> (60 - 4 * j)) & 15];
-    id[32] = '\0';
+    if ((uint32_t)w->id_counter == 0 &&
+        RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
+        abort();
+    uint64_t prefix = w->id_prefix;
+    uint32_t n = (uint32_t)w->id_counter++;
+    for (int j = 0; j < 16; j++)
+        id[j] = hex[(prefix >> (60 - 4 * j)) & 15];
+    for (int j = 0; j < 8; j++)
+        id[16 + j] = hex[(n >> (28 - 4 * j)) & 15];
+    id[24] = '\0';
 }
 
 struct hp_request *proxy_scratch_request(struct worker *w, const struct hp_limits *lim)

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include <openssl/rand.h>
 
 #include "core/log.h"
 #include "gateway/accesslog.h"
@@ -169,8 +168,6 @@ struct worker *worker_new(struct server *s, int id, char **err)
     w->pools = upstream_pools_new(w->base);
     w->bc = backend_conn_new(s->backend, w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
-    if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
-        abort();
     writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);

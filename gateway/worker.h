@@ -62,7 +62,7 @@ struct worker {
     struct hp_header *scratch_headers;
     size_t scratch_cap;
     struct pop_slot pop[WORKER_POP_SLOTS];
-    uint64_t id_prefix, id_counter; /* request ids: a random prefix and a counter */
+    uint64_t id_prefix, id_counter; /* request ids (proxy_new_request_id): prefix, counter */
     struct sb alog;                 /* access lines not yet written */
     struct event *alog_ev;          /* writes them out every ACCESSLOG_FLUSH_MS */
     bool started;

@@ -67,7 +67,7 @@ def evaluate(g, mandate, **kw):
 def decided(js, code):
     assert js["decision"] is (code == "ok"), js
     assert js["context"]["code"] == code, js
-    assert re.fullmatch(r"[0-9a-f]{32}", js["context"]["request_id"])
+    assert re.fullmatch(r"[0-9a-f]{24}", js["context"]["request_id"])
     if code == "ok":
         assert re.fullmatch(r"\d+:[0-9a-f]{64}", js["context"]["receipt"])
     else:
@@ -350,7 +350,7 @@ def test_forward_auth_nginx_style(dg):
     assert h["mandate-principal"] == "alice" and h["mandate-agent"] == "agent-planner"
     assert h["mandate-action"] == "search" and "mandate-amount" not in h
     assert re.fullmatch(r"\d+:[0-9a-f]{64}", h["mandate-receipt"])
-    assert re.fullmatch(r"[0-9a-f]{32}", h["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{24}", h["x-request-id"])
     # Used up: the proxy gets the §2.2 denial, status and body (and the body again in a header).
     st, h, body, _ = fa(dg, {"X-Original-Method": "GET", "X-Original-URI": "/lux/search"},
                         token=tok)
@@ -574,7 +574,7 @@ def test_nginx_auth_request(nginx):
     assert hs["mandate-principal"] == "alice" and hs["mandate-agent"] == "agent-planner"
     assert hs["mandate-action"] == "search" and "mandate-amount" not in hs
     assert re.fullmatch(r"\d+:[0-9a-f]{64}", hs["mandate-receipt"])
-    assert re.fullmatch(r"[0-9a-f]{32}", hs["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{24}", hs["x-request-id"])
     assert "authorization" not in hs  # the token stays with nginx and us
     es = [e for e in entries(g) if e.get("surface") == "forward_auth"]
     assert es[-1]["request_id"] == hs["x-request-id"] and es[-1]["code"] == "ok"

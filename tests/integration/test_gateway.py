@@ -20,7 +20,7 @@ def deny(g, status, code, method, path, token=None, barrier=True, **kw):
     before = len(g.received())
     st, headers, body, _ = g.request(method, path, token, **kw)
     assert (st, body and body.get("error")) == (status, code), (st, body)
-    assert body["request_id"] == headers["x-request-id"] and len(body["request_id"]) == 32
+    assert body["request_id"] == headers["x-request-id"] and len(body["request_id"]) == 24
     assert body["message"]
     if status == 401:
         assert headers["www-authenticate"] == f'Mandate error="{code}"'

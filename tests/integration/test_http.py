@@ -138,7 +138,7 @@ def assert_json_denial(ans, status, code):
     st, h, body, head = ans
     js = json.loads(body)
     assert (st, js["error"]) == (status, code), (head, body)
-    assert re.fullmatch(r"[0-9a-f]{32}", js["request_id"]) and js["request_id"] == h["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{24}", js["request_id"]) and js["request_id"] == h["x-request-id"]
     assert js["message"]
     return js
 

@@ -82,7 +82,7 @@ def test_open_methods_need_no_mandate_and_leave_no_decision(mg):
                 rpc("ping"), rpc("notifications/initialized", id=None)):
         st, h, js, _ = call(mg, msg, headers={"Mcp-Method": msg["method"]})
         assert st == 200, (msg, js)
-        assert "mandate-receipt" not in h and re.fullmatch(r"[0-9a-f]{32}", h["x-request-id"])
+        assert "mandate-receipt" not in h and re.fullmatch(r"[0-9a-f]{24}", h["x-request-id"])
     got = mg.received()
     assert [json.loads(r["body"])["method"] for r in got] == [
         "initialize", "tools/list", "ping", "notifications/initialized"]

@@ -16,6 +16,7 @@
 #include "gateway/config.h"
 #include "gateway/proxy.h"
 #include "gateway/route.h"
+#include "gateway/worker.h"
 
 #define PREV   "00000000000000000000000000000000000000000000000000000000000000ff"
 #define ROUNDS 20000
@@ -437,6 +438,29 @@ static void test_builder_refusals(void **state)
     }
 }
 
+/* The request_id of every entry: 24 hex digits, distinct, and a fresh random prefix when the
+ * 32-bit counter wraps (the same prefix and counter again would repeat ids). */
+static void test_request_ids(void **state)
+{
+    (void)state;
+    struct worker w = {0};
+    char a[33], b[33];
+    proxy_new_request_id(&w, a);
+    proxy_new_request_id(&w, b);
+    assert_int_equal(strlen(a), 24);
+    assert_int_equal(strspn(a, "0123456789abcdef"), 24);
+    assert_memory_equal(a, b, 16);
+    assert_string_equal(a + 16, "00000000");
+    assert_string_equal(b + 16, "00000001");
+    w.id_counter = 0xffffffffULL;
+    proxy_new_request_id(&w, a);
+    assert_string_equal(a + 16, "ffffffff");
+    assert_memory_equal(a, b, 16);
+    proxy_new_request_id(&w, b);
+    assert_string_equal(b + 16, "00000000");
+    assert_memory_not_equal(a, b, 16);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -444,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_outcome_entries),
         cmocka_unit_test(test_utf8_as_jansson),
         cmocka_unit_test(test_builder_refusals),
+        cmocka_unit_test(test_request_ids),
     };
     return cmocka_run_group_tests_name("entry", tests, NULL, NULL);
 }
