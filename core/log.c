@@ -120,6 +120,13 @@ void sb_int(struct sb *b, long long v)
     sb_putn(b, p, (size_t)(buf + sizeof(buf) - p));
 }
 
+void sb_reset(struct sb *b)
+{
+    b->len = 0;
+    if (b->buf)
+        b->buf[0] = '\0';
+}
+
 void sb_clear(struct sb *b)
 {
     free(b->buf);

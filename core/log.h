@@ -42,6 +42,8 @@ void sb_printf(struct sb *b, const char *fmt, ...) PRINTF(2, 3);
 void sb_json_str(struct sb *b, const char *s);
 /** Append a decimal integer (no printf: this is on every request's path). */
 void sb_int(struct sb *b, long long v);
+/** Empty the buffer, keeping its memory (for a buffer reused on every request). */
+void sb_reset(struct sb *b);
 void sb_clear(struct sb *b);
 
 /** The time as "2026-11-22T05:39:04.123Z" into buf (at least 32 bytes). */

@@ -53,6 +53,7 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     event_free(c->timer);
+    flush_detach(&c->fl);
     bufferevent_free(c->bev); /* closes the socket (and frees the SSL) */
     atomic_fetch_sub(c->decision ? &conn_decision_open_count : &conn_open_count, 1);
     free(c);
@@ -123,6 +124,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
         return;
     } else {
         c->bev = bufferevent_socket_new(w->base, fd, opts);
+        flush_attach(&c->fl, w->flusher, c->bev);
     }
     c->timer = evtimer_new(w->base, on_timer, c);
     c->next = w->conns;
@@ -135,7 +137,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
     /* Never hold more unparsed input than one head can be: pipelined requests wait in the socket.
      */
     bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)conf->max_header_bytes + 1);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ | flush_write_events(&c->fl));
     arm(c, conf->header_timeout_ms);
 }
 
@@ -266,6 +268,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     struct conn *c = arg;
+    flush_drained(&c->fl);
     /* Deferred callbacks may run after more output was queued: check it is really empty. */
     if (c->state == CONN_CLOSING && !c->lingering &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)

@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "gateway/flush.h"
 #include "gateway/http_parse.h"
 
 struct worker;
@@ -30,7 +31,8 @@ struct conn {
     struct conn *prev, *next; /* the worker's list of open connections */
     struct worker *w;
     struct bufferevent *bev;
-    struct event *timer; /* head deadline or idle timeout */
+    struct flush_link fl; /* plain TCP: its output is written through (flush.h) */
+    struct event *timer;  /* head deadline or idle timeout */
     enum conn_state state;
     bool fresh;        /* no request yet: a silent connection is closed silently */
     bool head_started; /* bytes of the next head have arrived */

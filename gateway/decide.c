@@ -341,17 +341,18 @@ static void answer_forward_auth(struct decide_req *q, struct eval *e)
         free(extra);
         return;
     }
-    struct evbuffer *out = bufferevent_get_output(q->c->bev);
     bool keep = q->hp.keep_alive && (q->body_done || !q->body);
-    evbuffer_add(out, "HTTP/1.1 200 OK\r\n", 17);
-    decision_mandate_headers(d, out);
-    evbuffer_add_printf(out,
-                        "Mandate-Receipt: %s\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
-                        "Content-Length: 0\r\n%s\r\n",
-                        d->receipt, d->id,
-                        !keep              ? "Connection: close\r\n"
-                        : q->hp.minor == 0 ? "Connection: keep-alive\r\n"
-                                           : "");
+    struct sb *b = &d->w->head;
+    sb_reset(b);
+    sb_puts(b, "HTTP/1.1 200 OK\r\n");
+    decision_mandate_headers(d, b);
+    proxy_header(b, "Mandate-Receipt", 15, d->receipt, strlen(d->receipt));
+    proxy_header(b, "X-Request-Id", 12, d->id, strlen(d->id));
+    sb_puts(b, "Cache-Control: no-store\r\nContent-Length: 0\r\n");
+    sb_puts(b, !keep              ? "Connection: close\r\n\r\n"
+               : q->hp.minor == 0 ? "Connection: keep-alive\r\n\r\n"
+                                  : "\r\n");
+    evbuffer_add(bufferevent_get_output(q->c->bev), b->buf, b->len);
     q->status = 200;
     q->bytes = 0;
     answered(q);

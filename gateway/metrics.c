@@ -76,6 +76,14 @@ void metrics_render(struct metrics *m, struct writer_stats *ws, const struct sta
               "# TYPE mandate_flood_pauses_total counter\nmandate_flood_pauses_total %llu\n",
               (unsigned long long)atomic_load(&m->flood_pauses));
     sb_printf(b,
+              "# HELP mandate_writes_total Outputs of plain connections written at the end of a "
+              "loop pass, by whether the socket took all (through) or the rest waited for it to "
+              "be writable (backlog).\n# TYPE mandate_writes_total counter\n"
+              "mandate_writes_total{way=\"through\"} %llu\nmandate_writes_total{way=\"backlog\"} "
+              "%llu\n",
+              (unsigned long long)atomic_load(&m->flush.through),
+              (unsigned long long)atomic_load(&m->flush.backlog));
+    sb_printf(b,
               "# HELP mandate_mcp_open_total MCP requests of open methods, forwarded without a "
               "mandate or a decision.\n# TYPE mandate_mcp_open_total counter\n"
               "mandate_mcp_open_total %llu\n",

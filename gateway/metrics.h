@@ -11,6 +11,7 @@
 #include "audit/writer.h"
 #include "core/code.h"
 #include "core/hist.h"
+#include "gateway/flush.h"
 #include "gateway/state.h"
 
 /* The surfaces a decision comes through (SPEC §8), for decisions by surface. */
@@ -23,6 +24,7 @@ struct metrics {
     _Atomic uint64_t mcp_open;                 /* MCP open methods forwarded without a decision */
     _Atomic uint64_t upstream_bytes;
     _Atomic uint64_t flood_pauses; /* reads of a flooding client's next request put off (conn.c) */
+    struct flush_stats flush;      /* written through, or left to the bufferevent (flush.c) */
     struct hist check_us;    /* mandate checking: route to decision */
     struct hist upstream_us; /* request sent to response complete */
 };

@@ -593,23 +593,35 @@ void decision_run(struct decision *d)
     decision_admit(d);
 }
 
-void decision_mandate_headers(const struct decision *d, struct evbuffer *out)
+void proxy_header(struct sb *b, const char *name, size_t name_n, const char *value,
+                  size_t value_n)
+{
+    sb_putn(b, name, name_n);
+    sb_putn(b, ": ", 2);
+    sb_putn(b, value, value_n);
+    sb_putn(b, "\r\n", 2);
+}
+
+/* A header from a literal name and a C string. */
+#define HEADER(b, name, value) proxy_header(b, name, sizeof(name) - 1, value, strlen(value))
+
+void decision_mandate_headers(const struct decision *d, struct sb *b)
 {
     const struct mandate *m = &d->v.m;
-    evbuffer_add_printf(out, "Mandate-Principal: %s\r\nMandate-Agent: %s\r\nMandate-Action: %s\r\n",
-                        m->sub, m->agent, d->route->action);
+    HEADER(b, "Mandate-Principal", m->sub);
+    HEADER(b, "Mandate-Agent", m->agent);
+    HEADER(b, "Mandate-Action", d->route->action);
     /* Which mandates these are, so the merchant can tie an order to its quote and its payment. */
     if (m->typ == MANDATE_INTENT)
-        evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", m->jti);
+        HEADER(b, "Mandate-Intent-Id", m->jti);
     if (d->v.has_cart) {
         char amount[40];
         money_format(&d->v.cart.total, amount, sizeof(amount));
-        evbuffer_add_printf(out,
-                            "Mandate-Amount: %s\r\nMandate-Payment-Id: %s\r\n"
-                            "Mandate-Cart-Id: %s\r\n",
-                            amount, m->jti, d->v.cart.jti);
+        HEADER(b, "Mandate-Amount", amount);
+        HEADER(b, "Mandate-Payment-Id", m->jti);
+        HEADER(b, "Mandate-Cart-Id", d->v.cart.jti);
         if (d->v.cart.intent[0])
-            evbuffer_add_printf(out, "Mandate-Intent-Id: %s\r\n", d->v.cart.intent);
+            HEADER(b, "Mandate-Intent-Id", d->v.cart.intent);
     }
 }
 
@@ -837,41 +849,67 @@ static bool forwardable(const struct request *r, struct hp_str name)
     return true;
 }
 
-static void write_request_head(struct request *r, struct evbuffer *out)
+/* Forwarded: for="<peer>:<port>";proto=<scheme>[;host="<Host>"] (RFC 7239). */
+static void forwarded_header(struct request *r, struct sb *b)
 {
-    const struct merchant *mc = r->d.route->merchant;
-    evbuffer_add_printf(out, "%s %.*s HTTP/1.1\r\nHost: %s\r\n", r->method, (int)r->hp.target.n,
-                        r->hp.target.p, mc->upstream_hostport);
-    for (size_t i = 0; i < r->hp.n_headers; i++) {
-        const struct hp_header *h = &r->hp.headers[i];
-        if (forwardable(r, h->name))
-            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.n, h->name.p, (int)h->value.n,
-                                h->value.p);
-    }
-    if (!r->mcp_open)
-        decision_mandate_headers(&r->d, out);
-    if (!r->mcp_open)
-        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\n", r->d.receipt);
     struct hp_str host = r->hp.host;
     bool host_ok =
         host.p && host.n < 200 && !memchr(host.p, '"', host.n) && !memchr(host.p, '\\', host.n);
     bool v6 = strchr(r->c->peer, ':') != NULL;
-    evbuffer_add_printf(out,
-                        "X-Request-Id: %s\r\n"
-                        "Forwarded: for=\"%s%s%s:%d\";proto=%s%s%.*s%s\r\n",
-                        r->d.id, v6 ? "[" : "", r->c->peer, v6 ? "]" : "", r->c->peer_port,
-                        r->c->tls ? "https" : "http", host_ok ? ";host=\"" : "",
-                        host_ok ? (int)host.n : 0, host_ok ? host.p : "", host_ok ? "\"" : "");
+    sb_puts(b, v6 ? "Forwarded: for=\"[" : "Forwarded: for=\"");
+    sb_puts(b, r->c->peer);
+    sb_puts(b, v6 ? "]:" : ":");
+    sb_int(b, r->c->peer_port);
+    sb_puts(b, r->c->tls ? "\";proto=https" : "\";proto=http");
+    if (host_ok) {
+        sb_puts(b, ";host=\"");
+        sb_putn(b, host.p, host.n);
+        sb_putn(b, "\"", 1);
+    }
+    sb_putn(b, "\r\n", 2);
+}
+
+/* A Content-Length header. */
+static void length_header(struct sb *b, int64_t n)
+{
+    sb_puts(b, "Content-Length: ");
+    sb_int(b, n);
+    sb_putn(b, "\r\n", 2);
+}
+
+/* The head for the merchant, built whole and added to its output at once. */
+static void write_request_head(struct request *r, struct evbuffer *out)
+{
+    const struct merchant *mc = r->d.route->merchant;
+    struct sb *b = &r->w->head;
+    sb_reset(b);
+    sb_puts(b, r->method);
+    sb_putn(b, " ", 1);
+    sb_putn(b, r->hp.target.p, r->hp.target.n);
+    sb_puts(b, " HTTP/1.1\r\n");
+    HEADER(b, "Host", mc->upstream_hostport);
+    for (size_t i = 0; i < r->hp.n_headers; i++) {
+        const struct hp_header *h = &r->hp.headers[i];
+        if (forwardable(r, h->name))
+            proxy_header(b, h->name.p, h->name.n, h->value.p, h->value.n);
+    }
+    if (!r->mcp_open) {
+        decision_mandate_headers(&r->d, b);
+        HEADER(b, "Mandate-Receipt", r->d.receipt);
+    }
+    HEADER(b, "X-Request-Id", r->d.id);
+    forwarded_header(r, b);
     if (r->held)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", evbuffer_get_length(r->held));
+        length_header(b, (int64_t)evbuffer_get_length(r->held));
     else if (r->body == BODY_LENGTH)
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)r->hp.content_length);
+        length_header(b, r->hp.content_length);
     else if (r->body == BODY_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        sb_puts(b, "Transfer-Encoding: chunked\r\n");
     else if (r->hp.method == HP_METHOD_POST || r->hp.method == HP_METHOD_PUT ||
              r->hp.method == HP_METHOD_PATCH)
-        evbuffer_add(out, "Content-Length: 0\r\n", 19);
-    evbuffer_add(out, "\r\n", 2);
+        sb_puts(b, "Content-Length: 0\r\n");
+    sb_putn(b, "\r\n", 2);
+    evbuffer_add(out, b->buf, b->len);
 }
 
 /* Bytes left the merchant's output buffer: the request (or part of it) went out. */
@@ -1031,34 +1069,40 @@ static bool passable(const struct request *r, struct hp_str name)
 }
 
 /* The end of a final answer's head: framing (the body's length when known), keep-alive, CRLF. */
-static void end_response_head(struct request *r, struct evbuffer *out, int64_t length)
+static void end_response_head(struct request *r, struct sb *b, int64_t length)
 {
     if (length >= 0)
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)length);
+        length_header(b, length);
     else if (r->rechunk)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        sb_puts(b, "Transfer-Encoding: chunked\r\n");
     if (!r->client_keep)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        sb_puts(b, "Connection: close\r\n");
     else if (r->hp.minor == 0) /* HTTP/1.0 closes unless told otherwise (RFC 9112 §9.3) */
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        sb_puts(b, "Connection: keep-alive\r\n");
+    sb_putn(b, "\r\n", 2);
 }
 
-/* The status line and the headers the client may see (plus ours on a final answer), without
- * framing or the final CRLF. */
-static void write_response_lines(struct request *r, struct evbuffer *out,
-                                 const struct hp_response *h, bool interim)
+/* Into the worker's head buffer (emptied first): the status line and the headers the client may
+ * see (plus ours on a final answer), without framing or the final CRLF. */
+static struct sb *write_response_lines(struct request *r, const struct hp_response *h,
+                                       bool interim)
 {
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
+    struct sb *b = &r->w->head;
+    sb_reset(b);
+    sb_puts(b, "HTTP/1.1 ");
+    sb_int(b, h->status);
+    sb_putn(b, " ", 1);
+    sb_putn(b, h->reason.p, h->reason.n);
+    sb_putn(b, "\r\n", 2);
     for (size_t i = 0; i < h->n_headers; i++)
         if (passable(r, h->headers[i].name))
-            evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->headers[i].name.n,
-                                h->headers[i].name.p, (int)h->headers[i].value.n,
-                                h->headers[i].value.p);
+            proxy_header(b, h->headers[i].name.p, h->headers[i].name.n, h->headers[i].value.p,
+                         h->headers[i].value.n);
     if (!interim && !r->mcp_open)
-        evbuffer_add_printf(out, "Mandate-Receipt: %s\r\n", r->d.receipt);
+        HEADER(b, "Mandate-Receipt", r->d.receipt);
     if (!interim)
-        evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->d.id);
+        HEADER(b, "X-Request-Id", r->d.id);
+    return b;
 }
 
 /* --- carts signed for the merchant (sign_cart routes) --------------------------------------- */
@@ -1127,7 +1171,10 @@ static void send_signed_cart(struct request *r)
         evbuffer_add_buffer(out, r->collect_head);
     }
     size_t n = strlen(body);
-    end_response_head(r, out, (int64_t)n);
+    struct sb *b = &r->w->head;
+    sb_reset(b);
+    end_response_head(r, b, (int64_t)n);
+    evbuffer_add(out, b->buf, b->len);
     evbuffer_add(out, body, n);
     r->bytes = n;
     free(body);
@@ -1141,8 +1188,9 @@ static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
         /* 1xx (not 101): passed on to an HTTP/1.1 client, and the final answer awaited. Our own
          * 100 Continue already went out; the merchant's is not repeated. */
         if (r->resp.status != 100 && r->hp.minor == 1) {
-            write_response_lines(r, out, &r->resp, true);
-            evbuffer_add(out, "\r\n", 2);
+            struct sb *b = write_response_lines(r, &r->resp, true);
+            sb_putn(b, "\r\n", 2);
+            evbuffer_add(out, b->buf, b->len);
         }
         evbuffer_drain(in, n);
         return;
@@ -1167,16 +1215,18 @@ static void on_response_head(struct request *r, struct evbuffer *in, size_t n)
         r->collect = evbuffer_new();
         r->collect_head = evbuffer_new();
         r->rechunk = false;
-        write_response_lines(r, r->collect_head, &r->resp, false);
+        struct sb *b = write_response_lines(r, &r->resp, false);
+        evbuffer_add(r->collect_head, b->buf, b->len);
         evbuffer_drain(in, n);
         return;
     }
-    write_response_lines(r, out, &r->resp, false);
-    end_response_head(r, out,
+    struct sb *b = write_response_lines(r, &r->resp, false);
+    end_response_head(r, b,
                       r->resp_body == BODY_LENGTH ||
                               (r->resp_body == BODY_NONE && r->resp.content_length >= 0)
                           ? r->resp.content_length
                           : -1);
+    evbuffer_add(out, b->buf, b->len);
     evbuffer_drain(in, n);
 }
 
@@ -1321,6 +1371,8 @@ static void on_up_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     struct request *r = arg;
+    if (r->uc)
+        flush_drained(&r->uc->fl);
     if (r->body_reading && r->c) {
         bufferevent_enable(r->c->bev, EV_READ);
         pump_body(r);

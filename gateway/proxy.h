@@ -89,7 +89,10 @@ void decision_deny(struct decision *d, enum code code, int64_t retry_after);
  * -Agent, -Action, the mandates' ids, and Mandate-Amount on a priced route), CRLF-terminated;
  * Mandate-Receipt is not among them.
  */
-void decision_mandate_headers(const struct decision *d, struct evbuffer *out);
+void decision_mandate_headers(const struct decision *d, struct sb *b);
+/** Append "name: value\r\n" to b. */
+void proxy_header(struct sb *b, const char *name, size_t name_n, const char *value,
+                  size_t value_n);
 
 /**
  * The decision entry (SPEC §4) of d at ts_ms, begun in eb for the caller to finish: the

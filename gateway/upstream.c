@@ -26,19 +26,22 @@ struct upstream_pool {
 
 struct upstream_pools {
     struct event_base *base;
+    struct flusher *flusher;
     struct upstream_pool **v; /* each pool on its own: connections point to theirs */
     size_t n;
 };
 
-struct upstream_pools *upstream_pools_new(struct event_base *base)
+struct upstream_pools *upstream_pools_new(struct event_base *base, struct flusher *fl)
 {
     struct upstream_pools *p = xcalloc(1, sizeof(*p));
     p->base = base;
+    p->flusher = fl;
     return p;
 }
 
 static void conn_close(struct upconn *c)
 {
+    flush_detach(&c->fl);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -118,6 +121,8 @@ static struct upconn *open_conn(struct upstream_pools *p, struct upstream_pool *
         free(c);
         return NULL;
     }
+    if (!m->upstream_tls)
+        flush_attach(&c->fl, p->flusher, c->bev);
     /* A refused connection is reported through the event callback, never here. */
     if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&m->upstream_addr,
                                    m->upstream_addrlen) != 0) {
@@ -143,7 +148,7 @@ struct upconn *upstream_acquire(struct upstream_pools *p, const struct merchant 
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_setcb(c->bev, readcb, writecb, eventcb, arg);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ | flush_write_events(&c->fl));
     return c;
 }
 

@@ -15,6 +15,8 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "gateway/flush.h"
+
 struct merchant;
 struct upstream_pool;
 
@@ -22,13 +24,14 @@ struct upconn {
     struct upconn *next; /* the pool's idle list */
     struct upstream_pool *pool;
     struct bufferevent *bev;
-    bool reused; /* has carried a request before */
+    struct flush_link fl; /* plain TCP: its output is written through (flush.h) */
+    bool reused;          /* has carried a request before */
 };
 
 struct upstream_pools;
 
 /** New empty pools for a worker's base. */
-struct upstream_pools *upstream_pools_new(struct event_base *base);
+struct upstream_pools *upstream_pools_new(struct event_base *base, struct flusher *fl);
 /** Close every idle connection and free; NULL is a no-op. */
 void upstream_pools_free(struct upstream_pools *p);
 /**

@@ -165,7 +165,8 @@ struct worker *worker_new(struct server *s, int id, char **err)
             w->decision_tls = tls_server_ref(w->conf->decision_tls);
         memcpy(w->decision_token_sha256, w->conf->decision_token_sha256, 32);
     }
-    w->pools = upstream_pools_new(w->base);
+    w->flusher = flusher_new(w->base, &s->metrics.flush);
+    w->pools = upstream_pools_new(w->base, w->flusher);
     w->bc = backend_conn_new(s->backend, w->base);
     w->vcache = xcalloc(1, sizeof(*w->vcache));
     writer_mailbox_init(&w->mb, w->base, on_mailbox, w);
@@ -214,6 +215,7 @@ void worker_free(struct worker *w)
         evconnlistener_free(w->dlst);
     tls_server_unref(w->decision_tls);
     upstream_pools_free(w->pools);
+    flusher_free(w->flusher); /* after every connection it writes for */
     writer_mailbox_clear(&w->mb);
     event_free(w->stop_ev);
     event_free(w->drain_ev);
@@ -221,6 +223,7 @@ void worker_free(struct worker *w)
     event_free(w->alog_ev);
     accesslog_flush(&w->alog);
     sb_clear(&w->alog);
+    sb_clear(&w->head);
     event_base_free(w->base);
     config_unref(w->conf);
     free(w->vcache);

@@ -52,6 +52,7 @@ struct worker {
     struct writer_mailbox mb;
     struct backend_conn *bc; /* this worker's connection to the state backend */
     struct upstream_pools *pools;
+    struct flusher *flusher; /* writes plain connections' output at the end of a pass */
     struct config *conf;   /* this worker's reference to the current configuration */
     struct vcache *vcache; /* verified mandates under conf */
     uint64_t conf_gen;
@@ -64,6 +65,7 @@ struct worker {
     struct pop_slot pop[WORKER_POP_SLOTS];
     uint64_t id_prefix, id_counter; /* request ids (proxy_new_request_id): prefix, counter */
     struct sb alog;                 /* access lines not yet written */
+    struct sb head;                 /* an HTTP head being built, then added to its output whole */
     struct event *alog_ev;          /* writes them out every ACCESSLOG_FLUSH_MS */
     bool started;
     struct event *stop_ev, *drain_ev;
