@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit/walbuf.h"
 #include "core/log.h"
 
 static const char schema[] =
@@ -97,7 +98,9 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
     int flags =
         SQLITE_OPEN_NOMUTEX | (mode == STORE_READONLY ? SQLITE_OPEN_READONLY
                                                       : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
+    /* The gateway's own connection (synchronous=FULL, below): one write per WAL flush. */
+    const char *vfs = mode == STORE_CREATE && walbuf_register() == 0 ? WALBUF_VFS : NULL;
+    if (sqlite3_open_v2(path, &st->db, flags, vfs) != SQLITE_OK) {
         *err = xasprintf("%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
         goto fail;
     }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include "audit/store.h"
+#include "audit/walbuf.h"
 #include "core/jwk.h"
 #include "core/sha256.h"
 
@@ -417,6 +418,69 @@ static void test_older_layout_kept(void **state)
     tk_rmdir(dir);
 }
 
+static int64_t count_entries(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM entries", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+}
+
+static void append_many(struct store *st, uint64_t from, int n, size_t size)
+{
+    char *bytes = xmalloc(size);
+    memset(bytes, 'e', size);
+    unsigned char leaf[32] = {0};
+    assert_int_equal(store_begin(st), 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(store_append(st, from + (uint64_t)i, bytes, size, leaf), 0);
+    assert_int_equal(store_commit(st), 0);
+    free(bytes);
+}
+
+/* The gateway's connection (walbuf.h): a commit's WAL frames reach the file in one write, or in
+ * pieces of at most 128 KiB for a large one, and another connection sees every committed entry
+ * while the writer's is open, and after it closed. */
+static void test_wal_writes_gathered(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/g.db", dir);
+    char *err = NULL;
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    uint64_t asked0, written0, asked, written;
+    walbuf_counts(&asked0, &written0);
+    append_many(st, 0, 20, 300);
+    walbuf_counts(&asked, &written);
+    assert_true(asked - asked0 >= 4); /* two frames at least, each a header and a page */
+    assert_int_equal(written - written0, 1);
+    assert_int_equal(count_entries(path), 20);
+
+    walbuf_counts(&asked0, &written0);
+    append_many(st, 20, 1000, 1000); /* ~1 MB of pages: more than one piece */
+    walbuf_counts(&asked, &written);
+    print_message("1000 entries: %llu WAL writes asked, %llu made\n",
+                  (unsigned long long)(asked - asked0), (unsigned long long)(written - written0));
+    assert_true(written - written0 >= 8 && written - written0 <= 12);
+    assert_true(asked - asked0 > 400);
+    assert_int_equal(count_entries(path), 1020);
+    store_close(st);
+
+    st = store_open(path, STORE_READONLY, &err);
+    assert_non_null(st);
+    store_close(st);
+    assert_int_equal(count_entries(path), 1020);
+    free(path);
+    tk_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_keyset_stored_once),
         cmocka_unit_test(test_leaf_hashes_recomputed),
         cmocka_unit_test(test_older_layout_kept),
+        cmocka_unit_test(test_wal_writes_gathered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
