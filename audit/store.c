@@ -92,6 +92,18 @@ static int prepare(struct store *st, const char *sql, sqlite3_stmt **out)
                : -1;
 }
 
+/* PRAGMA synchronous: 2 is FULL. */
+static int synchronous(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
 struct store *store_open(const char *path, enum store_mode mode, char **err)
 {
     struct store *st = xcalloc(1, sizeof(*st));
@@ -112,6 +124,11 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
     if (exec_retry(st->db, first, &msg) != SQLITE_OK) {
         *err = xasprintf("%s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
         sqlite3_free(msg);
+        goto fail;
+    }
+    if (vfs && synchronous(st->db) != 2) {
+        /* walbuf.h: only a commit synced before it is published may have its frames gathered. */
+        *err = xasprintf("%s: the WAL needs synchronous=FULL here", path);
         goto fail;
     }
     st->leaf_column = store_has_leaf_column(st->db);

@@ -58,10 +58,12 @@ static int wb_close(sqlite3_file *f)
     return rc != SQLITE_OK ? rc : rc2;
 }
 
+/* A failed flush fails the call that needed it (the open transaction then rolls back), with
+ * an error that call may return. */
 static int wb_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 {
     int rc = flush((struct wb_file *)f);
-    return rc != SQLITE_OK ? rc : real(f)->pMethods->xRead(real(f), p, n, off);
+    return rc != SQLITE_OK ? SQLITE_IOERR_READ : real(f)->pMethods->xRead(real(f), p, n, off);
 }
 
 static int wb_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
@@ -103,7 +105,7 @@ static int wb_sync(sqlite3_file *f, int flags)
 static int wb_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
     int rc = flush((struct wb_file *)f);
-    return rc != SQLITE_OK ? rc : real(f)->pMethods->xFileSize(real(f), size);
+    return rc != SQLITE_OK ? SQLITE_IOERR_FSTAT : real(f)->pMethods->xFileSize(real(f), size);
 }
 
 /* The rest pass straight on: locks, sizes of sectors and the shared memory do not depend on
@@ -180,7 +182,7 @@ static const sqlite3_io_methods methods = {
 static int wb_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)
 {
     sqlite3_vfs *orig = v->pAppData;
-    /* SQLite zeroes nothing; a failed open must leave pMethods NULL. */
+    /* A failed open must leave pMethods NULL. */
     struct wb_file *w = (struct wb_file *)f;
     memset(w, 0, sizeof(*w));
     w->real = (sqlite3_file *)((char *)w + WB_HDR);

@@ -8,8 +8,11 @@
  * truncates or closes the WAL (or the buffer is full, or a write is not contiguous). Nothing is
  * made visible earlier than before: with synchronous=FULL SQLite syncs the WAL before it publishes
  * a commit in the WAL index, and the sync writes the buffer first. Only for databases opened with
- * synchronous=FULL (the gateway's): with NORMAL a commit is published without a sync, while its
- * frames would still be in this buffer.
+ * synchronous=FULL (the gateway's; store_open refuses anything else): with NORMAL a commit is
+ * published without a sync, while its frames would still be in this buffer. The frames of a
+ * transaction that spilled and then rolled back are written with the next flush, where SQLite
+ * itself would have written them at once: beyond the WAL's last commit, never read. That holds
+ * with one connection writing the database, the gateway's.
  */
 #ifndef AUDIT_WALBUF_H
 #define AUDIT_WALBUF_H

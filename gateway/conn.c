@@ -132,8 +132,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
         w->conns->prev = c;
     w->conns = c;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    struct timeval wt = {WRITE_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    conn_read_timeout(c, NULL);
     /* Never hold more unparsed input than one head can be: pipelined requests wait in the socket.
      */
     bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)conf->max_header_bytes + 1);
@@ -341,6 +340,12 @@ void conn_set_flooding(struct conn *c, bool flooding)
     int prio = flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL;
     bufferevent_priority_set(c->bev, prio);
     event_priority_set(c->timer, prio);
+}
+
+void conn_read_timeout(struct conn *c, const struct timeval *rt)
+{
+    struct timeval wt = {WRITE_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(c->bev, rt, &wt);
 }
 
 void conn_request_done(struct conn *c, bool keep_alive)

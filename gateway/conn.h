@@ -65,6 +65,11 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
  * closes once the output is flushed.
  */
 void conn_request_done(struct conn *c, bool keep_alive);
+/**
+ * Set (rt) or clear (NULL) the read timeout of c's bufferevent; the write timeout (a client
+ * that reads nothing of an answer for 30 s is dropped) always stays.
+ */
+void conn_read_timeout(struct conn *c, const struct timeval *rt);
 
 /** Run c's events at low priority while its client floods (its last denial was summarised). */
 void conn_set_flooding(struct conn *c, bool flooding);

@@ -109,7 +109,7 @@ static void answered(struct decide_req *q)
     struct conn *c = q->c;
     q->c = NULL;
     c->req = NULL;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    conn_read_timeout(c, NULL);
     conn_request_done(c, q->hp.keep_alive && (q->body_done || !q->body));
 }
 
@@ -151,7 +151,7 @@ static void refuse(struct decide_req *q, enum code code, int status, const char 
     struct conn *c = q->c;
     q->c = NULL;
     c->req = NULL;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    conn_read_timeout(c, NULL);
     conn_reply_error(c, status, code_name(code), message, q->id, extra,
                      q->hp.keep_alive && (q->body_done || !q->body));
     free(denial);
@@ -335,7 +335,7 @@ static void answer_forward_auth(struct decide_req *q, struct eval *e)
         q->c = NULL;
         c->req = NULL;
         q->status = code_status(d->code);
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        conn_read_timeout(c, NULL);
         q->bytes = conn_reply_error(c, q->status, code_name(d->code), code_message(d->code), d->id,
                                     extra, q->hp.keep_alive && (q->body_done || !q->body));
         free(extra);
@@ -655,7 +655,7 @@ static void forward_auth(struct decide_req *q)
 static void body_complete(struct decide_req *q)
 {
     q->body_done = true;
-    bufferevent_set_timeouts(q->c->bev, NULL, NULL);
+    conn_read_timeout(q->c, NULL);
     if (q->surface == S_FORWARD_AUTH)
         forward_auth(q);
     else
@@ -804,6 +804,6 @@ void decide_begin(struct conn *c, size_t head_len)
         evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     struct timeval bt = {conf->body_timeout_ms / 1000, (conf->body_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(c->bev, &bt, NULL);
+    conn_read_timeout(c, &bt);
     read_body(q);
 }

@@ -664,7 +664,7 @@ static void mcp_classify_held(struct request *r);
 
 static void body_held(struct request *r)
 {
-    bufferevent_set_timeouts(r->c->bev, NULL, NULL);
+    conn_read_timeout(r->c, NULL);
     if (r->mcp_route && !r->mcp_classified) {
         mcp_classify_held(r);
         return;
@@ -1028,7 +1028,7 @@ static void start_body(struct request *r)
         evbuffer_add(bufferevent_get_output(r->c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     r->body_reading = true;
     struct timeval bt = {r->conf->body_timeout_ms / 1000, (r->conf->body_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(r->c->bev, &bt, NULL);
+    conn_read_timeout(r->c, &bt);
     pump_body(r);
 }
 
@@ -1283,7 +1283,7 @@ static void answer_done(struct request *r)
     struct conn *c = r->c;
     r->c = NULL;
     c->req = NULL;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    conn_read_timeout(c, NULL);
     conn_request_done(c, r->client_keep);
     finish(r, "ok");
 }

@@ -22,6 +22,7 @@ struct upstream_pool {
     char *key; /* "https://host:port" or "http://host:port" */
     struct upconn *idle;
     size_t nidle;
+    struct flusher *flusher; /* the worker's: pooled plain connections are written through */
 };
 
 struct upstream_pools {
@@ -73,6 +74,7 @@ static struct upstream_pool *pool_for(struct upstream_pools *p, const struct mer
     p->v = xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
     struct upstream_pool *pl = p->v[p->n++] = xcalloc(1, sizeof(*pl));
     pl->key = xstrdup(key);
+    pl->flusher = p->flusher;
     return pl;
 }
 
@@ -121,8 +123,7 @@ static struct upconn *open_conn(struct upstream_pools *p, struct upstream_pool *
         free(c);
         return NULL;
     }
-    if (!m->upstream_tls)
-        flush_attach(&c->fl, p->flusher, c->bev);
+    c->plain = !m->upstream_tls;
     /* A refused connection is reported through the event callback, never here. */
     if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&m->upstream_addr,
                                    m->upstream_addrlen) != 0) {
@@ -155,12 +156,21 @@ struct upconn *upstream_acquire(struct upstream_pools *p, const struct merchant 
 void upstream_release(struct upconn *c, bool keep)
 {
     struct upstream_pool *pl = c->pool;
+    /* Bytes still to go out (the merchant answered before the body was written) belong to the
+     * request that is over: such a connection is not pooled. */
     if (!keep || pl->nidle >= UPSTREAM_MAX_IDLE ||
-        evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+        evbuffer_get_length(bufferevent_get_input(c->bev)) != 0 ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) != 0) {
         conn_close(c);
         return;
     }
     c->reused = true;
+    /* Written through from its next request on (flush.h). Not before: until a connection is
+     * known to be up, a direct write would take its connect error from the bufferevent, which
+     * reports it (it carried a whole exchange, so it is up). */
+    if (c->plain && !c->fl.fl)
+        flush_attach(&c->fl, pl->flusher, c->bev);
+    flush_drained(&c->fl);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
     bufferevent_enable(c->bev, EV_READ);

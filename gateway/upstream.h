@@ -26,6 +26,7 @@ struct upconn {
     struct bufferevent *bev;
     struct flush_link fl; /* plain TCP: its output is written through (flush.h) */
     bool reused;          /* has carried a request before */
+    bool plain;           /* no TLS: written through once pooled */
 };
 
 struct upstream_pools;

@@ -379,6 +379,35 @@ def test_write_through_falls_back_for_a_slow_reader_and_comes_back(g):
     s.close()
 
 
+def test_client_that_stops_reading_is_dropped_on_a_kept_alive_connection(g):
+    """A client that reads nothing of an answer for 30 s is dropped, also on the second request
+    of a connection (the end of the first answer used to clear the write timeout with the read
+    timeout, so that such a client held its connection and the merchant's for good)."""
+    size = 64 * 1024 * 1024
+    tok = g.mint(uses=2)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=60)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(f"GET /lux/search HTTP/1.1\r\nHost: x\r\nAuthorization: Mandate {tok}\r\n\r\n"
+              .encode())
+    status, _, rest = read_answer(s, b"")
+    assert status == 200 and rest == b""
+    s.sendall(f"GET /big/{size} HTTP/1.1\r\nHost: x\r\nAuthorization: Mandate {tok}\r\n\r\n"
+              .encode())
+    # Not reading: the access line of the big answer comes when the gateway gives up on it.
+    line = wait_for(lambda: re.search(rf'"path":"/big/{size}".*', g.gw.output()), timeout=45,
+                    what="the slow client's answer cut")
+    sent = int(re.search(r'"bytes":(\d+)', line.group(0)).group(1))
+    assert sent < size
+    got = 0
+    try:
+        while (b := s.recv(1 << 20)):
+            got += len(b)
+    except ConnectionResetError:
+        pass
+    assert got < size
+    s.close()
+
+
 def test_commit_failure_is_503_and_forwards_nothing(g):
     """If the audit commit fails, the allow is not forwarded: 503 unavailable, and the mandate's
     use is given back. Another connection holding the write lock past SQLite's 5 s busy timeout
