@@ -3,10 +3,14 @@
  */
 #include "audit/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "audit/walbuf.h"
 #include "core/log.h"
@@ -104,9 +108,39 @@ static int synchronous(sqlite3 *db)
     return v;
 }
 
+/*
+ * One writer per database: two gateways appending to one log would each extend their own chain
+ * from the same seq. An flock on the database file itself (independent of SQLite's fcntl locks
+ * on Linux), held until store_close; the kernel drops it when the process dies. The descriptor
+ * is closed only after SQLite's last one: closing any descriptor of the file drops the process's
+ * fcntl locks. -1 with *err when another process holds it.
+ */
+static int lock_writer(const char *path, char **err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        *err = xasprintf("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        *err = errno == EWOULDBLOCK
+                   ? xasprintf("%s: in use by another writer (a mandate-gateway running on it?)",
+                               path)
+                   : xasprintf("%s: flock: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 struct store *store_open(const char *path, enum store_mode mode, char **err)
 {
     struct store *st = xcalloc(1, sizeof(*st));
+    st->lock_fd = -1;
+    if (mode == STORE_CREATE && (st->lock_fd = lock_writer(path, err)) < 0) {
+        free(st);
+        return NULL;
+    }
     int flags =
         SQLITE_OPEN_NOMUTEX | (mode == STORE_READONLY ? SQLITE_OPEN_READONLY
                                                       : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
@@ -196,6 +230,8 @@ void store_close(struct store *st)
     sqlite3_finalize(st->commit);
     sqlite3_finalize(st->rollback);
     sqlite3_close(st->db);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd); /* after SQLite's own descriptors: see lock_writer */
     free(st);
 }
 

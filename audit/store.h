@@ -23,6 +23,7 @@ struct store {
     bool leaf_column;         /* a log of the older layout: entries(seq, entry, leaf) */
     sqlite3_stmt *ins_keyset; /* STORE_CREATE only */
     sqlite3_stmt *begin, *commit, *rollback; /* STORE_CREATE only: the writer's transactions */
+    int lock_fd; /* STORE_CREATE: holds flock(LOCK_EX) on the database while open, else -1 */
 };
 
 enum store_mode { STORE_CREATE, STORE_READONLY };

@@ -408,6 +408,23 @@ def test_client_that_stops_reading_is_dropped_on_a_kept_alive_connection(g):
     s.close()
 
 
+def test_second_gateway_on_the_same_database_is_refused(g):
+    """One writer per database: a second gateway given the running one's database (another
+    listener, the same file) exits with status 2 and says so, and the first goes on serving."""
+    conf = json.loads(json.dumps(g.conf))
+    conf["listen"] = f"127.0.0.1:{free_port()}"
+    conf["admin"]["listen"] = f"127.0.0.1:{free_port()}"
+    path = os.path.join(g.d, "twin.json")
+    with open(path, "w") as f:
+        json.dump(conf, f)
+    twin = Proc([binary("mandate-gateway"), "--config", path], os.path.join(g.d, "twin.log"))
+    twin.expect_error("in use by another writer")
+    g.procs.append(twin)
+    assert twin.wait(10) == 2
+    assert re.search(r"gateway\.db: in use by another writer", twin.output()), twin.output()
+    assert g.request("GET", "/lux/search", g.mint())[0] == 200
+
+
 def test_commit_failure_is_503_and_forwards_nothing(g):
     """If the audit commit fails, the allow is not forwarded: 503 unavailable, and the mandate's
     use is given back. Another connection holding the write lock past SQLite's 5 s busy timeout
