@@ -4,12 +4,14 @@
 #include "gateway/conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -38,6 +40,109 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void read_next(struct conn *c);
 
+/* --- reading plain sockets ---------------------------------------------------------------------
+ * libevent's evbuffer_read asks the socket how much it holds (ioctl FIONREAD) before every read,
+ * a system call per read. A plain connection's reads are done here instead, with the
+ * bufferevent's semantics the rest of the gateway relies on: into its input buffer, at most up to
+ * the high watermark (reading pauses there and resumes when the input drains), a timeout between
+ * reads, and EOF, errors and timeouts reported to on_event as the bufferevent would. TLS
+ * connections read through their bufferevent (OpenSSL reads records). */
+
+#define READ_CHUNK 16384
+
+/* Pending exactly when reading is wanted and the input is under its bound. */
+static void rd_schedule(struct conn *c)
+{
+    size_t len = evbuffer_get_length(bufferevent_get_input(c->bev));
+    if (c->rd_on && !(c->rd_high && len >= c->rd_high))
+        event_add(c->rd, c->rd_timed ? &c->rd_timeout : NULL);
+    else
+        event_del(c->rd);
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        c->rd_on = false;
+        event_del(c->rd);
+        on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in), want = READ_CHUNK;
+    if (c->rd_high)
+        want = len >= c->rd_high ? 0 : c->rd_high - len < want ? c->rd_high - len : want;
+    if (want == 0) {
+        event_del(c->rd);
+        return;
+    }
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    evbuffer_unfreeze(in, 0); /* the bufferevent lets only itself add to its input */
+    if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) == 1) {
+        n = read(fd, v.iov_base, v.iov_len < want ? v.iov_len : want);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(in, &v, 1);
+        }
+    }
+    evbuffer_freeze(in, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        c->rd_on = false;
+        event_del(c->rd);
+        on_event(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+        return;
+    }
+    if (c->rd_high && evbuffer_get_length(in) >= c->rd_high)
+        event_del(c->rd); /* level-triggered: not again until the input drains */
+    on_read(c->bev, c);   /* may free c */
+}
+
+/* The input drained (a head or body taken): read again if reading paused at the bound. */
+static void on_input_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                             void *arg)
+{
+    struct conn *c = arg;
+    if (info->n_deleted && c->rd_on && c->rd_high && evbuffer_get_length(buf) < c->rd_high &&
+        !event_pending(c->rd, EV_READ, NULL))
+        rd_schedule(c);
+}
+
+void conn_read_enable(struct conn *c)
+{
+    if (!c->rd) {
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
+    c->rd_on = true;
+    rd_schedule(c);
+}
+
+void conn_read_disable(struct conn *c)
+{
+    if (!c->rd) {
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    c->rd_on = false;
+    event_del(c->rd);
+}
+
+/* Read no further ahead than high bytes of input (0: no bound). */
+static void read_high(struct conn *c, size_t high)
+{
+    if (!c->rd) {
+        bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+        return;
+    }
+    c->rd_high = high;
+    if (c->rd_on)
+        rd_schedule(c);
+}
+
 static void arm(struct conn *c, int64_t ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -53,6 +158,10 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     event_free(c->timer);
+    if (c->rd) {
+        event_free(c->rd);
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->rd_cb);
+    }
     flush_detach(&c->fl);
     bufferevent_free(c->bev); /* closes the socket (and frees the SSL) */
     atomic_fetch_sub(c->decision ? &conn_decision_open_count : &conn_open_count, 1);
@@ -66,7 +175,7 @@ static void close_after_flush(struct conn *c)
         c->w->unflushed++;
     c->state = CONN_CLOSING;
     c->req = NULL;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_disable(c);
     evtimer_del(c->timer);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         linger(c);
@@ -125,6 +234,8 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
     } else {
         c->bev = bufferevent_socket_new(w->base, fd, opts);
         flush_attach(&c->fl, w->flusher, c->bev);
+        c->rd = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+        c->rd_cb = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input_drained, c);
     }
     c->timer = evtimer_new(w->base, on_timer, c);
     c->next = w->conns;
@@ -135,8 +246,10 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
     conn_read_timeout(c, NULL);
     /* Never hold more unparsed input than one head can be: pipelined requests wait in the socket.
      */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)conf->max_header_bytes + 1);
-    bufferevent_enable(c->bev, EV_READ | flush_write_events(&c->fl));
+    read_high(c, (size_t)conf->max_header_bytes + 1);
+    if (flush_write_events(&c->fl))
+        bufferevent_enable(c->bev, EV_WRITE);
+    conn_read_enable(c);
     arm(c, conf->header_timeout_ms);
 }
 
@@ -258,8 +371,8 @@ static void linger(struct conn *c)
     c->lingering = true;
     evbuffer_drain(bufferevent_get_input(c->bev), (size_t)-1);
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    read_high(c, 0);
+    conn_read_enable(c);
     arm(c, LINGER_MS);
 }
 
@@ -327,7 +440,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 /* Wait for the next request on a kept-alive connection. */
 static void read_next(struct conn *c)
 {
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_enable(c);
     arm(c, worker_config(c->w)->idle_timeout_ms);
     try_head(c); /* a pipelined request may be buffered already */
 }
@@ -340,12 +453,26 @@ void conn_set_flooding(struct conn *c, bool flooding)
     int prio = flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL;
     bufferevent_priority_set(c->bev, prio);
     event_priority_set(c->timer, prio);
+    if (c->rd) {
+        bool pending = event_pending(c->rd, EV_READ, NULL);
+        event_del(c->rd); /* libevent changes the priority of a pending event only when removed */
+        event_priority_set(c->rd, prio);
+        if (pending)
+            rd_schedule(c);
+    }
 }
 
 void conn_read_timeout(struct conn *c, const struct timeval *rt)
 {
     struct timeval wt = {WRITE_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, rt, &wt);
+    bufferevent_set_timeouts(c->bev, c->rd ? NULL : rt, &wt);
+    if (!c->rd)
+        return;
+    c->rd_timed = rt != NULL;
+    if (rt)
+        c->rd_timeout = *rt;
+    if (c->rd_on)
+        rd_schedule(c);
 }
 
 void conn_request_done(struct conn *c, bool keep_alive)
@@ -363,7 +490,7 @@ void conn_request_done(struct conn *c, bool keep_alive)
          * flood then costs a few requests a second per connection instead of a core. */
         c->paused = true;
         atomic_fetch_add_explicit(&c->w->srv->metrics.flood_pauses, 1, memory_order_relaxed);
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_disable(c);
         arm(c, FLOOD_PAUSE_MS);
         return;
     }

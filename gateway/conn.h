@@ -32,6 +32,13 @@ struct conn {
     struct worker *w;
     struct bufferevent *bev;
     struct flush_link fl; /* plain TCP: its output is written through (flush.h) */
+    /* Plain TCP: reads into the bufferevent's input by conn.c's own event (conn_read_enable) */
+    struct event *rd;
+    struct evbuffer_cb_entry *rd_cb; /* on the input: resumes reading below rd_high */
+    bool rd_on;                      /* reading wanted */
+    size_t rd_high;                  /* stop reading at this much input; 0: no bound */
+    struct timeval rd_timeout;       /* between reads, when rd_timed */
+    bool rd_timed;
     struct event *timer;  /* head deadline or idle timeout */
     enum conn_state state;
     bool fresh;        /* no request yet: a silent connection is closed silently */
@@ -70,6 +77,9 @@ void conn_request_done(struct conn *c, bool keep_alive);
  * that reads nothing of an answer for 30 s is dropped) always stays.
  */
 void conn_read_timeout(struct conn *c, const struct timeval *rt);
+/** Read from c's client (again), or stop reading. */
+void conn_read_enable(struct conn *c);
+void conn_read_disable(struct conn *c);
 
 /** Run c's events at low priority while its client floods (its last denial was summarised). */
 void conn_set_flooding(struct conn *c, bool flooding);

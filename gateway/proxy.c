@@ -1012,7 +1012,7 @@ static void pump_body(struct request *r)
     }
     /* Reads resume when the merchant's output drains (on_up_write). */
     if (evbuffer_get_length(out) >= bound)
-        bufferevent_disable(r->c->bev, EV_READ);
+        conn_read_disable(r->c);
 }
 
 /* Start reading the client's body: ours to answer Expect: 100-continue, now that the request may
@@ -1374,7 +1374,7 @@ static void on_up_write(struct bufferevent *bev, void *arg)
     if (r->uc)
         flush_drained(&r->uc->fl);
     if (r->body_reading && r->c) {
-        bufferevent_enable(r->c->bev, EV_READ);
+        conn_read_enable(r->c);
         pump_body(r);
     }
 }

@@ -428,6 +428,22 @@ def test_pipelined_requests_answered_in_order(gateway):
     c.close()
 
 
+def test_pipelined_burst_over_the_read_bound_is_answered_in_order(gateway):
+    """The gateway reads no further ahead than one head can be (max_header_bytes + 1): 40
+    pipelined requests in one send, twenty times that, pause its reading at the bound and resume it
+    each time a head is taken; every one is answered, in order."""
+    gateway.conf["limits"]["max_header_bytes"] = 2048
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    tok = g.mint(uses=40)
+    c = Client(g.port)
+    c.send(b"".join(b"GET /lux/search?i=%d HTTP/1.1\r\nHost: x\r\n" % i + auth(tok) +
+                    b"X-Pad: " + b"p" * 200 + b"\r\n\r\n" for i in range(40)))
+    got = c.answers(40, timeout=20)
+    assert [json.loads(a[2])["path"] for a in got] == [f"/lux/search?i={i}" for i in range(40)]
+    c.close()
+
+
 def test_http10_closed_after_answer_unless_keep_alive(gateway):
     g = gateway.start()
     c = Client(g.port)
