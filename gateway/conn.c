@@ -79,16 +79,18 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     }
     struct evbuffer_iovec v;
     ssize_t n = -1;
+    int err = ENOMEM;
     evbuffer_unfreeze(in, 0); /* the bufferevent lets only itself add to its input */
     if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) == 1) {
         n = read(fd, v.iov_base, v.iov_len < want ? v.iov_len : want);
+        err = errno;
         if (n > 0) {
             v.iov_len = (size_t)n;
             evbuffer_commit_space(in, &v, 1);
         }
     }
     evbuffer_freeze(in, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (n < 0 && (err == EAGAIN || err == EINTR))
         return;
     if (n <= 0) {
         c->rd_on = false;
@@ -453,13 +455,8 @@ void conn_set_flooding(struct conn *c, bool flooding)
     int prio = flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL;
     bufferevent_priority_set(c->bev, prio);
     event_priority_set(c->timer, prio);
-    if (c->rd) {
-        bool pending = event_pending(c->rd, EV_READ, NULL);
-        event_del(c->rd); /* libevent changes the priority of a pending event only when removed */
-        event_priority_set(c->rd, prio);
-        if (pending)
-            rd_schedule(c);
-    }
+    if (c->rd)
+        event_priority_set(c->rd, prio); /* refused only while queued to run: next time then */
 }
 
 void conn_read_timeout(struct conn *c, const struct timeval *rt)
@@ -468,6 +465,14 @@ void conn_read_timeout(struct conn *c, const struct timeval *rt)
     bufferevent_set_timeouts(c->bev, c->rd ? NULL : rt, &wt);
     if (!c->rd)
         return;
+    if (!rt && c->rd_timed) {
+        /* libevent keeps a persistent event's timeout through event_add(ev, NULL) and event_del
+         * and re-arms it after every read: the event starts afresh instead. */
+        event_del(c->rd);
+        event_assign(c->rd, c->w->base, bufferevent_getfd(c->bev), EV_READ | EV_PERSIST,
+                     on_readable, c);
+        event_priority_set(c->rd, c->flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL);
+    }
     c->rd_timed = rt != NULL;
     if (rt)
         c->rd_timeout = *rt;

@@ -444,6 +444,28 @@ def test_pipelined_burst_over_the_read_bound_is_answered_in_order(gateway):
     c.close()
 
 
+def test_body_deadline_ends_with_the_body(gateway):
+    """The deadline between body reads (body_timeout_ms, 0.5 s here) is over once the body is read:
+    the kept-alive connection then waits for its next request as long as idle_timeout_ms (10 s
+    here), and a GET on it is not held to the body's deadline either."""
+    gateway.conf["limits"]["body_timeout_ms"] = 500
+    gateway.conf["limits"]["idle_timeout_ms"] = 10000
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    tok = g.mint(uses=3)
+    c = Client(g.port)
+    body = b'{"room": "double"}'
+    c.send(b"POST /lux/quote HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+           b"Content-Length: %d\r\n" % len(body) + auth(g.mint(action="quote_room")) +
+           b"\r\n" + body)
+    assert c.answers(1)[0][0] == 200
+    time.sleep(1.5)  # idle past the body's deadline, well short of the idle timeout
+    c.send(b"GET /delay/1000 HTTP/1.1\r\nHost: x\r\n" + auth(tok) + b"\r\n")
+    got = c.answers(2, timeout=10)
+    assert got[1][0] == 200 and json.loads(got[1][2])["path"] == "/delay/1000"
+    c.close()
+
+
 def test_http10_closed_after_answer_unless_keep_alive(gateway):
     g = gateway.start()
     c = Client(g.port)
