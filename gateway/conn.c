@@ -447,12 +447,18 @@ static void read_next(struct conn *c)
     try_head(c); /* a pipelined request may be buffered already */
 }
 
+/* The priority of c's events (worker.h): low while its client floods. */
+static int prio_of(const struct conn *c)
+{
+    return c->flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL;
+}
+
 void conn_set_flooding(struct conn *c, bool flooding)
 {
     if (c->flooding == flooding)
         return;
     c->flooding = flooding;
-    int prio = flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL;
+    int prio = prio_of(c);
     bufferevent_priority_set(c->bev, prio);
     event_priority_set(c->timer, prio);
     if (c->rd)
@@ -471,7 +477,7 @@ void conn_read_timeout(struct conn *c, const struct timeval *rt)
         event_del(c->rd);
         event_assign(c->rd, c->w->base, bufferevent_getfd(c->bev), EV_READ | EV_PERSIST,
                      on_readable, c);
-        event_priority_set(c->rd, c->flooding ? WORKER_PRIO_LOW : WORKER_PRIO_NORMAL);
+        event_priority_set(c->rd, prio_of(c));
     }
     c->rd_timed = rt != NULL;
     if (rt)

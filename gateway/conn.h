@@ -73,8 +73,8 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
  */
 void conn_request_done(struct conn *c, bool keep_alive);
 /**
- * Set (rt) or clear (NULL) the read timeout of c's bufferevent; the write timeout (a client
- * that reads nothing of an answer for 30 s is dropped) always stays.
+ * Set (rt) or clear (NULL) the timeout between reads from c's client; the write timeout (a
+ * client that reads nothing of an answer for 30 s is dropped) always stays.
  */
 void conn_read_timeout(struct conn *c, const struct timeval *rt);
 /** Read from c's client (again), or stop reading. */

@@ -346,8 +346,8 @@ static void answer_forward_auth(struct decide_req *q, struct eval *e)
     sb_reset(b);
     sb_puts(b, "HTTP/1.1 200 OK\r\n");
     decision_mandate_headers(d, b);
-    proxy_header(b, "Mandate-Receipt", 15, d->receipt, strlen(d->receipt));
-    proxy_header(b, "X-Request-Id", 12, d->id, strlen(d->id));
+    proxy_header_str(b, "Mandate-Receipt", d->receipt);
+    proxy_header_str(b, "X-Request-Id", d->id);
     sb_puts(b, "Cache-Control: no-store\r\nContent-Length: 0\r\n");
     sb_puts(b, !keep              ? "Connection: close\r\n\r\n"
                : q->hp.minor == 0 ? "Connection: keep-alive\r\n\r\n"

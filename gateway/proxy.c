@@ -602,26 +602,23 @@ void proxy_header(struct sb *b, const char *name, size_t name_n, const char *val
     sb_putn(b, "\r\n", 2);
 }
 
-/* A header from a literal name and a C string. */
-#define HEADER(b, name, value) proxy_header(b, name, sizeof(name) - 1, value, strlen(value))
-
 void decision_mandate_headers(const struct decision *d, struct sb *b)
 {
     const struct mandate *m = &d->v.m;
-    HEADER(b, "Mandate-Principal", m->sub);
-    HEADER(b, "Mandate-Agent", m->agent);
-    HEADER(b, "Mandate-Action", d->route->action);
+    proxy_header_str(b, "Mandate-Principal", m->sub);
+    proxy_header_str(b, "Mandate-Agent", m->agent);
+    proxy_header_str(b, "Mandate-Action", d->route->action);
     /* Which mandates these are, so the merchant can tie an order to its quote and its payment. */
     if (m->typ == MANDATE_INTENT)
-        HEADER(b, "Mandate-Intent-Id", m->jti);
+        proxy_header_str(b, "Mandate-Intent-Id", m->jti);
     if (d->v.has_cart) {
         char amount[40];
         money_format(&d->v.cart.total, amount, sizeof(amount));
-        HEADER(b, "Mandate-Amount", amount);
-        HEADER(b, "Mandate-Payment-Id", m->jti);
-        HEADER(b, "Mandate-Cart-Id", d->v.cart.jti);
+        proxy_header_str(b, "Mandate-Amount", amount);
+        proxy_header_str(b, "Mandate-Payment-Id", m->jti);
+        proxy_header_str(b, "Mandate-Cart-Id", d->v.cart.jti);
         if (d->v.cart.intent[0])
-            HEADER(b, "Mandate-Intent-Id", d->v.cart.intent);
+            proxy_header_str(b, "Mandate-Intent-Id", d->v.cart.intent);
     }
 }
 
@@ -887,7 +884,7 @@ static void write_request_head(struct request *r, struct evbuffer *out)
     sb_putn(b, " ", 1);
     sb_putn(b, r->hp.target.p, r->hp.target.n);
     sb_puts(b, " HTTP/1.1\r\n");
-    HEADER(b, "Host", mc->upstream_hostport);
+    proxy_header_str(b, "Host", mc->upstream_hostport);
     for (size_t i = 0; i < r->hp.n_headers; i++) {
         const struct hp_header *h = &r->hp.headers[i];
         if (forwardable(r, h->name))
@@ -895,9 +892,9 @@ static void write_request_head(struct request *r, struct evbuffer *out)
     }
     if (!r->mcp_open) {
         decision_mandate_headers(&r->d, b);
-        HEADER(b, "Mandate-Receipt", r->d.receipt);
+        proxy_header_str(b, "Mandate-Receipt", r->d.receipt);
     }
-    HEADER(b, "X-Request-Id", r->d.id);
+    proxy_header_str(b, "X-Request-Id", r->d.id);
     forwarded_header(r, b);
     if (r->held)
         length_header(b, (int64_t)evbuffer_get_length(r->held));
@@ -1099,9 +1096,9 @@ static struct sb *write_response_lines(struct request *r, const struct hp_respon
             proxy_header(b, h->headers[i].name.p, h->headers[i].name.n, h->headers[i].value.p,
                          h->headers[i].value.n);
     if (!interim && !r->mcp_open)
-        HEADER(b, "Mandate-Receipt", r->d.receipt);
+        proxy_header_str(b, "Mandate-Receipt", r->d.receipt);
     if (!interim)
-        HEADER(b, "X-Request-Id", r->d.id);
+        proxy_header_str(b, "X-Request-Id", r->d.id);
     return b;
 }
 

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/code.h"
 #include "core/httpsig.h"
@@ -93,6 +94,11 @@ void decision_mandate_headers(const struct decision *d, struct sb *b);
 /** Append "name: value\r\n" to b. */
 void proxy_header(struct sb *b, const char *name, size_t name_n, const char *value,
                   size_t value_n);
+/** The same from two C strings. */
+static inline void proxy_header_str(struct sb *b, const char *name, const char *value)
+{
+    proxy_header(b, name, strlen(name), value, strlen(value));
+}
 
 /**
  * The decision entry (SPEC §4) of d at ts_ms, begun in eb for the caller to finish: the

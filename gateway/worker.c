@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <string.h>
 
-
 #include "core/log.h"
 #include "gateway/accesslog.h"
 #include "gateway/backend.h"
