@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/snap.h"
 #include "audit/store.h"
 #include "core/mandate.h"
 #include "core/money.h"
@@ -22,7 +23,8 @@ struct tally {
     struct used {
         char *key;
         int64_t count;
-        size_t log; /* where the key was first counted */
+        int64_t exp; /* the mandate's (uses and carts) */
+        size_t log;  /* where the key was first counted */
         int64_t seq;
         char *cap; /* a reservation's cap_key() */
     } * v;
@@ -61,7 +63,7 @@ static struct used *tally_at(struct tally *t, const char *key, size_t log, int64
     /* The keys are claims of parsed JSON (valid UTF-8) and our own separators: no check. */
     if (json_object_set_new_nocheck(t->index, key, json_integer((json_int_t)t->n)) != 0)
         abort(); /* out of memory */
-    t->v[t->n] = (struct used){xstrdup(key), 0, log, seq, NULL};
+    t->v[t->n] = (struct used){xstrdup(key), 0, 0, log, seq, NULL};
     return &t->v[t->n++];
 }
 
@@ -125,6 +127,8 @@ static void replay_priced(struct replay *rp, size_t log, const struct verify_ste
     char *ckey = xasprintf("%s\n%s", ciss ? ciss : "", cjti ? cjti : "");
     struct used *paid = tally_at(&rp->carts, ckey, log, st->seq);
     free(ckey);
+    if (sjson_int(cart, "exp", &paid->exp) != 0)
+        paid->exp = 0;
     if (++paid->count > 1)
         broke(rp, log, st, "reused cart", paid, "cart %s paid %lld times", cjti ? cjti : "?",
               (long long)paid->count);
@@ -193,6 +197,7 @@ static void replay_entry(struct replay *rp, size_t log, const struct verify_step
     char *key = xasprintf("%s\n%s", iss, jti);
     struct used *count = tally_at(&rp->uses, key, log, st->seq);
     free(key);
+    count->exp = exp;
     if (++count->count > uses)
         broke(rp, log, st, "reused jti", count, "jti %s allowed %lld times; it allows %lld", jti,
               (long long)count->count, (long long)uses);
@@ -207,6 +212,77 @@ static void take_violation(struct verify_report *rep, const struct verify_report
     rep->bad_seq = pass->bad_seq;
     rep->violation = pass->violation;
     memcpy(rep->detail, pass->detail, sizeof(rep->detail));
+}
+
+/* The tally of "iss\njti" in uses or carts, or NULL. */
+static const struct used *derived(const struct replay *rp, const struct snap_use *u)
+{
+    char *key = xasprintf("%.*s\n%.*s", (int)u->iss_len, u->iss, (int)u->jti_len, u->jti);
+    const struct used *d = tally_find(&rp->uses, key);
+    if (!d)
+        d = tally_find(&rp->carts, key);
+    free(key);
+    return d;
+}
+
+static void state_finding(struct verify_report *rep, uint64_t seq, const char *fmt, ...)
+    PRINTF(3, 4);
+
+static void state_finding(struct verify_report *rep, uint64_t seq, const char *fmt, ...)
+{
+    rep->ok = false;
+    rep->bad_seq = (int64_t)seq;
+    rep->violation = "state behind the log";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->detail, sizeof(rep->detail), fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * What a restarted gateway would load (audit/snap.h: the newest snapshot and the uses recorded
+ * after it) against the uses the entries say. A jti it knows with fewer uses, or does not know
+ * although its mandate had not expired when the snapshot was taken, could be used again after
+ * a restart. More uses than the entries say is no finding: an allow the log refused keeps its
+ * use (fails closed). Logs from before the uses column are not checked.
+ */
+static void check_state(sqlite3 *db, const struct replay *rp, struct verify_report *rep)
+{
+    if (!store_has_column(db, "uses"))
+        return;
+    struct snap sn;
+    char *err = NULL;
+    if (snap_load(db, INT64_MIN, &sn, &err) != 0) {
+        state_finding(rep, 0, "the used jtis cannot be read: %s", err);
+        free(err);
+        return;
+    }
+    int64_t taken_s = sn.base_ms ? sn.base_ms / 1000 : now_s();
+    size_t known = 0;
+    for (size_t i = 0; i < sn.n && rep->ok; i++) {
+        const struct used *d = derived(rp, &sn.v[i]);
+        if (d)
+            known++;
+        if (d && sn.v[i].used < d->count)
+            state_finding(rep, sn.base_seq, "jti %.*s: the state says %lld uses, the entries %lld",
+                          (int)sn.v[i].jti_len, sn.v[i].jti, (long long)sn.v[i].used,
+                          (long long)d->count);
+    }
+    const struct tally *ts[] = {&rp->uses, &rp->carts};
+    for (size_t t = 0; t < 2 && rep->ok && known < ts[0]->n + ts[1]->n; t++)
+        for (size_t i = 0; i < ts[t]->n && rep->ok; i++) {
+            const struct used *d = &ts[t]->v[i];
+            const char *nl = strchr(d->key, '\n');
+            struct snap_use u = {.iss = d->key,
+                                 .iss_len = (size_t)(nl - d->key),
+                                 .jti = nl + 1,
+                                 .jti_len = strlen(nl + 1)};
+            if (!snap_find(&sn, &u) && d->exp >= taken_s)
+                state_finding(rep, sn.base_seq,
+                              "jti %s: used %lld times by the entries, unknown to the state", u.jti,
+                              (long long)d->count);
+        }
+    snap_free(&sn);
 }
 
 int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *rep)
@@ -230,6 +306,8 @@ int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
             rep->bad_seq = rp.found[0].seq;
             rep->violation = rp.found[0].rule;
             memcpy(rep->detail, rp.found[0].detail, sizeof(rep->detail));
+        } else {
+            check_state(db, &rp, rep);
         }
         replay_clear(&rp);
     }

@@ -20,11 +20,18 @@ static const char schema[] =
     "PRAGMA synchronous=FULL;"
     /* An entry's leaf hash is SHA-256(0x00 || entry): computed where it is needed, never stored
      * (32 bytes of 300 on every row). Logs written before this have a third column, "leaf BLOB
-     * NOT NULL", which is kept filled in them (store_has_leaf_column) and checked by verify. */
-    "CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS mandates(sha256 TEXT PRIMARY KEY, jws TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS used_jtis(iss TEXT NOT NULL, jti TEXT NOT NULL,"
-    " exp INTEGER NOT NULL, used INTEGER NOT NULL, PRIMARY KEY(iss, jti));"
+     * NOT NULL", which is kept filled in them (store_has_column) and checked by verify. `uses`:
+     * the used-jti records of the mandates the entry used (audit/snap.h), else NULL; logs from
+     * before it get the column when a gateway opens them. */
+    "CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL, uses BLOB);"
+    /* The mandate texts allows introduce (SPEC §4), appended: a table keyed by their hashes took
+     * a random page per text. Older logs keep theirs in mandates(sha256 PRIMARY KEY, jws);
+     * store_mandate_text reads both. */
+    "CREATE TABLE IF NOT EXISTS texts(id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL,"
+    " jws TEXT NOT NULL);"
+    /* The used jtis as of seq (audit/snap.h); older logs also have a used_jtis table. */
+    "CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
+    " uses BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS revocations(kind TEXT NOT NULL, value TEXT NOT NULL,"
     " ts_ms INTEGER NOT NULL, PRIMARY KEY(kind, value));"
     "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);"
@@ -123,14 +130,44 @@ static int lock_writer(const char *path, char **err)
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        *err = errno == EWOULDBLOCK
-                   ? xasprintf("%s: in use by another writer (a mandate-gateway running on it?)",
-                               path)
-                   : xasprintf("%s: flock: %s", path, strerror(errno));
+        *err =
+            errno == EWOULDBLOCK
+                ? xasprintf("%s: in use by another writer (a mandate-gateway running on it?)", path)
+                : xasprintf("%s: flock: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     return fd;
+}
+
+/* The gateway's statements (STORE_CREATE: the schema is the current one). */
+static int prepare_writes(struct store *st)
+{
+    return prepare(st,
+                   st->leaf_column ? "INSERT INTO entries(seq, entry, uses, leaf) VALUES(?,?,?,?)"
+                                   : "INSERT INTO entries(seq, entry, uses) VALUES(?,?,?)",
+                   &st->ins_entry) ||
+           prepare(st, "INSERT INTO texts(sha256, jws) VALUES(?,?)", &st->ins_text) ||
+           prepare(st, "INSERT INTO snapshots(seq, ts_ms, uses) VALUES(?,?,?)",
+                   &st->ins_snapshot) ||
+           prepare(st, "DELETE FROM snapshots WHERE seq < ?", &st->del_snapshots) ||
+           prepare(st, "INSERT OR IGNORE INTO revocations(kind, value, ts_ms) VALUES(?,?,?)",
+                   &st->ins_revocation) ||
+           prepare(st, "INSERT OR REPLACE INTO checkpoints(size, note) VALUES(?,?)",
+                   &st->ins_checkpoint) ||
+           prepare(st,
+                   "INSERT INTO spend(request_id, key, amount, status) VALUES(?,?,?,?) "
+                   "ON CONFLICT(request_id) DO UPDATE SET status = excluded.status",
+                   &st->put_spend) ||
+           prepare(st, "INSERT OR REPLACE INTO nodes(level, idx, hash) VALUES(?,?,?)",
+                   &st->ins_node) ||
+           prepare(st,
+                   "INSERT OR IGNORE INTO keysets(sha256, owner, jwks, first_seen_ms) "
+                   "VALUES(?,?,?,?)",
+                   &st->ins_keyset) ||
+           /* Prepared once: every batch runs them, and sqlite3_exec would parse them each time. */
+           prepare(st, "BEGIN IMMEDIATE", &st->begin) || prepare(st, "COMMIT", &st->commit) ||
+           prepare(st, "ROLLBACK", &st->rollback);
 }
 
 struct store *store_open(const char *path, enum store_mode mode, char **err)
@@ -165,39 +202,16 @@ struct store *store_open(const char *path, enum store_mode mode, char **err)
         *err = xasprintf("%s: the WAL needs synchronous=FULL here", path);
         goto fail;
     }
-    st->leaf_column = store_has_leaf_column(st->db);
-    if (prepare(st,
-                st->leaf_column ? "INSERT INTO entries(seq, entry, leaf) VALUES(?,?,?)"
-                                : "INSERT INTO entries(seq, entry) VALUES(?,?)",
-                &st->ins_entry) ||
-        prepare(st, "INSERT OR IGNORE INTO mandates(sha256, jws) VALUES(?,?)", &st->ins_mandate) ||
-        prepare(st,
-                "INSERT INTO used_jtis(iss, jti, exp, used) VALUES(?,?,?,?) "
-                /* Workers may submit the counts of one mandate out of admission order: a
-                 * smaller count arriving last must not give uses back after a restart. */
-                "ON CONFLICT(iss, jti) DO UPDATE SET used = MAX(used, excluded.used)",
-                &st->put_jti) ||
-        prepare(st, "INSERT OR IGNORE INTO revocations(kind, value, ts_ms) VALUES(?,?,?)",
-                &st->ins_revocation) ||
-        prepare(st, "INSERT OR REPLACE INTO checkpoints(size, note) VALUES(?,?)",
-                &st->ins_checkpoint) ||
-        prepare(st,
-                "INSERT INTO spend(request_id, key, amount, status) VALUES(?,?,?,?) "
-                "ON CONFLICT(request_id) DO UPDATE SET status = excluded.status",
-                &st->put_spend) ||
-        prepare(st, "INSERT OR REPLACE INTO nodes(level, idx, hash) VALUES(?,?,?)",
-                &st->ins_node) ||
-        prepare(st, "SELECT hash FROM nodes WHERE level = ? AND idx = ?", &st->get_node) ||
+    if (mode == STORE_CREATE && !store_has_column(st->db, "uses") &&
+        exec_retry(st->db, "ALTER TABLE entries ADD COLUMN uses BLOB", &msg) != SQLITE_OK) {
+        *err = xasprintf("%s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
+        sqlite3_free(msg);
+        goto fail;
+    }
+    st->leaf_column = store_has_column(st->db, "leaf");
+    if (prepare(st, "SELECT hash FROM nodes WHERE level = ? AND idx = ?", &st->get_node) ||
         prepare(st, "SELECT entry FROM entries WHERE seq = ?", &st->get_entry) ||
-        (mode == STORE_CREATE &&
-         prepare(st,
-                 "INSERT OR IGNORE INTO keysets(sha256, owner, jwks, first_seen_ms) "
-                 "VALUES(?,?,?,?)",
-                 &st->ins_keyset)) ||
-        /* Prepared once: every batch runs them, and sqlite3_exec would parse them each time. */
-        (mode == STORE_CREATE &&
-         (prepare(st, "BEGIN IMMEDIATE", &st->begin) || prepare(st, "COMMIT", &st->commit) ||
-          prepare(st, "ROLLBACK", &st->rollback)))) {
+        (mode == STORE_CREATE && prepare_writes(st))) {
         *err = xasprintf("%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -217,8 +231,9 @@ void store_close(struct store *st)
     if (!st)
         return;
     sqlite3_finalize(st->ins_entry);
-    sqlite3_finalize(st->ins_mandate);
-    sqlite3_finalize(st->put_jti);
+    sqlite3_finalize(st->ins_text);
+    sqlite3_finalize(st->ins_snapshot);
+    sqlite3_finalize(st->del_snapshots);
     sqlite3_finalize(st->ins_revocation);
     sqlite3_finalize(st->ins_checkpoint);
     sqlite3_finalize(st->put_spend);
@@ -233,18 +248,6 @@ void store_close(struct store *st)
     if (st->lock_fd >= 0)
         close(st->lock_fd); /* after SQLite's own descriptors: see lock_writer */
     free(st);
-}
-
-static int exec(struct store *st, const char *sql)
-{
-    char *msg = NULL;
-    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-        log_error("sqlite: %s: %s", sql, msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
 }
 
 /* Run one of the prepared transaction statements; log a failure with its SQL. */
@@ -288,37 +291,47 @@ static int step(struct store *st, sqlite3_stmt *s)
     return 0;
 }
 
-int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len,
-                 const unsigned char leaf[32])
+int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len, const void *uses,
+                 size_t uses_len, const unsigned char leaf[32])
 {
     sqlite3_bind_int64(st->ins_entry, 1, (sqlite3_int64)seq);
     sqlite3_bind_blob(st->ins_entry, 2, bytes, (int)len, SQLITE_STATIC);
+    if (uses_len)
+        sqlite3_bind_blob(st->ins_entry, 3, uses, (int)uses_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st->ins_entry, 3);
     if (st->leaf_column)
-        sqlite3_bind_blob(st->ins_entry, 3, leaf, 32, SQLITE_STATIC);
+        sqlite3_bind_blob(st->ins_entry, 4, leaf, 32, SQLITE_STATIC);
     return step(st, st->ins_entry);
 }
 
 int store_put_mandate(struct store *st, const char *sha_hex, const char *jws)
 {
-    sqlite3_bind_text(st->ins_mandate, 1, sha_hex, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st->ins_mandate, 2, jws, -1, SQLITE_STATIC);
-    return step(st, st->ins_mandate);
+    sqlite3_bind_text(st->ins_text, 1, sha_hex, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st->ins_text, 2, jws, -1, SQLITE_STATIC);
+    return step(st, st->ins_text);
 }
 
-int store_put_jti(struct store *st, const char *iss, const char *jti, int64_t exp, int64_t used)
+int store_put_snapshot(struct store *st, uint64_t seq, const void *uses, size_t len)
 {
-    sqlite3_bind_text(st->put_jti, 1, iss, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st->put_jti, 2, jti, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st->put_jti, 3, exp);
-    sqlite3_bind_int64(st->put_jti, 4, used);
-    return step(st, st->put_jti);
+    sqlite3_bind_int64(st->ins_snapshot, 1, (sqlite3_int64)seq);
+    sqlite3_bind_int64(st->ins_snapshot, 2, now_ms());
+    sqlite3_bind_blob(st->ins_snapshot, 3, len ? uses : "", (int)len, SQLITE_STATIC);
+    if (step(st, st->ins_snapshot) != 0)
+        return -1;
+    sqlite3_bind_int64(st->del_snapshots, 1, (sqlite3_int64)seq);
+    return step(st, st->del_snapshots);
 }
 
-int store_prune_jtis(struct store *st, int64_t before)
+uint64_t store_snapshot_seq(struct store *st)
 {
-    char sql[96];
-    snprintf(sql, sizeof(sql), "DELETE FROM used_jtis WHERE exp < %lld", (long long)before);
-    return exec(st, sql);
+    sqlite3_stmt *s;
+    uint64_t seq = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT MAX(seq) FROM snapshots", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        seq = (uint64_t)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return seq;
 }
 
 int store_put_revocation(struct store *st, const char *kind, const char *value, int64_t ts_ms)
@@ -384,12 +397,13 @@ int store_put_node(struct store *st, int level, uint64_t index, const unsigned c
     return step(st, st->ins_node);
 }
 
-bool store_has_leaf_column(sqlite3 *db)
+bool store_has_column(sqlite3 *db, const char *column)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('entries') WHERE name = 'leaf'", -1,
-                           &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('entries') WHERE name = ?", -1, &s,
+                           NULL) != SQLITE_OK)
         return false;
+    sqlite3_bind_text(s, 1, column, -1, SQLITE_STATIC);
     bool has = sqlite3_step(s) == SQLITE_ROW;
     sqlite3_finalize(s);
     return has;
@@ -533,22 +547,40 @@ char *store_last_checkpoint(struct store *st)
     return note;
 }
 
-int store_each_jti(struct store *st, int64_t since,
-                   void (*fn)(void *arg, const char *iss, const char *jti, int64_t exp,
-                              int64_t used),
-                   void *arg)
+/* The first row of sql (bound to sha) as a string, or NULL; *ok false if sql cannot run. */
+static char *text_of(sqlite3 *db, const char *sql, const char *sha, bool *ok)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT iss, jti, exp, used FROM used_jtis WHERE exp >= ?", -1,
-                           &s, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_int64(s, 1, since);
-    int r;
-    while ((r = sqlite3_step(s)) == SQLITE_ROW)
-        fn(arg, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
-           sqlite3_column_int64(s, 2), sqlite3_column_int64(s, 3));
+    char *t = NULL;
+    *ok = sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK;
+    if (!*ok)
+        return NULL;
+    sqlite3_bind_text(s, 1, sha, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+        t = xstrdup((const char *)sqlite3_column_text(s, 0));
     sqlite3_finalize(s);
-    return r == SQLITE_DONE ? 0 : -1;
+    return t;
+}
+
+char *store_mandate_text(sqlite3 *db, const char *sha)
+{
+    static const char by_index[] =
+        "SELECT t.jws FROM temp.text_ix i JOIN main.texts t ON t.id = i.id WHERE i.sha256 = ?";
+    bool ok;
+    char *t = text_of(db, by_index, sha, &ok);
+    if (!ok && sqlite3_exec(db,
+                            "CREATE TEMP TABLE text_ix(sha256 TEXT PRIMARY KEY, id INTEGER NOT "
+                            "NULL) WITHOUT ROWID;"
+                            "INSERT OR IGNORE INTO temp.text_ix SELECT sha256, id FROM main.texts "
+                            "ORDER BY id",
+                            NULL, NULL, NULL) == SQLITE_OK)
+        t = text_of(db, by_index, sha, &ok);
+    if (!t) /* a text appended since the index was made, or a log of the older layout */
+        t = text_of(db, "SELECT jws FROM main.texts WHERE sha256 = ? ORDER BY id LIMIT 1", sha,
+                    &ok);
+    if (!t)
+        t = text_of(db, "SELECT jws FROM main.mandates WHERE sha256 = ?", sha, &ok);
+    return t;
 }
 
 int store_each_revocation(struct store *st,

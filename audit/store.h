@@ -1,8 +1,9 @@
 /*
- * store: the SQLite database that holds the audit log and the gateway's state (used jtis,
- * revocations), so that a decision and its entry commit in one transaction (SPEC §4). WAL with
- * synchronous=FULL: a commit that returned is on disk. Only one thread uses a store at a time
- * (the writer thread while serving; main at start-up; mandate-audit offline).
+ * store: the SQLite database that holds the audit log and the gateway's state (used jtis, in the
+ * entries' rows and snapshots: audit/snap.h; revocations; spend), so that a decision and its entry
+ * commit in one transaction (SPEC §4). WAL with synchronous=FULL: a commit that returned is on
+ * disk. Only one thread uses a store at a time (the writer thread while serving; main at start-up;
+ * mandate-audit offline).
  */
 #ifndef AUDIT_STORE_H
 #define AUDIT_STORE_H
@@ -18,7 +19,8 @@
 
 struct store {
     sqlite3 *db;
-    sqlite3_stmt *ins_entry, *ins_mandate, *put_jti, *ins_revocation, *ins_checkpoint, *put_spend;
+    sqlite3_stmt *ins_entry, *ins_text, *ins_snapshot, *del_snapshots, *ins_revocation,
+        *ins_checkpoint, *put_spend;
     sqlite3_stmt *ins_node, *get_node, *get_entry;
     bool leaf_column;         /* a log of the older layout: entries(seq, entry, leaf) */
     sqlite3_stmt *ins_keyset; /* STORE_CREATE only */
@@ -42,10 +44,11 @@ sqlite3 *store_db(struct store *st);
  */
 sqlite3 *store_open_evidence(const char *path, char **err) MUST_CHECK;
 /**
- * Whether db's entries table has the leaf column of the older layout, where every entry's leaf
- * hash was stored beside it (the current layout recomputes it from the entry).
+ * Whether db's entries table has column: "leaf" in the older layout, where every entry's leaf
+ * hash was stored beside it (the current layout recomputes it from the entry); "uses" in logs
+ * that record used jtis with their entries (audit/snap.h).
  */
-bool store_has_leaf_column(sqlite3 *db);
+bool store_has_column(sqlite3 *db, const char *column);
 /** Close; NULL is a no-op. */
 void store_close(struct store *st);
 
@@ -55,18 +58,23 @@ int store_commit(struct store *st) MUST_CHECK;
 void store_rollback(struct store *st);
 
 /**
- * Insert entry seq with its bytes. leaf is its leaf hash: stored only in a log of the older layout
- * (store_has_leaf_column), where the column must be filled; otherwise recomputed when read.
+ * Insert entry seq with its bytes and the used-jti records of the mandates it used (uses_len 0:
+ * none). leaf is its leaf hash: stored only in a log of the older layout (store_has_column),
+ * where the column must be filled; otherwise recomputed when read.
  */
-int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len,
-                 const unsigned char leaf[32]) MUST_CHECK;
-/** Store a mandate's JWS text under its hex SHA-256 (once). */
+int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len, const void *uses,
+                 size_t uses_len, const unsigned char leaf[32]) MUST_CHECK;
+/** Append a mandate's JWS text with its hex SHA-256 (a text stored twice does no harm). */
 int store_put_mandate(struct store *st, const char *sha_hex, const char *jws) MUST_CHECK;
-/** Record that (iss, jti), valid until exp, has been used `used` times. */
-int store_put_jti(struct store *st, const char *iss, const char *jti, int64_t exp,
-                  int64_t used) MUST_CHECK;
-/** Delete used jtis that expired before `before`. */
-int store_prune_jtis(struct store *st, int64_t before) MUST_CHECK;
+/**
+ * A mandate's JWS text by its hex SHA-256 (caller frees), or NULL. For the offline tools: the
+ * first lookup on a connection indexes the texts in a temporary table.
+ */
+char *store_mandate_text(sqlite3 *db, const char *sha_hex);
+/** Store the snapshot of the used jtis as of seq (audit/snap.h) and drop the older ones. */
+int store_put_snapshot(struct store *st, uint64_t seq, const void *uses, size_t len) MUST_CHECK;
+/** The seq the newest snapshot covers up to, or 0. */
+uint64_t store_snapshot_seq(struct store *st);
 /** Record a revocation (kind is "jti", "agent", "principal" or "kid"). */
 int store_put_revocation(struct store *st, const char *kind, const char *value,
                          int64_t ts_ms) MUST_CHECK;
@@ -119,11 +127,6 @@ char *store_last_checkpoint(struct store *st);
 int store_put_keyset(struct store *st, const char *sha_hex, const char *owner, const char *jwks,
                      int64_t first_seen_ms) MUST_CHECK;
 
-/** Call fn for every used jti with exp >= since. */
-int store_each_jti(struct store *st, int64_t since,
-                   void (*fn)(void *arg, const char *iss, const char *jti, int64_t exp,
-                              int64_t used),
-                   void *arg) MUST_CHECK;
 /** Call fn for every revocation. */
 int store_each_revocation(struct store *st,
                           void (*fn)(void *arg, const char *kind, const char *value, int64_t ts_ms),

@@ -53,7 +53,7 @@ static int load_rows(sqlite3 *db, struct row **out, size_t *n, bool *leaves)
     sqlite3_stmt *s;
     *out = NULL;
     *n = 0;
-    *leaves = store_has_leaf_column(db);
+    *leaves = store_has_column(db, "leaf");
     if (sqlite3_prepare_v2(db,
                            *leaves ? "SELECT seq, entry, leaf FROM entries ORDER BY seq"
                                    : "SELECT seq, entry, NULL FROM entries ORDER BY seq",
@@ -412,20 +412,6 @@ static const char *entry_shape(const json_t *e, int *kind)
     }
 }
 
-static char *mandate_text(sqlite3 *db, const char *sha)
-{
-    sqlite3_stmt *s;
-    char *t = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT jws FROM mandates WHERE sha256 = ?", -1, &s, NULL) !=
-        SQLITE_OK)
-        return NULL;
-    sqlite3_bind_text(s, 1, sha, -1, SQLITE_STATIC);
-    if (sqlite3_step(s) == SQLITE_ROW)
-        t = xstrdup((const char *)sqlite3_column_text(s, 0)); /* NULL stays NULL */
-    sqlite3_finalize(s);
-    return t;
-}
-
 static bool str_eq(const char *a, const char *b)
 {
     return a && b && strcmp(a, b) == 0;
@@ -617,7 +603,7 @@ static void check_mandate(sqlite3 *db, const struct verify_opts *o, struct keyst
                           int64_t seq, const json_t *md, json_t **claims, struct verify_report *rep)
 {
     const char *sha = sjson_str(md, "sha256"), *iss = sjson_str(md, "iss");
-    char *text = sha ? mandate_text(db, sha) : NULL;
+    char *text = sha ? store_mandate_text(db, sha) : NULL;
     *claims = NULL;
     if (!text) {
         violation(rep, seq, "mandate missing", "the JWS of an allowed mandate is not stored");

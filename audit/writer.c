@@ -19,10 +19,10 @@
 
 #include "audit/checkpoint.h"
 #include "audit/entry.h"
+#include "audit/snap.h"
 #include "core/log.h"
 
 #define CHECKPOINT_INTERVAL_MS 2000
-#define PRUNE_INTERVAL_MS      60000
 #define STORED_SLOTS           1024
 #define LINGER_US              2000    /* how long entries nobody waits for may wait for company */
 #define DISK_CHECK_US          1000000 /* statvfs at most this often */
@@ -52,8 +52,8 @@ struct writer {
     struct writer_item *head, *tail;
     size_t queued, max_queue;
     int awaited; /* queued items whose submitter waits for the commit */
-    bool busy; /* the store and the writer's own state are in use, by the writer thread or a
-                  leader: whoever sets it (under mu) has them to itself until it clears it */
+    bool busy;   /* the store and the writer's own state are in use, by the writer thread or a
+                    leader: whoever sets it (under mu) has them to itself until it clears it */
     bool stopping;
     bool closed; /* the thread took its last batch: submissions are refused; guarded by mu */
     struct store *st;
@@ -63,7 +63,7 @@ struct writer {
     char *origin;
     int64_t every;
     uint64_t checkpoint_size;
-    int64_t checkpoint_ms, prune_ms;
+    int64_t checkpoint_ms;
     char *checkpoint; /* newest note; guarded by mu */
     /* Free space under the database: looked at by the writer thread, read by the workers. */
     char *db_dir;
@@ -78,6 +78,14 @@ struct writer {
     /* Mandate texts already committed, by the first 16 hex digits of their SHA-256, direct-mapped:
      * a multi-use mandate's text is stored once, not offered again on every call. */
     uint64_t stored[STORED_SLOTS];
+    struct sb uses; /* writer thread: the used-jti records of the entry being appended */
+    /* Snapshots of the used jtis (audit/snap.h): built by the checkpointer from its own
+     * connection, stored by the writer between two batches. */
+    uint64_t snap_seq;  /* writer thread: the newest stored covers [0, snap_seq) */
+    uint64_t snap_next; /* writer thread: the tree size at which the next is asked for */
+    uint64_t snap_every;
+    int64_t keep_jti_s;
+    bool snap_asked; /* writer thread: the checkpointer is building one */
     /* The checkpointer: a thread with its own connection that copies the WAL into the database
      * (PRAGMA wal_checkpoint(PASSIVE)) when the writer's WAL hook wakes it. */
     struct {
@@ -85,7 +93,11 @@ struct writer {
         sqlite3 *db; /* NULL: no checkpointer, SQLite's own checkpoints on commit */
         pthread_mutex_t mu;
         pthread_cond_t cond;
-        bool wake, stop;      /* guarded by mu */
+        bool wake, stop;  /* guarded by mu */
+        bool snap_wanted; /* guarded by mu: build a snapshot */
+        bool snap_ready;  /* guarded by mu: snap_bytes of snap_at are to be stored */
+        struct sb snap_bytes;
+        uint64_t snap_at;
         pthread_mutex_t copy; /* held while the WAL is copied, by either thread */
         int wake_pages, step_pages, restart_pages;
         /* Writer thread (the WAL hook and the loop): */
@@ -296,7 +308,11 @@ static int append(struct writer *w, struct writer_item *it)
     size_t len;
     char *bytes = entry_seal(&it->body, w->tree.size, prev, &len);
     merkle_leaf_hash((unsigned char *)bytes, len, it->leaf);
-    int rc = store_append(w->st, w->tree.size, bytes, len, it->leaf);
+    sb_reset(&w->uses);
+    for (int i = 0; i < it->nops; i++)
+        if (it->ops[i].kind == WOP_JTI)
+            snap_put(&w->uses, it->ops[i].a, it->ops[i].b, it->ops[i].x, it->ops[i].y);
+    int rc = store_append(w->st, w->tree.size, bytes, len, w->uses.buf, w->uses.len, it->leaf);
     free(bytes);
     for (int i = 0; rc == 0 && i < 2 && it->jws[i]; i++)
         if (w->stored[text_id(it->jws_sha[i]) % STORED_SLOTS] != text_id(it->jws_sha[i]))
@@ -304,8 +320,8 @@ static int append(struct writer *w, struct writer_item *it)
     for (int i = 0; rc == 0 && i < it->nops; i++) {
         const struct writer_op *op = &it->ops[i];
         if (op->kind == WOP_JTI)
-            rc = store_put_jti(w->st, op->a, op->b, op->x, op->y);
-        else if (op->kind == WOP_REVOKE)
+            continue; /* in the row */
+        if (op->kind == WOP_REVOKE)
             rc = store_put_revocation(w->st, op->a, op->b, now_ms());
         else
             rc = store_put_spend(w->st, op->a, op->b, op->x, (int)op->y);
@@ -335,10 +351,86 @@ static void publish_checkpoint(struct writer *w, char *note)
     pthread_mutex_unlock(&w->mu);
 }
 
+static void wake_checkpointer(struct writer *w);
+
+/* Build a snapshot of the used jtis from db (this thread's connection). */
+static int build_snapshot(struct writer *w, sqlite3 *db, struct sb *out, uint64_t *seq)
+{
+    struct snap sn;
+    char *err = NULL;
+    if (snap_load(db, now_s() - w->keep_jti_s, &sn, &err) != 0) {
+        log_error("audit: a snapshot of the used jtis: %s; tried again later", err);
+        free(err);
+        return -1;
+    }
+    sb_reset(out);
+    snap_encode(&sn, out);
+    *seq = sn.seq;
+    snap_free(&sn);
+    return 0;
+}
+
+/* A snapshot the checkpointer has built: true with it in *bytes and *seq (0: it failed). */
+static bool take_built(struct writer *w, struct sb *bytes, uint64_t *seq)
+{
+    if (!w->ck.db)
+        return false;
+    pthread_mutex_lock(&w->ck.mu);
+    bool have = w->ck.snap_ready;
+    if (have) {
+        w->ck.snap_ready = false;
+        *seq = w->ck.snap_at;
+        *bytes = w->ck.snap_bytes; /* taken: the checkpointer starts a new buffer */
+        memset(&w->ck.snap_bytes, 0, sizeof(w->ck.snap_bytes));
+    }
+    pthread_mutex_unlock(&w->ck.mu);
+    return have;
+}
+
 /*
- * A checkpoint when one is due, and the pruning of used jtis once a minute, each in its own
- * transaction after the entries: neither can fail an entry. A checkpoint that cannot be signed or
- * stored is tried again with the next batch (or the next idle second).
+ * Snapshots of the used jtis, so that a start reads about snap_every rows after the newest at
+ * most: asked of the checkpointer every snap_every entries and stored here once it is built (in
+ * a transaction of its own, between two batches); at stop, built and stored here. One that
+ * fails is asked again snap_every entries later: the rows after the older one still say
+ * everything meanwhile.
+ */
+static void snapshot(struct writer *w, bool final)
+{
+    struct sb bytes = {0};
+    uint64_t seq = 0;
+    bool tried = take_built(w, &bytes, &seq);
+    if (tried)
+        w->snap_asked = false;
+    bool due = w->tree.size >= w->snap_next;
+    if ((final && w->tree.size > (seq > w->snap_seq ? seq : w->snap_seq)) || (due && !w->ck.db)) {
+        tried = true;
+        if (build_snapshot(w, store_db(w->st), &bytes, &seq) != 0)
+            seq = 0;
+    }
+    if (tried && seq > w->snap_seq && store_put_snapshot(w->st, seq, bytes.buf, bytes.len) == 0) {
+        w->snap_seq = seq;
+        w->snap_next = seq + w->snap_every;
+    } else if (tried && seq > w->snap_seq) {
+        log_error("audit commit failed: the snapshot of the used jtis at %llu was not stored; "
+                  "tried again later",
+                  (unsigned long long)seq);
+    }
+    if (tried && w->snap_next <= w->tree.size)
+        w->snap_next = w->tree.size + w->snap_every; /* it failed: not again at once */
+    sb_clear(&bytes);
+    if (!final && w->ck.db && !w->snap_asked && w->tree.size >= w->snap_next) {
+        w->snap_asked = true;
+        pthread_mutex_lock(&w->ck.mu);
+        w->ck.snap_wanted = true;
+        pthread_mutex_unlock(&w->ck.mu);
+        wake_checkpointer(w);
+    }
+}
+
+/*
+ * A checkpoint when one is due and a snapshot of the used jtis, each in its own transaction
+ * after the entries: neither can fail an entry. A checkpoint that cannot be signed or stored is
+ * tried again with the next batch (or the next idle second).
  */
 static void housekeeping(struct writer *w, bool final)
 {
@@ -363,12 +455,7 @@ static void housekeeping(struct writer *w, bool final)
                       (unsigned long long)w->tree.size, signed_ok ? "not stored" : "not signed");
         }
     }
-    if (ms - w->prune_ms >= PRUNE_INTERVAL_MS) {
-        w->prune_ms = ms;
-        /* Used jtis only matter until their mandate expires (plus generous skew). */
-        if (store_prune_jtis(w->st, ms / 1000 - 3600) != 0)
-            log_error("audit commit failed: pruning expired jtis; tried again in a minute");
-    }
+    snapshot(w, final);
 }
 
 /* Count and log an entry nobody waits for that could not be written. Writer thread. */
@@ -638,10 +725,22 @@ static void *checkpointer(void *arg)
         if (w->ck.stop)
             break;
         w->ck.wake = false;
+        bool snap = w->ck.snap_wanted;
+        w->ck.snap_wanted = false;
         pthread_mutex_unlock(&w->ck.mu);
         if (copy_wal(w, w->ck.db, &w->stats.wal_copy_us) >= 0)
             atomic_fetch_add(&w->stats.wal_checkpoints, 1);
+        struct sb bytes = {0};
+        uint64_t seq = 0;
+        if (snap && build_snapshot(w, w->ck.db, &bytes, &seq) != 0)
+            seq = 0; /* the writer asks again */
         pthread_mutex_lock(&w->ck.mu);
+        if (snap) {
+            sb_clear(&w->ck.snap_bytes);
+            w->ck.snap_bytes = bytes;
+            w->ck.snap_at = seq;
+            w->ck.snap_ready = true;
+        }
     }
     pthread_mutex_unlock(&w->ck.mu);
     return NULL;
@@ -876,6 +975,8 @@ static void free_writer(struct writer *w)
     pthread_mutex_destroy(&w->ck.mu);
     pthread_cond_destroy(&w->ck.cond);
     pthread_mutex_destroy(&w->ck.copy);
+    sb_clear(&w->ck.snap_bytes);
+    sb_clear(&w->uses);
     free(w->checkpoint);
     jwk_clear(&w->key);
     free(w->origin);
@@ -912,6 +1013,10 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
     w->db_dir = o->db_path ? dir_of(o->db_path) : NULL;
     watch_disk(w, true); /* right from the start: the workers read it before the first second */
     w->checkpoint = store_last_checkpoint(st);
+    w->snap_seq = store_snapshot_seq(st);
+    w->snap_every = o->snap_every ? o->snap_every : SNAP_EVERY;
+    w->snap_next = w->snap_seq + w->snap_every;
+    w->keep_jti_s = o->keep_jti_s;
     w->checkpoint_size = w->tree.size; /* a restart re-signs only when new entries arrive */
     w->checkpoint_ms = now_ms();
     hist_init(&w->stats.batch_size, batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));

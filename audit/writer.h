@@ -128,6 +128,8 @@ struct writer_opts {
     int64_t min_free_bytes;   /* writer_disk_low below this many free bytes (<= 0: never) */
     const char *db_path;      /* the database, whose directory is watched (NULL: not watched) */
     int64_t wal_max_bytes;    /* past this the writer copies the WAL itself (<= 0: 64 MB) */
+    int64_t keep_jti_s;       /* snapshots keep the jtis that expired less than this long ago */
+    uint64_t snap_every; /* a snapshot of the used jtis every this many entries (0: SNAP_EVERY) */
 };
 
 struct writer;

@@ -12,6 +12,7 @@
 #include <event2/util.h>
 #include <libpq-fe.h>
 
+#include "audit/snap.h"
 #include "core/log.h"
 #include "core/sha256.h"
 #include "gateway/jwks_remote.h"
@@ -102,9 +103,9 @@ static void load_decision(struct cfg *c, const json_t *root, struct config *conf
 
 static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
 {
-    static const char *const keys[] = {"origin",    "checkpoint_key", "checkpoint_every",
-                                       "max_queue", "denials_per_s",  "min_free_bytes",
-                                       NULL};
+    static const char *const keys[] = {
+        "origin",        "checkpoint_key", "checkpoint_every", "max_queue",
+        "denials_per_s", "min_free_bytes", "snapshot_every",   NULL};
     json_t *a = cfg_object(c, "", root, "audit", true);
     json_t *empty = json_object();
     if (!a)
@@ -113,6 +114,8 @@ static void load_audit(struct cfg *c, const json_t *root, struct config *conf)
     conf->audit_origin = xstrdup(cfg_string(c, "audit", a, "origin", false, "mandate-gateway"));
     conf->checkpoint_every = cfg_int(c, "audit", a, "checkpoint_every", false, 1000, 1, 1000000);
     conf->max_queue = cfg_int(c, "audit", a, "max_queue", false, 65536, 16, 1 << 24);
+    conf->snapshot_every =
+        cfg_int(c, "audit", a, "snapshot_every", false, SNAP_EVERY, 16, (int64_t)1 << 32);
     conf->denials_per_s = cfg_int(c, "audit", a, "denials_per_s", false, 50, 1, 1000000);
     conf->min_free_bytes =
         cfg_int(c, "audit", a, "min_free_bytes", false, 256 << 20, 0, (int64_t)1 << 50);
@@ -614,6 +617,7 @@ static const struct config_key config_keys[] = {
     CK("audit.checkpoint_key", false, CK_KEY, checkpoint_key),
     CK("audit.checkpoint_every", false, CK_I64, checkpoint_every),
     CK("audit.max_queue", false, CK_I64, max_queue),
+    CK("audit.snapshot_every", false, CK_I64, snapshot_every),
     CK("audit.denials_per_s", true, CK_NONE, denials_per_s),
     CK("audit.min_free_bytes", false, CK_I64, min_free_bytes),
     CK("limits.max_connections", false, CK_I64, max_connections),

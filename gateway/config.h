@@ -57,6 +57,7 @@ struct config {
     char *audit_origin;
     struct jwk checkpoint_key;
     int64_t checkpoint_every;
+    int64_t snapshot_every; /* a snapshot of the used jtis every this many entries */
     int64_t max_queue;      /* audit.max_queue: writer queue bound (SPEC §5) */
     int64_t denials_per_s;  /* audit.denials_per_s: individual denial entries per client address */
     int64_t min_free_bytes; /* audit.min_free_bytes: below it allows get 503 */

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "audit/snap.h"
 #include "audit/store.h"
 #include "core/log.h"
 #include "core/sha256.h"
@@ -34,9 +35,26 @@ struct config *server_config(struct server *s)
     return c;
 }
 
-static void load_jti(void *arg, const char *iss, const char *jti, int64_t exp, int64_t used)
+/* The used jtis: the log's newest snapshot and the entries after it (audit/snap.h). */
+static int load_jtis(struct state *state, struct store *st, int64_t keep_from, char **err)
 {
-    state_load_jti(arg, iss, jti, exp, used);
+    struct snap sn;
+    int64_t t0 = mono_us();
+    if (snap_load(store_db(st), keep_from, &sn, err) != 0)
+        return -1;
+    for (size_t i = 0; i < sn.n; i++) {
+        char iss[SNAP_MAX_ID + 1], jti[SNAP_MAX_ID + 1];
+        memcpy(iss, sn.v[i].iss, sn.v[i].iss_len);
+        iss[sn.v[i].iss_len] = '\0';
+        memcpy(jti, sn.v[i].jti, sn.v[i].jti_len);
+        jti[sn.v[i].jti_len] = '\0';
+        state_load_jti(state, iss, jti, sn.v[i].exp, sn.v[i].used);
+    }
+    log_info("database: %zu used jtis from the snapshot at %llu and %zu entries after it, in "
+             "%lld ms",
+             sn.n, (unsigned long long)sn.base_seq, sn.tail, (long long)(mono_us() - t0) / 1000);
+    snap_free(&sn);
+    return 0;
 }
 
 static void load_revocation(void *arg, const char *kind, const char *value, int64_t ts_ms)
@@ -62,8 +80,8 @@ static int open_store(struct server *s, const struct config *conf)
     unsigned char last[32];
     bool local = conf->state_backend == STATE_LOCAL;
     if (!st || store_tail(st, &tree, last, &err) != 0 ||
-        (local && store_each_jti(st, now_s() - conf->mandate_limits.clock_skew_s, load_jti,
-                                 s->state) != 0) ||
+        (local &&
+         load_jtis(s->state, st, now_s() - conf->mandate_limits.clock_skew_s, &err) != 0) ||
         store_each_revocation(st, load_revocation, s->state) != 0 ||
         (local && store_each_spend(st, load_spend, s->state) != 0)) {
         log_error("database: %s", err ? err : "cannot read state");
@@ -78,7 +96,9 @@ static int open_store(struct server *s, const struct config *conf)
                                                    .checkpoint_every = conf->checkpoint_every,
                                                    .max_queue = (size_t)conf->max_queue,
                                                    .min_free_bytes = conf->min_free_bytes,
-                                                   .db_path = conf->database});
+                                                   .db_path = conf->database,
+                                                   .keep_jti_s = state_retain_s(s->state),
+                                                   .snap_every = (uint64_t)conf->snapshot_every});
     if (!s->writer) {
         store_close(st);
         return -1;

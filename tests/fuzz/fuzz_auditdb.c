@@ -6,8 +6,8 @@
  *
  * Seed: databases are never committed, so LLVMFuzzerInitialize() builds one with the gateway's
  * own store, entry and checkpoint code (a config entry, allows with their mandates, a denial, a
- * paid booking, outcomes, a revocation, a denial_summary; two checkpoints and the stored subtree
- * roots), checks that it verifies as intact, and writes it as seed-real.db into the corpus
+ * paid booking, outcomes, a revocation, a denial_summary; two checkpoints, the stored subtree
+ * roots, the allows' uses and a snapshot of them), checks that it verifies as intact, and writes it as seed-real.db into the corpus
  * directory (the first directory named on the command line). The checkpoint key is derived from a
  * fixed seed so that the corpus stays meaningful from run to run; it signs nothing but these test
  * logs.
@@ -25,6 +25,7 @@
 #include "audit/checkpoint.h"
 #include "audit/entry.h"
 #include "audit/merkle.h"
+#include "audit/snap.h"
 #include "audit/store.h"
 #include "audit/verify.h"
 #include "core/mandate.h"
@@ -50,8 +51,9 @@ struct log {
     unsigned char prev[32];
 };
 
-/* Seal and store one entry as the writer does, with its subtree roots. */
-static void add(struct log *l, json_t *obj)
+/* Seal and store one entry as the writer does, with its subtree roots and the uses of the
+ * mandates it used (NULL: none; emptied). */
+static void add_used(struct log *l, json_t *obj, struct sb *uses)
 {
     struct entry_body b;
     const char *why;
@@ -62,7 +64,10 @@ static void add(struct log *l, json_t *obj)
     char *bytes = entry_seal(&b, l->f.size, prev, &len);
     unsigned char leaf[32], done[MERKLE_MAX_HEIGHT][32];
     merkle_leaf_hash((const unsigned char *)bytes, len, leaf);
-    must(store_append(l->st, l->f.size, bytes, len, leaf) == 0);
+    must(store_append(l->st, l->f.size, bytes, len, uses ? uses->buf : NULL, uses ? uses->len : 0,
+                      leaf) == 0);
+    if (uses)
+        sb_reset(uses);
     int k = merkle_append(&l->f, leaf, done);
     for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
         must(store_put_node(l->st, j + 1, (l->f.size >> (j + 1)) - 1, done[j]) == 0);
@@ -70,6 +75,11 @@ static void add(struct log *l, json_t *obj)
     free(bytes);
     entry_body_clear(&b);
     json_decref(obj);
+}
+
+static void add(struct log *l, json_t *obj)
+{
+    add_used(l, obj, NULL);
 }
 
 static void checkpoint(struct log *l)
@@ -127,12 +137,18 @@ static void build_seed(const char *file)
                           "iat", (json_int_t)(TS / 1000), "exp", (json_int_t)(TS / 1000 + 60),
                           "jti", "fuzz-intent-000001", "uses", (json_int_t)2),
                 NULL);
-    add(&l, decision("r-1", "search", "allow", "ok", json_pack("[O]", intent)));
+    struct sb uses = {0};
+    snap_put(&uses, "wallet-1", "fuzz-intent-000001", TS / 1000 + 60, 1);
+    add_used(&l, decision("r-1", "search", "allow", "ok", json_pack("[O]", intent)), &uses);
     add(&l, json_pack("{sI ss ss ss si sI sI}", "ts_ms", (json_int_t)TS, "kind", "outcome",
                       "request_id", "r-1", "result", "ok", "status", 200, "bytes", (json_int_t)42,
                       "upstream_us", (json_int_t)900));
     add(&l, decision("r-2", "search", "deny", "mandate_expired", json_array()));
     checkpoint(&l);
+    /* A snapshot of the uses so far: what replay checks, with the rows after it. */
+    snap_put(&uses, "wallet-1", "fuzz-intent-000001", TS / 1000 + 60, 1);
+    must(store_put_snapshot(l.st, l.f.size, uses.buf, uses.len) == 0);
+    sb_reset(&uses);
     char *cart_tok;
     json_t *cart =
         mandate(&l, m, "lux-hotels", MANDATE_CART,
@@ -155,7 +171,9 @@ static void build_seed(const char *file)
         NULL);
     json_t *paid = decision("r-3", "book_room", "allow", "ok", json_pack("[oo]", pay, cart));
     sjson_set(paid, "amount", json_pack("{si ss}", "value", 18000, "currency", "EUR"));
-    add(&l, paid);
+    snap_put(&uses, "wallet-1", "fuzz-payment-00001", TS / 1000 + 60, 1);
+    snap_put(&uses, "lux-hotels", "fuzz-cart-00000001", TS / 1000 + 600, 1);
+    add_used(&l, paid, &uses);
     add(&l, json_pack("{sI ss ss ss si sI sI ss}", "ts_ms", (json_int_t)TS, "kind", "outcome",
                       "request_id", "r-3", "result", "ok", "status", 201, "bytes", (json_int_t)2,
                       "upstream_us", (json_int_t)700, "spend", "committed"));
@@ -164,7 +182,9 @@ static void build_seed(const char *file)
     add(&l, json_pack("{sI ss ss ss si s{si si}}", "ts_ms", (json_int_t)TS, "kind",
                       "denial_summary", "request_id", "", "client", "10.0.0.7", "count", 57,
                       "codes", "mandate_missing", 50, "route_not_found", 7));
-    add(&l, decision("r-4", "search", "allow", "ok", json_pack("[o]", intent)));
+    snap_put(&uses, "wallet-1", "fuzz-intent-000001", TS / 1000 + 60, 2);
+    add_used(&l, decision("r-4", "search", "allow", "ok", json_pack("[o]", intent)), &uses);
+    sb_clear(&uses);
     checkpoint(&l);
     must(store_commit(l.st) == 0);
     /* Small pages and no WAL: a few kilobytes for the fuzzer to mutate. */

@@ -58,7 +58,10 @@ def to_older_layout(db):
         CREATE TABLE entries(seq INTEGER PRIMARY KEY, entry BLOB NOT NULL, leaf BLOB NOT NULL);
         DROP TABLE nodes;
         CREATE TABLE nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
-                           PRIMARY KEY(level, idx));""")
+                           PRIMARY KEY(level, idx));
+        CREATE TABLE mandates(sha256 TEXT PRIMARY KEY, jws TEXT NOT NULL);
+        INSERT OR IGNORE INTO mandates SELECT sha256, jws FROM texts;
+        DROP TABLE texts;""")
     c.executemany("INSERT INTO entries VALUES(?,?,?)",
                   [(s, e, l) for (s, e), l in zip(rows, leaves)])
     level = 3
@@ -78,7 +81,7 @@ def test_new_log_stores_no_leaf(gateway, tmp_path):
     traffic(g, 12)
     assert g.gw.stop() == 0
     db = os.path.join(g.d, "gateway.db")
-    assert columns(db) == ["seq", "entry"]
+    assert columns(db) == ["seq", "entry", "uses"]  # uses: audit/snap.h
     c = sqlite3.connect(db)
     entries = [e for (e,) in c.execute("SELECT entry FROM entries ORDER BY seq")]
     c.close()
@@ -117,11 +120,11 @@ def test_older_layout_verified_and_appended(gateway, tmp_path):
     assert rc == 0, rep
     old = rep["entries"]
 
-    # A restarted gateway appends to it in the same layout.
+    # A restarted gateway appends to it in the same layout, plus the uses of each entry.
     g.start()
     traffic(g, 10)
     assert g.gw.stop() == 0
-    assert columns(db) == ["seq", "entry", "leaf"]
+    assert columns(db) == ["seq", "entry", "leaf", "uses"]
     c = sqlite3.connect(db)
     rows = c.execute("SELECT seq, entry, leaf FROM entries ORDER BY seq").fetchall()
     c.close()
@@ -129,6 +132,8 @@ def test_older_layout_verified_and_appended(gateway, tmp_path):
     assert all(l == leaf(e) for _, e, l in rows)
     rc, rep = verify(g, db)
     assert rc == 0 and rep["entries"] == len(rows), rep
+    # Mandate texts from both tables: the older one's and those appended since.
+    assert rep["mandates_checked"] >= 20 and rep["mandates_unchecked"] == 0, rep
     leaves = [l for _, _, l in rows]
     for seq in (3, old + 5):
         r = run(binary("mandate-audit"), "prove", "--db", db, "--seq", str(seq), "--size",

@@ -1,8 +1,8 @@
 /*
- * audit/store: a used jti never goes back to a smaller count, and the database of a gateway that
- * crashed (a WAL file still to recover) opens every time when several tools and the restarted
- * gateway open it at once. Leaf hashes are not stored but recomputed from the entries, and a log
- * of the older layout, which stored them, keeps being read and written as it is.
+ * audit/store: the database of a gateway that crashed (a WAL file still to recover) opens every
+ * time when several tools and the restarted gateway open it at once. Leaf hashes are not stored but
+ * recomputed from the entries, and a log of the older layout, which stored them, keeps being read
+ * and written as it is.
  */
 #include "testkit.h"
 
@@ -12,55 +12,6 @@
 #include "audit/walbuf.h"
 #include "core/jwk.h"
 #include "core/sha256.h"
-
-struct jti_seen {
-    int n;
-    int64_t used;
-};
-
-static void on_jti(void *arg, const char *iss, const char *jti, int64_t exp, int64_t used)
-{
-    struct jti_seen *s = arg;
-    assert_string_equal(iss, "w1");
-    assert_string_equal(jti, "j1");
-    assert_int_equal(exp, 4000000000LL);
-    s->n++;
-    s->used = used;
-}
-
-/* Two workers may submit a multi-use mandate's counts out of admission order: 3 then 2 must
- * leave 3, or the mandate gains a use after a restart. */
-static void test_jti_count_never_decreases(void **state)
-{
-    (void)state;
-    char *dir = tk_tmpdir();
-    char *path = xasprintf("%s/g.db", dir);
-    char *err = NULL;
-    struct store *st = store_open(path, STORE_CREATE, &err);
-    assert_non_null(st);
-    assert_int_equal(store_put_jti(st, "w1", "j1", 4000000000LL, 3), 0);
-    assert_int_equal(store_put_jti(st, "w1", "j1", 4000000000LL, 2), 0);
-    store_close(st);
-
-    st = store_open(path, STORE_READONLY, &err);
-    assert_non_null(st);
-    struct jti_seen seen = {0};
-    assert_int_equal(store_each_jti(st, 0, on_jti, &seen), 0);
-    assert_int_equal(seen.n, 1);
-    assert_int_equal(seen.used, 3);
-    store_close(st);
-
-    /* And a larger count still wins. */
-    st = store_open(path, STORE_CREATE, &err);
-    assert_non_null(st);
-    assert_int_equal(store_put_jti(st, "w1", "j1", 4000000000LL, 5), 0);
-    memset(&seen, 0, sizeof(seen));
-    assert_int_equal(store_each_jti(st, 0, on_jti, &seen), 0);
-    assert_int_equal(seen.used, 5);
-    store_close(st);
-    free(path);
-    tk_rmdir(dir);
-}
 
 static void copy_file(const char *from, const char *to)
 {
@@ -132,7 +83,7 @@ static void test_open_crashed_copy_concurrently(void **state)
         int n = snprintf(bytes, sizeof(bytes), "{\"seq\":%llu}", (unsigned long long)i);
         merkle_leaf_hash((const unsigned char *)bytes, (size_t)n, leaf);
         assert_int_equal(store_begin(live), 0);
-        assert_int_equal(store_append(live, i, bytes, (size_t)n, leaf), 0);
+        assert_int_equal(store_append(live, i, bytes, (size_t)n, NULL, 0, leaf), 0);
         unsigned char done[MERKLE_MAX_HEIGHT][32];
         int k = merkle_append(&f, leaf, done);
         for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
@@ -274,7 +225,7 @@ static void append_entries(sqlite3 *legacy_sql, struct store *st, struct merkle_
         unsigned char done[MERKLE_MAX_HEIGHT][32];
         int k = merkle_append(f, leaves[seq], done);
         if (!legacy_sql) {
-            assert_int_equal(store_append(st, seq, bytes, (size_t)len, leaves[seq]), 0);
+            assert_int_equal(store_append(st, seq, bytes, (size_t)len, NULL, 0, leaves[seq]), 0);
             for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
                 assert_int_equal(store_put_node(st, j + 1, (f->size >> (j + 1)) - 1, done[j]), 0);
             continue;
@@ -347,8 +298,8 @@ static void test_leaf_hashes_recomputed(void **state)
     char *err = NULL;
     struct store *st = store_open(path, STORE_CREATE, &err);
     assert_non_null(st);
-    assert_false(store_has_leaf_column(store_db(st)));
-    assert_int_equal(count(store_db(st), "SELECT COUNT(*) FROM pragma_table_info('entries')"), 2);
+    assert_false(store_has_column(store_db(st), "leaf"));
+    assert_int_equal(count(store_db(st), "SELECT COUNT(*) FROM pragma_table_info('entries')"), 3);
     static unsigned char leaves[300][32];
     struct merkle_frontier f = {0};
     append_entries(NULL, st, &f, 300, leaves);
@@ -394,7 +345,7 @@ static void test_older_layout_kept(void **state)
 
     struct store *st = store_open(path, STORE_CREATE, &err);
     assert_non_null(st);
-    assert_true(store_has_leaf_column(store_db(st)));
+    assert_true(store_has_column(store_db(st), "leaf"));
     assert_tree(st, (const unsigned char(*)[32])leaves, 200);
     append_entries(NULL, st, &f, 300, leaves);
     assert_tree(st, (const unsigned char(*)[32])leaves, 300);
@@ -435,7 +386,7 @@ static void append_many(struct store *st, uint64_t from, int n, size_t size)
     unsigned char leaf[32] = {0};
     assert_int_equal(store_begin(st), 0);
     for (int i = 0; i < n; i++)
-        assert_int_equal(store_append(st, from + (uint64_t)i, bytes, size, leaf), 0);
+        assert_int_equal(store_append(st, from + (uint64_t)i, bytes, size, NULL, 0, leaf), 0);
     assert_int_equal(store_commit(st), 0);
     free(bytes);
 }
@@ -480,7 +431,6 @@ static void test_wal_writes_gathered(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_jti_count_never_decreases),
         cmocka_unit_test(test_open_crashed_copy_concurrently),
         cmocka_unit_test(test_keyset_stored_once),
         cmocka_unit_test(test_leaf_hashes_recomputed),

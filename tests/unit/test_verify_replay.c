@@ -51,11 +51,12 @@ static int teardown(void **state)
 struct node {
     char *path;
     struct writer *w;
+    int used[256]; /* uses recorded by this node, by mandate number */
 };
 
 static struct node node_open(struct fixture *fx, const char *name, const char *origin)
 {
-    struct node n = {xasprintf("%s/%s.db", fx->dir, name), NULL};
+    struct node n = {xasprintf("%s/%s.db", fx->dir, name), NULL, {0}};
     char *err = NULL;
     struct store *st = store_open(n.path, STORE_CREATE, &err);
     assert_non_null(st);
@@ -87,9 +88,16 @@ static json_t *listed(const char *typ, const char *iss, const char *kid, const c
                      hex);
 }
 
-static void submit(struct node *n, json_t *entry, const char *jws0, const char *jws1)
+/* Submit entry with its mandate texts and, as the gateway records them, the uses of its jtis:
+ * jti0 (of wallet-1) used uses0 times, jti1 (a cart of lux) once. */
+static void submit(struct node *n, json_t *entry, const char *jws0, const char *jws1,
+                   const char *jti0, int uses0, const char *jti1)
 {
     struct writer_item *it = writer_item_new(entry);
+    if (jti0)
+        writer_item_op(it, WOP_JTI, "wallet-1", jti0, 4000000000LL, uses0);
+    if (jti1)
+        writer_item_op(it, WOP_JTI, "lux", jti1, 4000000000LL, 1);
     const char *jws[2] = {jws0, jws1};
     for (int i = 0; i < 2 && jws[i]; i++) {
         unsigned char h[32];
@@ -128,7 +136,8 @@ static void use(struct node *n, int64_t ts, const char *id, const char *tok, con
     json_t *e = allow(ts, id, "search");
     sjson_set(e, "mandates",
               json_pack("[o]", listed("intent-mandate+jwt", "wallet-1", "w1", jti, tok)));
-    submit(n, e, tok, NULL);
+    int k = atoi(jti + strlen("intent-")) & 255;
+    submit(n, e, tok, NULL, jti, ++n->used[k], NULL);
 }
 
 /* A paid allow at ts: a new cart of total, paid under cap (per day). */
@@ -161,7 +170,7 @@ static void pay(struct fixture *fx, struct node *n, int64_t ts, const char *id, 
     sjson_set(e, "mandates",
               json_pack("[o o]", listed("payment-mandate+jwt", "wallet-1", "w1", pjti, payment),
                         listed("cart-mandate+jwt", "lux", "lux1", cjti, cart)));
-    submit(n, e, payment, cart);
+    submit(n, e, payment, cart, pjti, 1, cjti);
     free(cjti);
     free(pjti);
     free(cp);
@@ -176,7 +185,7 @@ static void outcome(struct node *n, int64_t ts, const char *id, int status, cons
            json_pack("{sI ss ss ss si ss}", "ts_ms", (json_int_t)ts, "kind", "outcome",
                      "request_id", id, "result", status < 400 ? "ok" : "upstream_error", "status",
                      status, "spend", spend),
-           NULL, NULL);
+           NULL, NULL, NULL, 0, NULL);
 }
 
 static struct verify_opts opts(struct fixture *fx)

@@ -14,6 +14,7 @@
 #include <event2/thread.h>
 
 #include "audit/checkpoint.h"
+#include "audit/snap.h"
 #include "audit/verify.h"
 #include "audit/writer.h"
 
@@ -287,10 +288,11 @@ static void test_bad_item_fails_alone(void **state)
     char *err = NULL;
     struct store *st = store_open(fx->path, STORE_CREATE, &err);
     assert_int_equal(
-        sqlite3_exec(store_db(st),
-                     "CREATE TRIGGER poison BEFORE INSERT ON used_jtis WHEN "
-                     "NEW.jti GLOB 'poison*' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-                     NULL, NULL, NULL),
+        sqlite3_exec(
+            store_db(st),
+            "CREATE TRIGGER poison BEFORE INSERT ON entries WHEN "
+            "CAST(NEW.uses AS TEXT) GLOB '*poison*' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+            NULL, NULL, NULL),
         SQLITE_OK);
     store_close(st);
     /* Hold the write lock so that everything below queues up and lands in one batch. */
@@ -318,7 +320,7 @@ static void test_bad_item_fails_alone(void **state)
     writer_stop(w);
     (void)ws;
     assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries"), 4);
-    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM used_jtis"), 2);
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries WHERE uses IS NOT NULL"), 2);
     assert_int_equal(count_rows(fx, "SELECT status FROM spend WHERE request_id = 'outcome1'"),
                      SPEND_COMMITTED);
     assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries WHERE CAST(entry AS TEXT) "
@@ -334,13 +336,15 @@ static void test_failure_counters_and_checkpoint(void **state)
     struct fixture *fx = *state;
     char *err = NULL;
     struct store *st = store_open(fx->path, STORE_CREATE, &err);
-    assert_int_equal(sqlite3_exec(store_db(st),
-                                  "CREATE TRIGGER poison BEFORE INSERT ON used_jtis WHEN "
-                                  "NEW.jti GLOB 'poison*' BEGIN SELECT RAISE(ABORT, 'poisoned'); "
-                                  "END; CREATE TRIGGER nocp BEFORE INSERT ON checkpoints BEGIN "
-                                  "SELECT RAISE(ABORT, 'no checkpoints'); END",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(
+            store_db(st),
+            "CREATE TRIGGER poison BEFORE INSERT ON entries WHEN "
+            "CAST(NEW.uses AS TEXT) GLOB '*poison*' BEGIN SELECT RAISE(ABORT, 'poisoned'); "
+            "END; CREATE TRIGGER nocp BEFORE INSERT ON checkpoints BEGIN "
+            "SELECT RAISE(ABORT, 'no checkpoints'); END",
+            NULL, NULL, NULL),
+        SQLITE_OK);
     store_close(st);
     sqlite3 *lock;
     assert_int_equal(sqlite3_open(fx->path, &lock), SQLITE_OK);
@@ -399,7 +403,7 @@ static void test_whole_failure_requeues_denials(void **state)
     assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries WHERE CAST(entry AS TEXT) "
                                     "LIKE '%deny1%'"),
                      1);
-    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM used_jtis"), 0);
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries WHERE uses IS NOT NULL"), 0);
 }
 
 /* writer_stop returns only after every item it took is in its mailbox, and never after that;
@@ -535,7 +539,7 @@ static void test_idle_writer_lets_the_submitter_commit(void **state)
     assert_non_null(fx->mb.head); /* committed and delivered already */
     assert_int_equal(atomic_load(&ws->led), 1);
     assert_int_equal(atomic_load(&ws->entries), 1);
-    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM used_jtis"), 1);
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries WHERE uses IS NOT NULL"), 1);
     wait_done(fx, 1);
     fx->mb.may_lead = false;
     assert_true(writer_submit(w, item(fx, "followed", NULL)));
@@ -607,8 +611,61 @@ static void test_leaders_and_the_writer_thread_share_one_log(void **state)
         writer_mailbox_clear(&s[i].fx.mb);
         event_base_free(s[i].fx.base);
     }
-    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM used_jtis"), THREADS * EACH);
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM entries WHERE uses IS NOT NULL"),
+                     THREADS * EACH);
     assert_log_intact(fx, 2 * THREADS * EACH);
+}
+
+/* Snapshots: asked of the checkpointer every snap_every entries while the writer keeps going,
+ * and one at stop, so that the used jtis at the end are the newest snapshot with no row after
+ * it; a jti used across two snapshots keeps its largest count. */
+static void test_snapshots_of_the_used_jtis(void **state)
+{
+    struct fixture *fx = *state;
+    struct writer *w = start(fx, &(struct writer_opts){.key = &fx->key,
+                                                       .origin = ORIGIN,
+                                                       .checkpoint_every = 1000,
+                                                       .keep_jti_s = 60,
+                                                       .snap_every = 10});
+    char *err = NULL;
+    for (int i = 0; i < 200; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "j%d", i % 50);
+        struct writer_item *it = item(fx, id, NULL);
+        writer_item_op(it, WOP_JTI, "w1", id, 4000000000LL, i / 50 + 1);
+        assert_true(writer_submit(w, it));
+        wait_done(fx, i + 1);
+    }
+    /* Built beside the writer, stored by it: poll until one is there. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    int64_t snap_seq = 0;
+    for (int i = 0; i < 5000 && snap_seq == 0; i++) {
+        struct writer_item *it = item(NULL, "tick", NULL);
+        assert_true(writer_submit(w, it));
+        sqlite3_stmt *q;
+        assert_int_equal(
+            sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(seq), 0) FROM snapshots", -1, &q, NULL),
+            SQLITE_OK);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        snap_seq = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        if (!snap_seq)
+            usleep(1000);
+    }
+    assert_true(snap_seq >= 10);
+    writer_stop(w);
+
+    struct snap sn;
+    assert_int_equal(snap_load(db, 0, &sn, &err), 0);
+    assert_int_equal(sn.tail, 0); /* the snapshot at stop covers everything */
+    assert_int_equal(sn.base_seq, sn.seq);
+    assert_int_equal(sn.n, 50);
+    for (size_t i = 0; i < sn.n; i++)
+        assert_int_equal(sn.v[i].used, 4);
+    snap_free(&sn);
+    sqlite3_close(db);
+    assert_int_equal(count_rows(fx, "SELECT COUNT(*) FROM snapshots"), 1);
 }
 
 int main(void)
@@ -617,6 +674,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_owns_key_and_origin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_low, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots_of_the_used_jtis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounded_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_item_fails_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_counters_and_checkpoint, setup, teardown),

@@ -1,0 +1,280 @@
+/*
+ * snap: used-jti records, their snapshot and the fold that loads them (snap.h).
+ */
+#include "audit/snap.h"
+
+#include <stdbool.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit/store.h"
+
+static void put_varint(struct sb *out, uint64_t v)
+{
+    char b[10];
+    size_t n = 0;
+    do {
+        b[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    sb_putn(out, b, n);
+}
+
+static int get_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        unsigned char c = *(*p)++;
+        *v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80))
+            return shift == 63 && c > 1 ? -1 : 0;
+    }
+    return -1;
+}
+
+static void put_bytes(struct sb *out, const char *s)
+{
+    size_t n = strlen(s);
+    put_varint(out, n);
+    sb_putn(out, s, n);
+}
+
+static int get_bytes(const unsigned char **p, const unsigned char *end, const char **s, size_t *n)
+{
+    uint64_t len;
+    if (get_varint(p, end, &len) != 0 || len == 0 || len > SNAP_MAX_ID ||
+        len > (uint64_t)(end - *p))
+        return -1;
+    *s = (const char *)*p;
+    *n = (size_t)len;
+    *p += len;
+    return 0;
+}
+
+void snap_put(struct sb *out, const char *iss, const char *jti, int64_t exp, int64_t used)
+{
+    put_bytes(out, iss);
+    put_bytes(out, jti);
+    /* zigzag: a negative exp (a forged or broken token's) costs no ten bytes */
+    put_varint(out, ((uint64_t)exp << 1) ^ (uint64_t)(exp >> 63));
+    put_varint(out, (uint64_t)used);
+}
+
+int snap_next(const unsigned char **p, const unsigned char *end, struct snap_use *u)
+{
+    if (*p == end)
+        return 0;
+    uint64_t zz, used;
+    if (get_bytes(p, end, &u->iss, &u->iss_len) != 0 ||
+        get_bytes(p, end, &u->jti, &u->jti_len) != 0 || get_varint(p, end, &zz) != 0 ||
+        get_varint(p, end, &used) != 0 || used == 0 || used > INT64_MAX)
+        return -1;
+    u->exp = (int64_t)(zz >> 1) ^ -(int64_t)(zz & 1);
+    u->used = (int64_t)used;
+    return 1;
+}
+
+int snap_add(struct snap *s, const void *buf, size_t len)
+{
+    const unsigned char *p = buf, *end = p + len;
+    struct snap_use u;
+    int r;
+    while ((r = snap_next(&p, end, &u)) == 1)
+        ;
+    if (r != 0)
+        return -1;
+    sb_putn(&s->raw, buf, len);
+    return 0;
+}
+
+static int cmp_bytes(const char *a, size_t an, const char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an > bn) - (an < bn);
+}
+
+static int cmp_use(const void *x, const void *y)
+{
+    const struct snap_use *a = x, *b = y;
+    int c = cmp_bytes(a->iss, a->iss_len, b->iss, b->iss_len);
+    return c ? c : cmp_bytes(a->jti, a->jti_len, b->jti, b->jti_len);
+}
+
+void snap_fold(struct snap *s, int64_t keep_from)
+{
+    const unsigned char *p = (const unsigned char *)s->raw.buf, *end = p + s->raw.len;
+    size_t cap = 0;
+    struct snap_use u;
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+    while (snap_next(&p, end, &u) == 1) { /* raw holds only what snap_add checked */
+        if (s->n == cap)
+            s->v = xrealloc(s->v, (cap = cap ? 2 * cap : 256) * sizeof(*s->v));
+        s->v[s->n++] = u;
+    }
+    if (s->n)
+        qsort(s->v, s->n, sizeof(*s->v), cmp_use);
+    /* Counts of one mandate may be recorded out of admission order (two workers): the largest. */
+    size_t out = 0;
+    for (size_t i = 0; i < s->n;) {
+        struct snap_use m = s->v[i];
+        for (i++; i < s->n && cmp_use(&s->v[i], &m) == 0; i++) {
+            if (s->v[i].used > m.used)
+                m.used = s->v[i].used;
+            if (s->v[i].exp > m.exp)
+                m.exp = s->v[i].exp;
+        }
+        if (m.exp >= keep_from)
+            s->v[out++] = m;
+    }
+    s->n = out;
+}
+
+const struct snap_use *snap_find(const struct snap *s, const struct snap_use *key)
+{
+    return s->n ? bsearch(key, s->v, s->n, sizeof(*s->v), cmp_use) : NULL;
+}
+
+void snap_encode(const struct snap *s, struct sb *out)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const struct snap_use *u = &s->v[i];
+        put_varint(out, u->iss_len);
+        sb_putn(out, u->iss, u->iss_len);
+        put_varint(out, u->jti_len);
+        sb_putn(out, u->jti, u->jti_len);
+        put_varint(out, ((uint64_t)u->exp << 1) ^ (uint64_t)(u->exp >> 63));
+        put_varint(out, (uint64_t)u->used);
+    }
+}
+
+void snap_free(struct snap *s)
+{
+    free(s->v);
+    sb_clear(&s->raw);
+    memset(s, 0, sizeof(*s));
+}
+
+/* --- reading them from a log ------------------------------------------------------------------ */
+
+static bool has_table(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *q;
+    bool has = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1,
+                           &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+        has = sqlite3_step(q) == SQLITE_ROW;
+    }
+    sqlite3_finalize(q);
+    return has;
+}
+
+/* The newest snapshot into s (s->base_seq); 0 also when there is none. */
+static int read_snapshot(sqlite3 *db, struct snap *s, char **err)
+{
+    sqlite3_stmt *q;
+    if (!has_table(db, "snapshots"))
+        return 0;
+    if (sqlite3_prepare_v2(db, "SELECT seq, uses, ts_ms FROM snapshots ORDER BY seq DESC LIMIT 1",
+                           -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    int r = sqlite3_step(q), rc = r == SQLITE_DONE ? 0 : -1;
+    if (r == SQLITE_ROW) {
+        sqlite3_int64 seq = sqlite3_column_int64(q, 0);
+        const void *b = sqlite3_column_blob(q, 1);
+        int n = sqlite3_column_bytes(q, 1);
+        if (seq < 0 || snap_add(s, b, (size_t)n) != 0)
+            *err = xasprintf("the snapshot at seq %lld is malformed", (long long)seq);
+        else {
+            s->base_seq = (uint64_t)seq;
+            s->base_ms = sqlite3_column_int64(q, 2);
+            rc = 0;
+        }
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* A log from before snapshots: its used_jtis table is the base. */
+static int read_legacy(sqlite3 *db, int64_t keep_from, struct snap *s)
+{
+    sqlite3_stmt *q;
+    if (!has_table(db, "used_jtis"))
+        return 0;
+    if (sqlite3_prepare_v2(db, "SELECT iss, jti, exp, used FROM used_jtis WHERE exp >= ?", -1, &q,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(q, 1, keep_from);
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *iss = (const char *)sqlite3_column_text(q, 0);
+        const char *jti = (const char *)sqlite3_column_text(q, 1);
+        int64_t used = sqlite3_column_int64(q, 3);
+        if (iss && jti && *iss && *jti && strlen(iss) <= SNAP_MAX_ID &&
+            strlen(jti) <= SNAP_MAX_ID && used > 0)
+            snap_put(&s->raw, iss, jti, sqlite3_column_int64(q, 2), used);
+    }
+    sqlite3_finalize(q);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+/* The uses recorded by the entries from s->base_seq on, and the seq after the last entry. */
+static int read_tail(sqlite3 *db, struct snap *s, char **err)
+{
+    sqlite3_stmt *q;
+    bool uses = store_has_column(db, "uses");
+    if (sqlite3_prepare_v2(db,
+                           uses ? "SELECT seq, uses FROM entries WHERE seq >= ? ORDER BY seq"
+                                : "SELECT MAX(seq), NULL FROM entries WHERE seq >= ?",
+                           -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)s->base_seq);
+    int r;
+    s->seq = s->base_seq;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        if (sqlite3_column_type(q, 0) == SQLITE_NULL)
+            continue; /* an empty log */
+        sqlite3_int64 seq = sqlite3_column_int64(q, 0);
+        s->seq = (uint64_t)seq + 1;
+        if (sqlite3_column_type(q, 1) == SQLITE_NULL)
+            continue;
+        s->tail++;
+        if (snap_add(s, sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1)) != 0) {
+            *err = xasprintf("the uses recorded with entry %lld are malformed", (long long)seq);
+            sqlite3_finalize(q);
+            return -1;
+        }
+    }
+    sqlite3_finalize(q);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+int snap_load(sqlite3 *db, int64_t keep_from, struct snap *out, char **err)
+{
+    memset(out, 0, sizeof(*out));
+    *err = NULL;
+    /* One read transaction: the snapshot and the tail after it are of the same log. */
+    bool own = sqlite3_get_autocommit(db);
+    if (own && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        *err = xasprintf("%s", sqlite3_errmsg(db));
+        return -1;
+    }
+    int rc = read_snapshot(db, out, err);
+    if (rc == 0 && !out->base_seq && out->raw.len == 0)
+        rc = read_legacy(db, keep_from, out);
+    if (rc == 0)
+        rc = read_tail(db, out, err);
+    if (rc != 0 && !*err)
+        *err = xasprintf("reading the used jtis: %s", sqlite3_errmsg(db));
+    if (own)
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != 0) {
+        snap_free(out);
+        return -1;
+    }
+    snap_fold(out, keep_from);
+    return 0;
+}
