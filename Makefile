@@ -69,7 +69,7 @@ $(PROGRAMS):
 $(EXAMPLES): $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBCORE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
-$(BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBCORE)
+$(BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBAUDIT) $(LIBCORE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
