@@ -428,6 +428,41 @@ static void test_wal_writes_gathered(void **state)
     tk_rmdir(dir);
 }
 
+/* store_tail takes the log's size from the ends of the rowid B-tree (not a COUNT(*) that reads
+ * the whole log), and refuses a log that does not start at seq 0. */
+static void test_tail_from_the_ends(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/t.db", dir);
+    char *err = NULL;
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    struct merkle_frontier f;
+    unsigned char last[32];
+    assert_int_equal(store_tail(st, &f, last, &err), 0);
+    assert_int_equal(f.size, 0);
+    unsigned char leaf[32];
+    for (uint64_t i = 0; i < 100; i++) {
+        char e[32];
+        int n = snprintf(e, sizeof(e), "{\"seq\":%llu}", (unsigned long long)i);
+        merkle_leaf_hash((unsigned char *)e, (size_t)n, leaf);
+        assert_int_equal(store_append(st, i, e, (size_t)n, NULL, 0, leaf), 0);
+    }
+    assert_int_equal(store_tail(st, &f, last, &err), 0);
+    assert_int_equal(f.size, 100);
+    assert_memory_equal(last, leaf, 32);
+    assert_int_equal(
+        sqlite3_exec(store_db(st), "DELETE FROM entries WHERE seq = 0", NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_equal(store_tail(st, &f, last, &err), -1);
+    assert_string_equal(err, "the entries do not start at seq 0; run mandate-audit verify");
+    free(err);
+    store_close(st);
+    free(path);
+    tk_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_leaf_hashes_recomputed),
         cmocka_unit_test(test_older_layout_kept),
         cmocka_unit_test(test_wal_writes_gathered),
+        cmocka_unit_test(test_tail_from_the_ends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
