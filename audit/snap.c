@@ -101,6 +101,33 @@ static int cmp_use(const void *x, const void *y)
     return c ? c : cmp_bytes(a->jti, a->jti_len, b->jti, b->jti_len);
 }
 
+/*
+ * Sort v. The records usually are a snapshot (sorted, one per jti: snap_encode's) followed by a
+ * tail of rows in log order: the sorted prefix is kept, only the rest is sorted, and the two are
+ * merged, where a qsort of a million-jti snapshot cost most of a start-up.
+ */
+static void sort(struct snap_use *v, size_t n)
+{
+    size_t k = 1;
+    while (k < n && cmp_use(&v[k - 1], &v[k]) < 0)
+        k++;
+    if (k >= n)
+        return;
+    qsort(v + k, n - k, sizeof(*v), cmp_use);
+    if (cmp_use(&v[k - 1], &v[k]) <= 0)
+        return;
+    struct snap_use *m = xmalloc(n * sizeof(*v));
+    size_t i = 0, j = k, o = 0;
+    while (i < k && j < n)
+        m[o++] = cmp_use(&v[j], &v[i]) < 0 ? v[j++] : v[i++];
+    while (i < k)
+        m[o++] = v[i++];
+    while (j < n)
+        m[o++] = v[j++];
+    memcpy(v, m, n * sizeof(*v));
+    free(m);
+}
+
 void snap_fold(struct snap *s, int64_t keep_from)
 {
     const unsigned char *p = (const unsigned char *)s->raw.buf, *end = p + s->raw.len;
@@ -114,8 +141,7 @@ void snap_fold(struct snap *s, int64_t keep_from)
             s->v = xrealloc(s->v, (cap = cap ? 2 * cap : 256) * sizeof(*s->v));
         s->v[s->n++] = u;
     }
-    if (s->n)
-        qsort(s->v, s->n, sizeof(*s->v), cmp_use);
+    sort(s->v, s->n);
     /* Counts of one mandate may be recorded out of admission order (two workers): the largest. */
     size_t out = 0;
     for (size_t i = 0; i < s->n;) {

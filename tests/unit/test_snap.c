@@ -94,6 +94,38 @@ static void test_fold_keeps_largest_and_drops_expired(void **state)
     sb_clear(&b);
 }
 
+/* A snapshot (sorted) and a tail in log order that interleaves with it: merged, sorted, one
+ * record per jti with the largest count; an unsorted "snapshot" (from outside) sorts all. */
+static void test_fold_merges_a_tail_into_a_snapshot(void **state)
+{
+    (void)state;
+    for (int unsorted = 0; unsorted < 2; unsorted++) {
+        struct sb b = {0};
+        char jti[16];
+        for (int i = 0; i < 200; i += 2) {
+            snprintf(jti, sizeof(jti), "j%03d", unsorted ? 198 - i : i);
+            snap_put(&b, "w1", jti, FAR, 1);
+        }
+        for (int i = 199; i >= 0; i -= 3) { /* odd and even, new and known */
+            snprintf(jti, sizeof(jti), "j%03d", i);
+            snap_put(&b, "w1", jti, FAR, 2);
+        }
+        struct snap s = {0};
+        assert_int_equal(snap_add(&s, b.buf, b.len), 0);
+        snap_fold(&s, 0);
+        for (size_t i = 1; i < s.n; i++)
+            assert_true(memcmp(s.v[i - 1].jti, s.v[i].jti, 4) < 0);
+        for (size_t i = 0; i < s.n; i++) {
+            int k = atoi(s.v[i].jti + 1);
+            assert_int_equal(s.v[i].used, (199 - k) % 3 == 0 ? 2 : 1);
+            assert_ptr_equal(snap_find(&s, &s.v[i]), &s.v[i]);
+        }
+        assert_int_equal(s.n, 100 + 34); /* the evens, and the odds the tail adds */
+        snap_free(&s);
+        sb_clear(&b);
+    }
+}
+
 /* Append entry seq (its bytes do not matter here) with the uses in b. */
 static void append(struct store *st, uint64_t seq, struct sb *b)
 {
@@ -235,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_records_round_trip),
         cmocka_unit_test(test_malformed_refused),
         cmocka_unit_test(test_fold_keeps_largest_and_drops_expired),
+        cmocka_unit_test(test_fold_merges_a_tail_into_a_snapshot),
         cmocka_unit_test(test_snapshot_plus_tail),
         cmocka_unit_test(test_older_log_used_jtis_table),
     };
