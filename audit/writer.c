@@ -93,9 +93,10 @@ struct writer {
         sqlite3 *db; /* NULL: no checkpointer, SQLite's own checkpoints on commit */
         pthread_mutex_t mu;
         pthread_cond_t cond;
-        bool wake, stop;  /* guarded by mu */
-        bool snap_wanted; /* guarded by mu: build a snapshot */
-        bool snap_ready;  /* guarded by mu: snap_bytes of snap_at are to be stored */
+        bool wake, stop;      /* guarded by mu */
+        bool snap_wanted;     /* guarded by mu: build a snapshot */
+        _Atomic bool reading; /* the checkpointer's snapshot read holds a WAL read mark */
+        bool snap_ready;      /* guarded by mu: snap_bytes of snap_at are to be stored */
         struct sb snap_bytes;
         uint64_t snap_at;
         pthread_mutex_t copy; /* held while the WAL is copied, by either thread */
@@ -732,8 +733,10 @@ static void *checkpointer(void *arg)
             atomic_fetch_add(&w->stats.wal_checkpoints, 1);
         struct sb bytes = {0};
         uint64_t seq = 0;
+        atomic_store(&w->ck.reading, snap);
         if (snap && build_snapshot(w, w->ck.db, &bytes, &seq) != 0)
             seq = 0; /* the writer asks again */
+        atomic_store(&w->ck.reading, false);
         pthread_mutex_lock(&w->ck.mu);
         if (snap) {
             sb_clear(&w->ck.snap_bytes);
@@ -802,6 +805,8 @@ static void restart_wal(struct writer *w)
     if (left >= 0)
         atomic_fetch_add(&w->stats.wal_restarts, 1);
     int64_t t = mono_us();
+    if (left > 0 && atomic_load(&w->ck.reading))
+        return; /* our own snapshot read, some ms: tried again a WAL step later */
     if (left > 0 && t - w->ck.warn_mono_us >= WAL_WARN_US) {
         w->ck.warn_mono_us = t;
         log_warn("audit: %d pages of the WAL (%llu bytes) cannot be copied into the database: a "

@@ -4,6 +4,7 @@
 #include "gateway/server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdlib.h>
@@ -316,6 +317,10 @@ int server_run(struct config *conf)
 {
     int rc = 2;
     signal(SIGPIPE, SIG_IGN);
+    /* Buffers of a megabyte or more (the used-jti snapshot's, built every snapshot_every
+     * entries) are mapped and given back when freed: glibc's adaptive threshold would keep them
+     * in a thread's heap, which then only grows. Nothing on the request path is this large. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     raise_nofile();
     log_route_libevent();
     log_min_level = conf->log_level;
