@@ -242,9 +242,9 @@ static void state_finding(struct verify_report *rep, uint64_t seq, const char *f
 /*
  * What a restarted gateway would load (audit/snap.h: the newest snapshot and the uses recorded
  * after it) against the uses the entries say. A jti it knows with fewer uses, or does not know
- * although its mandate had not expired when the snapshot was taken, could be used again after
- * a restart. More uses than the entries say is no finding: an allow the log refused keeps its
- * use (fails closed). Logs from before the uses column are not checked.
+ * although its mandate expires after the snapshot's horizon (the gateway refuses those before
+ * it), could be used again after a restart. More uses than the entries say is no finding: an allow
+ * the log refused keeps its use (fails closed). Logs from before the uses column are not checked.
  */
 static void check_state(sqlite3 *db, const struct replay *rp, struct verify_report *rep)
 {
@@ -257,7 +257,6 @@ static void check_state(sqlite3 *db, const struct replay *rp, struct verify_repo
         free(err);
         return;
     }
-    int64_t taken_s = sn.base_ms ? sn.base_ms / 1000 : now_s();
     size_t known = 0;
     for (size_t i = 0; i < sn.n && rep->ok; i++) {
         const struct used *d = derived(rp, &sn.v[i]);
@@ -277,7 +276,7 @@ static void check_state(sqlite3 *db, const struct replay *rp, struct verify_repo
                                  .iss_len = (size_t)(nl - d->key),
                                  .jti = nl + 1,
                                  .jti_len = strlen(nl + 1)};
-            if (!snap_find(&sn, &u) && d->exp >= taken_s)
+            if (!snap_find(&sn, &u) && d->exp >= sn.horizon)
                 state_finding(rep, sn.base_seq,
                               "jti %s: used %lld times by the entries, unknown to the state", u.jti,
                               (long long)d->count);

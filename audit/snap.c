@@ -77,6 +77,8 @@ int snap_next(const unsigned char **p, const unsigned char *end, struct snap_use
 
 int snap_add(struct snap *s, const void *buf, size_t len)
 {
+    if (len == 0)
+        return 0; /* an empty snapshot: SQLite gives NULL for its bytes */
     const unsigned char *p = buf, *end = p + len;
     struct snap_use u;
     int r;
@@ -130,12 +132,14 @@ static void sort(struct snap_use *v, size_t n)
 
 void snap_fold(struct snap *s, int64_t keep_from)
 {
-    const unsigned char *p = (const unsigned char *)s->raw.buf, *end = p + s->raw.len;
-    size_t cap = 0;
-    struct snap_use u;
     free(s->v);
     s->v = NULL;
     s->n = 0;
+    if (s->raw.len == 0)
+        return;
+    const unsigned char *p = (const unsigned char *)s->raw.buf, *end = p + s->raw.len;
+    size_t cap = 0;
+    struct snap_use u;
     while (snap_next(&p, end, &u) == 1) { /* raw holds only what snap_add checked */
         if (s->n == cap)
             s->v = xrealloc(s->v, (cap = cap ? 2 * cap : 256) * sizeof(*s->v));
@@ -198,13 +202,13 @@ static bool has_table(sqlite3 *db, const char *name)
     return has;
 }
 
-/* The newest snapshot into s (s->base_seq); 0 also when there is none. */
+/* The newest snapshot into s (base_seq, horizon): 1, 0 when there is none, -1. */
 static int read_snapshot(sqlite3 *db, struct snap *s, char **err)
 {
     sqlite3_stmt *q;
     if (!has_table(db, "snapshots"))
         return 0;
-    if (sqlite3_prepare_v2(db, "SELECT seq, uses, ts_ms FROM snapshots ORDER BY seq DESC LIMIT 1",
+    if (sqlite3_prepare_v2(db, "SELECT seq, uses, horizon FROM snapshots ORDER BY seq DESC LIMIT 1",
                            -1, &q, NULL) != SQLITE_OK)
         return -1;
     int r = sqlite3_step(q), rc = r == SQLITE_DONE ? 0 : -1;
@@ -216,8 +220,8 @@ static int read_snapshot(sqlite3 *db, struct snap *s, char **err)
             *err = xasprintf("the snapshot at seq %lld is malformed", (long long)seq);
         else {
             s->base_seq = (uint64_t)seq;
-            s->base_ms = sqlite3_column_int64(q, 2);
-            rc = 0;
+            s->horizon = sqlite3_column_int64(q, 2);
+            rc = 1;
         }
     }
     sqlite3_finalize(q);
@@ -230,6 +234,8 @@ static int read_legacy(sqlite3 *db, int64_t keep_from, struct snap *s)
     sqlite3_stmt *q;
     if (!has_table(db, "used_jtis"))
         return 0;
+    /* The gateways that kept it deleted the jtis that expired an hour before they ran. */
+    s->horizon = now_s() - 3600;
     if (sqlite3_prepare_v2(db, "SELECT iss, jti, exp, used FROM used_jtis WHERE exp >= ?", -1, &q,
                            NULL) != SQLITE_OK)
         return -1;
@@ -247,29 +253,44 @@ static int read_legacy(sqlite3 *db, int64_t keep_from, struct snap *s)
     return r == SQLITE_DONE ? 0 : -1;
 }
 
-/* The uses recorded by the entries from s->base_seq on, and the seq after the last entry. */
-static int read_tail(sqlite3 *db, struct snap *s, char **err)
+/* The number of entries (MAX(seq) + 1: one end of the rowid B-tree), or -1. */
+static int64_t log_size(sqlite3 *db)
 {
     sqlite3_stmt *q;
-    bool uses = store_has_column(db, "uses");
-    if (sqlite3_prepare_v2(db,
-                           uses ? "SELECT seq, uses FROM entries WHERE seq >= ? ORDER BY seq"
-                                : "SELECT MAX(seq), NULL FROM entries WHERE seq >= ?",
+    int64_t n = -1;
+    if (sqlite3_prepare_v2(db, "SELECT MAX(seq) FROM entries", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        n = sqlite3_column_type(q, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(q, 0) + 1;
+    sqlite3_finalize(q);
+    return n;
+}
+
+/* The uses recorded by the entries from s->base_seq on; s->seq: the log's size. */
+static int read_tail(sqlite3 *db, struct snap *s, char **err)
+{
+    int64_t n = log_size(db);
+    if (n < 0)
+        return -1;
+    if (s->base_seq > (uint64_t)n) {
+        /* Its rows would be skipped: every use after it forgotten. */
+        *err = xasprintf("the snapshot at seq %llu is past the log's end (%lld entries)",
+                         (unsigned long long)s->base_seq, (long long)n);
+        return -1;
+    }
+    s->seq = (uint64_t)n;
+    if (!store_has_column(db, "uses"))
+        return 0; /* a log from before: no row records uses */
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT seq, uses FROM entries WHERE seq >= ? AND uses IS NOT NULL",
                            -1, &q, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_int64(q, 1, (sqlite3_int64)s->base_seq);
     int r;
-    s->seq = s->base_seq;
     while ((r = sqlite3_step(q)) == SQLITE_ROW) {
-        if (sqlite3_column_type(q, 0) == SQLITE_NULL)
-            continue; /* an empty log */
-        sqlite3_int64 seq = sqlite3_column_int64(q, 0);
-        s->seq = (uint64_t)seq + 1;
-        if (sqlite3_column_type(q, 1) == SQLITE_NULL)
-            continue;
         s->tail++;
         if (snap_add(s, sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1)) != 0) {
-            *err = xasprintf("the uses recorded with entry %lld are malformed", (long long)seq);
+            *err = xasprintf("the uses recorded with entry %lld are malformed",
+                             (long long)sqlite3_column_int64(q, 0));
             sqlite3_finalize(q);
             return -1;
         }
@@ -281,6 +302,7 @@ static int read_tail(sqlite3 *db, struct snap *s, char **err)
 int snap_load(sqlite3 *db, int64_t keep_from, struct snap *out, char **err)
 {
     memset(out, 0, sizeof(*out));
+    out->horizon = INT64_MIN;
     *err = NULL;
     /* One read transaction: the snapshot and the tail after it are of the same log. */
     bool own = sqlite3_get_autocommit(db);
@@ -289,9 +311,9 @@ int snap_load(sqlite3 *db, int64_t keep_from, struct snap *out, char **err)
         return -1;
     }
     int rc = read_snapshot(db, out, err);
-    if (rc == 0 && !out->base_seq && out->raw.len == 0)
-        rc = read_legacy(db, keep_from, out);
     if (rc == 0)
+        rc = read_legacy(db, keep_from, out);
+    if (rc >= 0)
         rc = read_tail(db, out, err);
     if (rc != 0 && !*err)
         *err = xasprintf("reading the used jtis: %s", sqlite3_errmsg(db));

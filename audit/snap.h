@@ -47,14 +47,18 @@ struct snap {
     struct sb raw;     /* the records as read, one after the other */
     uint64_t seq;      /* covers entries [0, seq) */
     uint64_t base_seq; /* the snapshot it started from; 0: none */
-    int64_t base_ms;   /* when that snapshot was taken (unix ms); 0: none */
-    size_t tail;       /* entry rows with uses read after it */
+    /* The jtis of mandates that expire from here on (unix s) are all known: the fold dropped
+     * older ones. A gateway refuses mandates that expire before it, whatever its clock skew
+     * (a start with a larger skew, a clock set back). INT64_MIN: nothing was ever dropped. */
+    int64_t horizon;
+    size_t tail; /* entry rows with uses read after it */
 };
 
 /**
  * The used jtis as of the end of db's log, read in one transaction: the newest snapshot (in a log
  * from before snapshots, the used_jtis table) and the uses of the entries after it, without the
- * jtis that expired before keep_from (unix s). 0, or -1 with *err (caller frees).
+ * jtis that expired before keep_from (unix s). 0, or -1 with *err (caller frees), also for a
+ * snapshot said to cover more entries than the log has.
  */
 int snap_load(sqlite3 *db, int64_t keep_from, struct snap *out, char **err) MUST_CHECK;
 /** Add the records of [buf, buf+len) to s (a copy), unfolded: 0, or -1 if malformed. */

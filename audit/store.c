@@ -29,9 +29,14 @@ static const char schema[] =
      * store_mandate_text reads both. */
     "CREATE TABLE IF NOT EXISTS texts(id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL,"
     " jws TEXT NOT NULL);"
-    /* The used jtis as of seq (audit/snap.h); older logs also have a used_jtis table. */
+    /* The used jtis as of seq (audit/snap.h). Older logs have a used_jtis table instead, until
+     * their first snapshot replaces it with this empty view: a gateway from before, which would
+     * read and write only the table, then refuses to open the log ("cannot modify used_jtis
+     * because it is a view") instead of forgetting every use recorded since. */
     "CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,"
-    " uses BLOB NOT NULL);"
+    " horizon INTEGER NOT NULL, uses BLOB NOT NULL);"
+    "CREATE VIEW IF NOT EXISTS used_jtis(iss, jti, exp, used) AS SELECT NULL, NULL, NULL, NULL"
+    " WHERE 0;"
     "CREATE TABLE IF NOT EXISTS revocations(kind TEXT NOT NULL, value TEXT NOT NULL,"
     " ts_ms INTEGER NOT NULL, PRIMARY KEY(kind, value));"
     "CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);"
@@ -148,7 +153,7 @@ static int prepare_writes(struct store *st)
                                    : "INSERT INTO entries(seq, entry, uses) VALUES(?,?,?)",
                    &st->ins_entry) ||
            prepare(st, "INSERT INTO texts(sha256, jws) VALUES(?,?)", &st->ins_text) ||
-           prepare(st, "INSERT INTO snapshots(seq, ts_ms, uses) VALUES(?,?,?)",
+           prepare(st, "INSERT INTO snapshots(seq, ts_ms, horizon, uses) VALUES(?,?,?,?)",
                    &st->ins_snapshot) ||
            prepare(st, "DELETE FROM snapshots WHERE seq < ?", &st->del_snapshots) ||
            prepare(st, "INSERT OR IGNORE INTO revocations(kind, value, ts_ms) VALUES(?,?,?)",
@@ -312,15 +317,45 @@ int store_put_mandate(struct store *st, const char *sha_hex, const char *jws)
     return step(st, st->ins_text);
 }
 
-int store_put_snapshot(struct store *st, uint64_t seq, const void *uses, size_t len)
+int store_put_snapshot(struct store *st, uint64_t seq, int64_t horizon, const void *uses,
+                       size_t len)
 {
+    bool own = sqlite3_get_autocommit(st->db); /* else in the caller's transaction */
+    if (own && store_begin(st) != 0)
+        return -1;
     sqlite3_bind_int64(st->ins_snapshot, 1, (sqlite3_int64)seq);
     sqlite3_bind_int64(st->ins_snapshot, 2, now_ms());
-    sqlite3_bind_blob(st->ins_snapshot, 3, len ? uses : "", (int)len, SQLITE_STATIC);
-    if (step(st, st->ins_snapshot) != 0)
-        return -1;
-    sqlite3_bind_int64(st->del_snapshots, 1, (sqlite3_int64)seq);
-    return step(st, st->del_snapshots);
+    sqlite3_bind_int64(st->ins_snapshot, 3, horizon);
+    sqlite3_bind_blob64(st->ins_snapshot, 4, len ? uses : "", len, SQLITE_STATIC);
+    int rc = step(st, st->ins_snapshot);
+    if (rc == 0) {
+        sqlite3_bind_int64(st->del_snapshots, 1, (sqlite3_int64)seq);
+        rc = step(st, st->del_snapshots);
+    }
+    /* A log from before: the snapshot holds what its used_jtis table held (see the schema). */
+    sqlite3_stmt *q;
+    bool legacy = false;
+    if (rc == 0 && sqlite3_prepare_v2(st->db,
+                                      "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name "
+                                      "= 'used_jtis'",
+                                      -1, &q, NULL) == SQLITE_OK) {
+        legacy = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
+    }
+    if (rc == 0 && legacy &&
+        sqlite3_exec(st->db,
+                     "DROP TABLE used_jtis; CREATE VIEW used_jtis(iss, jti, exp, used) AS "
+                     "SELECT NULL, NULL, NULL, NULL WHERE 0",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        log_error("sqlite: replacing used_jtis: %s", sqlite3_errmsg(st->db));
+        rc = -1;
+    }
+    if (!own)
+        return rc;
+    if (rc == 0 && store_commit(st) == 0)
+        return 0;
+    store_rollback(st);
+    return -1;
 }
 
 uint64_t store_snapshot_seq(struct store *st)
@@ -569,22 +604,21 @@ static char *text_of(sqlite3 *db, const char *sql, const char *sha, bool *ok)
 
 char *store_mandate_text(sqlite3 *db, const char *sha)
 {
-    static const char by_index[] =
-        "SELECT t.jws FROM temp.text_ix i JOIN main.texts t ON t.id = i.id WHERE i.sha256 = ?";
+    /* texts is appended, not keyed by hash: indexed in a temporary table, brought up to date
+     * (the rows past the last indexed id) when a text is not found in it. */
+    static const char by_index[] = "SELECT t.jws FROM temp.text_ix i JOIN main.texts t ON t.id = "
+                                   "i.id WHERE i.sha256 = ? ORDER BY i.id LIMIT 1";
+    static const char more[] =
+        "CREATE TEMP TABLE IF NOT EXISTS text_ix(id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS temp.text_ix_sha ON text_ix(sha256);"
+        "INSERT INTO temp.text_ix SELECT id, sha256 FROM main.texts"
+        " WHERE id > (SELECT COALESCE(MAX(id), 0) FROM temp.text_ix)";
     bool ok;
     char *t = text_of(db, by_index, sha, &ok);
-    if (!ok && sqlite3_exec(db,
-                            "CREATE TEMP TABLE text_ix(sha256 TEXT PRIMARY KEY, id INTEGER NOT "
-                            "NULL) WITHOUT ROWID;"
-                            "INSERT OR IGNORE INTO temp.text_ix SELECT sha256, id FROM main.texts "
-                            "ORDER BY id",
-                            NULL, NULL, NULL) == SQLITE_OK)
-        t = text_of(db, by_index, sha, &ok);
-    if (!t) /* a text appended since the index was made, or a log of the older layout */
-        t = text_of(db, "SELECT jws FROM main.texts WHERE sha256 = ? ORDER BY id LIMIT 1", sha,
-                    &ok);
-    if (!t)
+    if (!t) /* a log of the older layout keeps its texts by hash */
         t = text_of(db, "SELECT jws FROM main.mandates WHERE sha256 = ?", sha, &ok);
+    if (!t && sqlite3_exec(db, more, NULL, NULL, NULL) == SQLITE_OK)
+        t = text_of(db, by_index, sha, &ok);
     return t;
 }
 

@@ -71,8 +71,13 @@ int store_put_mandate(struct store *st, const char *sha_hex, const char *jws) MU
  * first lookup on a connection indexes the texts in a temporary table.
  */
 char *store_mandate_text(sqlite3 *db, const char *sha_hex);
-/** Store the snapshot of the used jtis as of seq (audit/snap.h) and drop the older ones. */
-int store_put_snapshot(struct store *st, uint64_t seq, const void *uses, size_t len) MUST_CHECK;
+/**
+ * Store the snapshot of the used jtis as of seq with its horizon (audit/snap.h) and drop the
+ * older ones, in a transaction of its own; in a log from before snapshots, its used_jtis table
+ * goes with them (the snapshot holds what it held).
+ */
+int store_put_snapshot(struct store *st, uint64_t seq, int64_t horizon, const void *uses,
+                       size_t len) MUST_CHECK;
 /** The seq the newest snapshot covers up to, or 0. */
 uint64_t store_snapshot_seq(struct store *st);
 /** Record a revocation (kind is "jti", "agent", "principal" or "kid"). */

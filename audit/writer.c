@@ -45,6 +45,14 @@
 
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 
+/* A snapshot of the used jtis, built from a connection (audit/snap.h). */
+struct built {
+    struct sb bytes;
+    uint64_t seq; /* covers entries [0, seq); 0: the build failed */
+    int64_t horizon;
+    size_t records;
+};
+
 struct writer {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -96,9 +104,8 @@ struct writer {
         bool wake, stop;      /* guarded by mu */
         bool snap_wanted;     /* guarded by mu: build a snapshot */
         _Atomic bool reading; /* the checkpointer's snapshot read holds a WAL read mark */
-        bool snap_ready;      /* guarded by mu: snap_bytes of snap_at are to be stored */
-        struct sb snap_bytes;
-        uint64_t snap_at;
+        bool snap_ready;      /* guarded by mu: snap is built, to be stored */
+        struct built snap;
         pthread_mutex_t copy; /* held while the WAL is copied, by either thread */
         int wake_pages, step_pages, restart_pages;
         /* Writer thread (the WAL hook and the loop): */
@@ -354,25 +361,29 @@ static void publish_checkpoint(struct writer *w, char *note)
 
 static void wake_checkpointer(struct writer *w);
 
-/* Build a snapshot of the used jtis from db (this thread's connection). */
-static int build_snapshot(struct writer *w, sqlite3 *db, struct sb *out, uint64_t *seq)
+/* Build a snapshot of the used jtis from db (this thread's connection) into b (seq 0: failed). */
+static void build_snapshot(struct writer *w, sqlite3 *db, struct built *b)
 {
     struct snap sn;
     char *err = NULL;
-    if (snap_load(db, now_s() - w->keep_jti_s, &sn, &err) != 0) {
+    int64_t keep_from = now_s() - w->keep_jti_s;
+    sb_reset(&b->bytes);
+    b->seq = 0;
+    if (snap_load(db, keep_from, &sn, &err) != 0) {
         log_error("audit: a snapshot of the used jtis: %s; tried again later", err);
         free(err);
-        return -1;
+        return;
     }
-    sb_reset(out);
-    snap_encode(&sn, out);
-    *seq = sn.seq;
+    snap_encode(&sn, &b->bytes);
+    b->seq = sn.seq;
+    /* What it dropped now, or what an older one dropped (a clock set back): never less. */
+    b->horizon = sn.horizon > keep_from ? sn.horizon : keep_from;
+    b->records = sn.n;
     snap_free(&sn);
-    return 0;
 }
 
-/* A snapshot the checkpointer has built: true with it in *bytes and *seq (0: it failed). */
-static bool take_built(struct writer *w, struct sb *bytes, uint64_t *seq)
+/* A snapshot the checkpointer has built, taken into *b: true if there was one. */
+static bool take_built(struct writer *w, struct built *b)
 {
     if (!w->ck.db)
         return false;
@@ -380,45 +391,55 @@ static bool take_built(struct writer *w, struct sb *bytes, uint64_t *seq)
     bool have = w->ck.snap_ready;
     if (have) {
         w->ck.snap_ready = false;
-        *seq = w->ck.snap_at;
-        *bytes = w->ck.snap_bytes; /* taken: the checkpointer starts a new buffer */
-        memset(&w->ck.snap_bytes, 0, sizeof(w->ck.snap_bytes));
+        *b = w->ck.snap; /* its buffer with it: the checkpointer starts a new one */
+        memset(&w->ck.snap, 0, sizeof(w->ck.snap));
     }
     pthread_mutex_unlock(&w->ck.mu);
     return have;
 }
 
 /*
- * Snapshots of the used jtis, so that a start reads about snap_every rows after the newest at
- * most: asked of the checkpointer every snap_every entries and stored here once it is built (in
- * a transaction of its own, between two batches); at stop, built and stored here. One that
- * fails is asked again snap_every entries later: the rows after the older one still say
- * everything meanwhile.
+ * Store b if it covers more than the newest stored. The next is then due as many entries later
+ * as b has records (snap_every at least): a snapshot rewrites every live jti, so what snapshots
+ * cost per entry stays bounded however large the state grows.
+ */
+static void store_built(struct writer *w, const struct built *b)
+{
+    if (b->seq <= w->snap_seq)
+        return;
+    if (store_put_snapshot(w->st, b->seq, b->horizon, b->bytes.buf, b->bytes.len) != 0) {
+        log_error("audit commit failed: the snapshot of the used jtis at %llu was not stored; "
+                  "tried again later",
+                  (unsigned long long)b->seq);
+        return;
+    }
+    w->snap_seq = b->seq;
+    w->snap_next = b->seq + (b->records > w->snap_every ? b->records : w->snap_every);
+}
+
+/*
+ * Snapshots of the used jtis, so that a start reads a bounded tail of rows after the newest:
+ * asked of the checkpointer when due and stored here once built (in a transaction of its own,
+ * between two batches); at stop, the one built meanwhile stored, then a last one built here.
+ * One that fails is asked again snap_every entries later: the rows after the older one still
+ * say everything meanwhile.
  */
 static void snapshot(struct writer *w, bool final)
 {
-    struct sb bytes = {0};
-    uint64_t seq = 0;
-    bool tried = take_built(w, &bytes, &seq);
-    if (tried)
+    struct built b = {0};
+    bool tried = take_built(w, &b);
+    if (tried) {
         w->snap_asked = false;
-    bool due = w->tree.size >= w->snap_next;
-    if ((final && w->tree.size > (seq > w->snap_seq ? seq : w->snap_seq)) || (due && !w->ck.db)) {
+        store_built(w, &b);
+    }
+    if ((final && w->tree.size > w->snap_seq) || (!w->ck.db && w->tree.size >= w->snap_next)) {
         tried = true;
-        if (build_snapshot(w, store_db(w->st), &bytes, &seq) != 0)
-            seq = 0;
+        build_snapshot(w, store_db(w->st), &b);
+        store_built(w, &b);
     }
-    if (tried && seq > w->snap_seq && store_put_snapshot(w->st, seq, bytes.buf, bytes.len) == 0) {
-        w->snap_seq = seq;
-        w->snap_next = seq + w->snap_every;
-    } else if (tried && seq > w->snap_seq) {
-        log_error("audit commit failed: the snapshot of the used jtis at %llu was not stored; "
-                  "tried again later",
-                  (unsigned long long)seq);
-    }
+    sb_clear(&b.bytes);
     if (tried && w->snap_next <= w->tree.size)
         w->snap_next = w->tree.size + w->snap_every; /* it failed: not again at once */
-    sb_clear(&bytes);
     if (!final && w->ck.db && !w->snap_asked && w->tree.size >= w->snap_next) {
         w->snap_asked = true;
         pthread_mutex_lock(&w->ck.mu);
@@ -731,17 +752,15 @@ static void *checkpointer(void *arg)
         pthread_mutex_unlock(&w->ck.mu);
         if (copy_wal(w, w->ck.db, &w->stats.wal_copy_us) >= 0)
             atomic_fetch_add(&w->stats.wal_checkpoints, 1);
-        struct sb bytes = {0};
-        uint64_t seq = 0;
+        struct built b = {0};
         atomic_store(&w->ck.reading, snap);
-        if (snap && build_snapshot(w, w->ck.db, &bytes, &seq) != 0)
-            seq = 0; /* the writer asks again */
+        if (snap)
+            build_snapshot(w, w->ck.db, &b); /* failed: seq 0, and the writer asks again */
         atomic_store(&w->ck.reading, false);
         pthread_mutex_lock(&w->ck.mu);
         if (snap) {
-            sb_clear(&w->ck.snap_bytes);
-            w->ck.snap_bytes = bytes;
-            w->ck.snap_at = seq;
+            sb_clear(&w->ck.snap.bytes);
+            w->ck.snap = b;
             w->ck.snap_ready = true;
         }
     }
@@ -980,7 +999,7 @@ static void free_writer(struct writer *w)
     pthread_mutex_destroy(&w->ck.mu);
     pthread_cond_destroy(&w->ck.cond);
     pthread_mutex_destroy(&w->ck.copy);
-    sb_clear(&w->ck.snap_bytes);
+    sb_clear(&w->ck.snap.bytes);
     sb_clear(&w->uses);
     free(w->checkpoint);
     jwk_clear(&w->key);

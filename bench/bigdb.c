@@ -85,12 +85,12 @@ int main(int argc, char **argv)
         snprintf(id, sizeof(id), "%024llx", (unsigned long long)i);
         snprintf(sha, sizeof(sha), "%064llx", (unsigned long long)i * 2654435761u);
         snap_put(&l.uses, "wallet-1", jti, exp, 1);
-        add(&l, json_pack("{sI ss ss ss ss ss ss ss ss s[{ss ss ss ss ss}]}", "ts_ms",
-                          (json_int_t)ts, "kind", "decision", "request_id", id, "principal",
-                          "alice", "agent", "agent-planner", "merchant", "lux-hotels", "action",
-                          "search", "decision", "allow", "code", "ok", "mandates", "typ",
-                          "intent-mandate+jwt", "iss", "wallet-1", "kid", "w1", "jti", jti,
-                          "sha256", sha));
+        add(&l,
+            json_pack("{sI ss ss ss ss ss ss ss ss s[{ss ss ss ss ss}]}", "ts_ms", (json_int_t)ts,
+                      "kind", "decision", "request_id", id, "principal", "alice", "agent",
+                      "agent-planner", "merchant", "lux-hotels", "action", "search", "decision",
+                      "allow", "code", "ok", "mandates", "typ", "intent-mandate+jwt", "iss",
+                      "wallet-1", "kid", "w1", "jti", jti, "sha256", sha));
         if (l.f.size == n - tail) {
             /* The snapshot a running gateway would have written here: the LIVE newest jtis. */
             struct sb snap = {0};
@@ -98,7 +98,7 @@ int main(int argc, char **argv)
                 jti_of(j, jti, sizeof(jti));
                 snap_put(&snap, "wallet-1", jti, exp, 1);
             }
-            must(store_put_snapshot(l.st, l.f.size, snap.buf, snap.len) == 0, "snapshot");
+            must(store_put_snapshot(l.st, l.f.size, now - 7, snap.buf, snap.len) == 0, "snapshot");
             sb_clear(&snap);
         }
         if (i % 10000 == 0) {
@@ -111,7 +111,7 @@ int main(int argc, char **argv)
     sb_clear(&l.uses);
     store_close(l.st);
     printf("bigdb: %s: %llu entries, a snapshot of %llu jtis at %llu, %llu rows after it\n",
-           argv[1], (unsigned long long)n, (unsigned long long)live,
-           (unsigned long long)(n - tail), (unsigned long long)tail);
+           argv[1], (unsigned long long)n, (unsigned long long)live, (unsigned long long)(n - tail),
+           (unsigned long long)tail);
     return 0;
 }

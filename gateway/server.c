@@ -51,6 +51,7 @@ static int load_jtis(struct state *state, struct store *st, int64_t keep_from, c
         jti[sn.v[i].jti_len] = '\0';
         state_load_jti(state, iss, jti, sn.v[i].exp, sn.v[i].used);
     }
+    state_set_horizon(state, sn.horizon);
     log_info("database: %zu used jtis from the snapshot at %llu and %zu entries after it, in "
              "%lld ms",
              sn.n, (unsigned long long)sn.base_seq, sn.tail, (long long)(mono_us() - t0) / 1000);

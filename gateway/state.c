@@ -86,6 +86,7 @@ struct state {
     struct ledger *ledger;
     double rate, burst;
     int64_t retain_s; /* a jti is kept until exp + retain_s */
+    int64_t horizon;  /* jtis of mandates expiring before it are not known: refused (unix s) */
     bool node_only;   /* uses, carts and spend are kept elsewhere (state_set_node_only) */
     struct hist lock_us;
     _Atomic uint64_t lock_max_us;
@@ -362,6 +363,7 @@ struct state *state_new(double rate, double burst, int64_t clock_skew_s)
     st->rate = rate;
     st->burst = burst;
     st->retain_s = clock_skew_s + STATE_GRACE_S;
+    st->horizon = INT64_MIN;
     hist_init(&st->lock_us, lock_bounds, ARRAY_LEN(lock_bounds));
     st->ledger = ledger_new();
     return st;
@@ -407,6 +409,11 @@ static struct slot *jti_slot(struct state *st, struct made *mk, int64_t exp, str
         wheel_add(&st->wheel, j);
     }
     return j;
+}
+
+void state_set_horizon(struct state *st, int64_t horizon)
+{
+    st->horizon = horizon;
 }
 
 void state_load_jti(struct state *st, const char *iss, const char *jti, int64_t exp, int64_t used)
@@ -536,6 +543,10 @@ enum code state_admit(struct state *st, struct admit *a, int64_t now_mono_us, in
     if (st->revoked.n &&
         (any_revoked_locked(st, m) || (a->cart && any_revoked_locked(st, a->cart))))
         rc = CODE_MANDATE_REVOKED;
+    else if (local && m->exp < st->horizon)
+        rc = CODE_MANDATE_EXPIRED; /* its uses may be among those the snapshot dropped */
+    else if (paid && a->cart->exp < st->horizon)
+        rc = CODE_CART_EXPIRED;
     else if (local && uses_of(st, &jti) >= m->uses)
         rc = CODE_MANDATE_USED;
     else if (paid && uses_of(st, &cart) >= 1)

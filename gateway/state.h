@@ -46,6 +46,12 @@ void state_set_rate(struct state *st, double rate, double burst);
 const char *revoke_kind_name(enum revoke_kind k);
 int revoke_kind_parse(const char *s, enum revoke_kind *out) MUST_CHECK;
 
+/**
+ * The used jtis known start from mandates expiring at horizon (unix s; the log's snapshot
+ * dropped older ones, audit/snap.h): admissions refuse mandates and carts that expire before it
+ * as expired, whatever the clock skew. Start-up, before any admission.
+ */
+void state_set_horizon(struct state *st, int64_t horizon);
 /** Remember that (iss, jti), valid until exp, was used `used` times (start-up). */
 void state_load_jti(struct state *st, const char *iss, const char *jti, int64_t exp, int64_t used);
 /** Add a revocation; 1 if new, 0 if it was already there. */

@@ -7,10 +7,10 @@
  * Seed: databases are never committed, so LLVMFuzzerInitialize() builds one with the gateway's
  * own store, entry and checkpoint code (a config entry, allows with their mandates, a denial, a
  * paid booking, outcomes, a revocation, a denial_summary; two checkpoints, the stored subtree
- * roots, the allows' uses and a snapshot of them), checks that it verifies as intact, and writes it as seed-real.db into the corpus
- * directory (the first directory named on the command line). The checkpoint key is derived from a
- * fixed seed so that the corpus stays meaningful from run to run; it signs nothing but these test
- * logs.
+ * roots, the allows' uses and a snapshot of them), checks that it verifies as intact, and writes it
+ * as seed-real.db into the corpus directory (the first directory named on the command line). The
+ * checkpoint key is derived from a fixed seed so that the corpus stays meaningful from run to run;
+ * it signs nothing but these test logs.
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -147,7 +147,7 @@ static void build_seed(const char *file)
     checkpoint(&l);
     /* A snapshot of the uses so far: what replay checks, with the rows after it. */
     snap_put(&uses, "wallet-1", "fuzz-intent-000001", TS / 1000 + 60, 1);
-    must(store_put_snapshot(l.st, l.f.size, uses.buf, uses.len) == 0);
+    must(store_put_snapshot(l.st, l.f.size, TS / 1000 - 7, uses.buf, uses.len) == 0);
     sb_reset(&uses);
     char *cart_tok;
     json_t *cart =

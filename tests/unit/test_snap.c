@@ -169,7 +169,7 @@ static void test_snapshot_plus_tail(void **state)
     struct sb enc = {0};
     snap_encode(&s, &enc);
     snap_free(&s);
-    assert_int_equal(store_put_snapshot(st, 3, enc.buf, enc.len), 0);
+    assert_int_equal(store_put_snapshot(st, 3, 1000, enc.buf, enc.len), 0);
     sb_clear(&enc);
     assert_int_equal(store_snapshot_seq(st), 3);
 
@@ -189,7 +189,7 @@ static void test_snapshot_plus_tail(void **state)
     snap_free(&s);
 
     /* A newer snapshot replaces the older one. */
-    assert_int_equal(store_put_snapshot(st, 5, "", 0), 0);
+    assert_int_equal(store_put_snapshot(st, 5, 2000, "", 0), 0);
     sqlite3_stmt *q;
     assert_int_equal(
         sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM snapshots", -1, &q, NULL),
@@ -207,6 +207,39 @@ static void test_snapshot_plus_tail(void **state)
     assert_string_equal(err, "the uses recorded with entry 5 are malformed");
     free(err);
     sb_clear(&b);
+    store_close(st);
+    free(path);
+    tk_rmdir(dir);
+}
+
+/* An empty snapshot (nothing in use) loads as empty, with its horizon; a log without one has
+ * none (INT64_MIN); a snapshot said to cover more entries than the log has is refused: the rows
+ * after it would be skipped. */
+static void test_empty_snapshot_horizon_and_one_past_the_end(void **state)
+{
+    (void)state;
+    char *dir = tk_tmpdir();
+    char *path = xasprintf("%s/e.db", dir);
+    char *err = NULL;
+    struct store *st = store_open(path, STORE_CREATE, &err);
+    assert_non_null(st);
+    struct snap s;
+    assert_int_equal(snap_load(store_db(st), 0, &s, &err), 0);
+    assert_true(s.horizon == INT64_MIN);
+    assert_int_equal(s.seq, 0);
+    snap_free(&s);
+    append(st, 0, NULL);
+    append(st, 1, NULL);
+    assert_int_equal(store_put_snapshot(st, 2, 1234, NULL, 0), 0);
+    assert_int_equal(snap_load(store_db(st), 0, &s, &err), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(s.base_seq, 2);
+    assert_int_equal(s.horizon, 1234);
+    snap_free(&s);
+    assert_int_equal(store_put_snapshot(st, 3, 1234, NULL, 0), 0);
+    assert_int_equal(snap_load(store_db(st), 0, &s, &err), -1);
+    assert_string_equal(err, "the snapshot at seq 3 is past the log's end (2 entries)");
+    free(err);
     store_close(st);
     free(path);
     tk_rmdir(dir);
@@ -254,6 +287,21 @@ static void test_older_log_used_jtis_table(void **state)
     assert_int_equal(snap_load(store_db(st), 1000, &s, &err), 0);
     assert_int_equal(used_of(&s, "old"), 5);
     assert_int_equal(s.seq, 2);
+    assert_true(s.horizon > now_s() - 3700 && s.horizon <= now_s() - 3600);
+    /* Its first snapshot takes the table's place: a view a gateway from before cannot write. */
+    struct sb enc = {0};
+    snap_encode(&s, &enc);
+    snap_free(&s);
+    assert_int_equal(store_put_snapshot(st, 2, now_s() - 7, enc.buf, enc.len), 0);
+    sb_clear(&enc);
+    assert_int_equal(sqlite3_exec(store_db(st),
+                                  "INSERT INTO used_jtis(iss, jti, exp, used) VALUES('a','b',1,1)",
+                                  NULL, NULL, NULL),
+                     SQLITE_ERROR);
+    assert_string_equal(sqlite3_errmsg(store_db(st)),
+                        "cannot modify used_jtis because it is a view");
+    assert_int_equal(snap_load(store_db(st), 1000, &s, &err), 0);
+    assert_int_equal(used_of(&s, "old"), 5);
     snap_free(&s);
     sb_clear(&b);
     store_close(st);
@@ -269,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_fold_keeps_largest_and_drops_expired),
         cmocka_unit_test(test_fold_merges_a_tail_into_a_snapshot),
         cmocka_unit_test(test_snapshot_plus_tail),
+        cmocka_unit_test(test_empty_snapshot_horizon_and_one_past_the_end),
         cmocka_unit_test(test_older_log_used_jtis_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
