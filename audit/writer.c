@@ -452,9 +452,10 @@ static void snapshot(struct writer *w, bool final)
 /*
  * A checkpoint when one is due and a snapshot of the used jtis, each in its own transaction
  * after the entries: neither can fail an entry. A checkpoint that cannot be signed or stored is
- * tried again with the next batch (or the next idle second).
+ * tried again with the next batch (or the next idle second). Snapshots (megabytes, maybe) only
+ * on the writer thread: a worker that led the batch has connections waiting on its loop.
  */
-static void housekeeping(struct writer *w, bool final)
+static void housekeeping(struct writer *w, bool final, bool led)
 {
     int64_t ms = now_ms();
     bool due = w->tree.size > w->checkpoint_size &&
@@ -477,7 +478,8 @@ static void housekeeping(struct writer *w, bool final)
                       (unsigned long long)w->tree.size, signed_ok ? "not stored" : "not signed");
         }
     }
-    snapshot(w, final);
+    if (!led)
+        snapshot(w, final);
 }
 
 /* Count and log an entry nobody waits for that could not be written. Writer thread. */
@@ -627,10 +629,10 @@ static struct writer_item *requeue(struct writer *w, struct writer_item *batch)
  * Every queued item in one transaction (group commit). When the store refuses one item's
  * statements, the batch is tried again without it, so that only that item fails and the others
  * keep their answers and state changes (a denial, a spend status). When the transaction fails as
- * a whole, the items waited for fail and the others go back to the queue. Then a checkpoint if
- * one is due, in a transaction of its own.
+ * a whole, the items waited for fail and the others go back to the queue. Then housekeeping
+ * (led: on the thread of a worker that leads, see lead()).
  */
-static void commit_batch(struct writer *w, struct writer_item *batch, bool final)
+static void commit_batch(struct writer *w, struct writer_item *batch, bool final, bool led)
 {
     size_t n = 0;
     struct writer_item *culprit = NULL;
@@ -655,7 +657,7 @@ static void commit_batch(struct writer *w, struct writer_item *batch, bool final
                                                 : "giving up on the batch");
     }
     deliver(w, batch);
-    housekeeping(w, final);
+    housekeeping(w, final, led);
 }
 
 /* Look at the free space under the database, at most once a second (or now when forced). */
@@ -926,7 +928,7 @@ static void lead(struct writer *w)
     pthread_mutex_unlock(&w->mu);
     atomic_fetch_add(&w->stats.led, 1);
     restart_wal(w);
-    commit_batch(w, batch, false);
+    commit_batch(w, batch, false, true);
     periodic(w);
     pthread_mutex_lock(&w->mu);
     release(w);
@@ -972,7 +974,7 @@ static void *run(void *arg)
         struct writer_item *batch = take_batch(w);
         pthread_mutex_unlock(&w->mu);
         restart_wal(w);
-        commit_batch(w, batch, stop);
+        commit_batch(w, batch, stop, false);
         periodic(w);
         pthread_mutex_lock(&w->mu);
         release(w);
