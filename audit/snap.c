@@ -137,14 +137,15 @@ void snap_fold(struct snap *s, int64_t keep_from)
     s->n = 0;
     if (s->raw.len == 0)
         return;
-    const unsigned char *p = (const unsigned char *)s->raw.buf, *end = p + s->raw.len;
-    size_t cap = 0;
+    const unsigned char *start = (const unsigned char *)s->raw.buf, *end = start + s->raw.len;
+    const unsigned char *p = start;
     struct snap_use u;
-    while (snap_next(&p, end, &u) == 1) { /* raw holds only what snap_add checked */
-        if (s->n == cap)
-            s->v = xrealloc(s->v, (cap = cap ? 2 * cap : 256) * sizeof(*s->v));
+    size_t count = 0;
+    while (snap_next(&p, end, &u) == 1) /* raw holds only what snap_add checked */
+        count++;
+    s->v = xmalloc(count * sizeof(*s->v)); /* counted first: no copies while it grows */
+    for (p = start; snap_next(&p, end, &u) == 1;)
         s->v[s->n++] = u;
-    }
     sort(s->v, s->n);
     /* Counts of one mandate may be recorded out of admission order (two workers): the largest. */
     size_t out = 0;

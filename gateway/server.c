@@ -43,6 +43,7 @@ static int load_jtis(struct state *state, struct store *st, int64_t keep_from, c
     int64_t t0 = mono_us();
     if (snap_load(store_db(st), keep_from, &sn, err) != 0)
         return -1;
+    state_reserve_jtis(state, sn.n);
     for (size_t i = 0; i < sn.n; i++) {
         char iss[SNAP_MAX_ID + 1], jti[SNAP_MAX_ID + 1];
         memcpy(iss, sn.v[i].iss, sn.v[i].iss_len);

@@ -411,6 +411,19 @@ static struct slot *jti_slot(struct state *st, struct made *mk, int64_t exp, str
     return j;
 }
 
+void state_reserve_jtis(struct state *st, size_t n)
+{
+    struct table *t = &st->jtis;
+    pthread_mutex_lock(&st->mu);
+    if (t->n == 0 && !t->old && !t->spare && t->cap * 3 / 4 < n) {
+        while (t->cap * 3 / 4 < n)
+            t->cap *= 2;
+        free(t->v);
+        t->v = xcalloc(t->cap, sizeof(*t->v));
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
 void state_set_horizon(struct state *st, int64_t horizon)
 {
     st->horizon = horizon;

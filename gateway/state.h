@@ -52,6 +52,8 @@ int revoke_kind_parse(const char *s, enum revoke_kind *out) MUST_CHECK;
  * as expired, whatever the clock skew. Start-up, before any admission.
  */
 void state_set_horizon(struct state *st, int64_t horizon);
+/** Size the empty jti table for n jtis at once (start-up: no growth step by step). */
+void state_reserve_jtis(struct state *st, size_t n);
 /** Remember that (iss, jti), valid until exp, was used `used` times (start-up). */
 void state_load_jti(struct state *st, const char *iss, const char *jti, int64_t exp, int64_t used);
 /** Add a revocation; 1 if new, 0 if it was already there. */
