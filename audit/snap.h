@@ -1,11 +1,12 @@
 /*
  * snap: the used jtis kept by the log itself. An entry that uses mandates carries their counts
- * in its row (the `uses` column: records, below); every SNAP_EVERY entries and at shutdown a
- * snapshot row folds them all as of a seq. The used jtis at the log's end are the newest
- * snapshot plus the records of the entries after it: what the gateway loads at start-up, what
- * the next snapshot is built from, and what replay checks against the entries themselves. The
- * hot path so writes only at the right edge of the entries table, where a used_jtis table keyed
- * by random jtis cost a page of its own per commit.
+ * in its row (the `uses` column: records, below); every audit.snapshot_every entries (or as
+ * many as the last snapshot had records, if more: audit/writer.c) and at shutdown a snapshot row
+ * folds them all as of a seq, with the horizon below which it dropped expired ones. The used jtis
+ * at the log's end are the newest snapshot plus the records of the entries after it: what the
+ * gateway loads at start-up, what the next snapshot is built from, and what replay checks against
+ * the entries themselves. The hot path so writes only at the right edge of the entries table, where
+ * a used_jtis table keyed by random jtis cost a page of its own per commit.
  *
  * A record: varint(len) iss, varint(len) jti, varint(zigzag(exp)), varint(used). Records are read
  * from files from outside (mandate-audit), so the decoder bounds everything (fuzz_snap).
@@ -21,8 +22,8 @@
 #include "core/log.h"
 #include "core/util.h"
 
-/* A snapshot after this many entries (and at shutdown): at most this many rows to read back at
- * start-up beside the snapshot itself. */
+/* The default of audit.snapshot_every: about this many rows to read back at start-up beside
+ * the snapshot itself. */
 #define SNAP_EVERY 65536
 /* The longest iss or jti a record holds (the writer's ops hold less). */
 #define SNAP_MAX_ID 1024
