@@ -310,6 +310,29 @@ int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len, 
     return step(st, st->ins_entry);
 }
 
+int store_append_entry(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32],
+                       const struct entry_body *body, const void *uses, size_t uses_len,
+                       unsigned char leaf[32])
+{
+    char prev[65];
+    hex_encode(last_leaf, 32, prev);
+    size_t len;
+    char *bytes = entry_seal(body, f->size, prev, &len);
+    merkle_leaf_hash((unsigned char *)bytes, len, leaf);
+    int rc = store_append(st, f->size, bytes, len, uses, uses_len, leaf);
+    free(bytes);
+    if (rc != 0)
+        return -1;
+    memcpy(last_leaf, leaf, 32);
+    unsigned char done[MERKLE_MAX_HEIGHT][32];
+    int k = merkle_append(f, leaf, done);
+    /* Subtree roots, so that roots and proofs later cost O(log n) reads. */
+    for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
+        if (store_put_node(st, j + 1, (f->size >> (j + 1)) - 1, done[j]) != 0)
+            return -1;
+    return 0;
+}
+
 int store_put_mandate(struct store *st, const char *sha_hex, const char *jws)
 {
     sqlite3_bind_text(st->ins_text, 1, sha_hex, -1, SQLITE_STATIC);

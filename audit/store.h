@@ -14,6 +14,7 @@
 
 #include <sqlite3.h>
 
+#include "audit/entry.h"
 #include "audit/merkle.h"
 #include "core/util.h"
 
@@ -64,6 +65,15 @@ void store_rollback(struct store *st);
  */
 int store_append(struct store *st, uint64_t seq, const char *bytes, size_t len, const void *uses,
                  size_t uses_len, const unsigned char leaf[32]) MUST_CHECK;
+/**
+ * Seal body as entry f->size after last_leaf (entry_seal), append it with its uses (uses_len 0:
+ * none) and the subtree roots it completes, and advance f and last_leaf to it; *leaf receives
+ * its leaf hash. On -1, f and last_leaf may have advanced: the caller rolls back both with the
+ * transaction.
+ */
+int store_append_entry(struct store *st, struct merkle_frontier *f, unsigned char last_leaf[32],
+                       const struct entry_body *body, const void *uses, size_t uses_len,
+                       unsigned char leaf[32]) MUST_CHECK;
 /** Append a mandate's JWS text with its hex SHA-256 (a text stored twice does no harm). */
 int store_put_mandate(struct store *st, const char *sha_hex, const char *jws) MUST_CHECK;
 /**

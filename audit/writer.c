@@ -311,17 +311,13 @@ static void remember_texts(struct writer *w, const struct writer_item *from,
 /* Append one item's entry and state change inside the open transaction. */
 static int append(struct writer *w, struct writer_item *it)
 {
-    char prev[65];
-    hex_encode(w->last_leaf, 32, prev);
-    size_t len;
-    char *bytes = entry_seal(&it->body, w->tree.size, prev, &len);
-    merkle_leaf_hash((unsigned char *)bytes, len, it->leaf);
     sb_reset(&w->uses);
     for (int i = 0; i < it->nops; i++)
         if (it->ops[i].kind == WOP_JTI)
             snap_put(&w->uses, it->ops[i].a, it->ops[i].b, it->ops[i].x, it->ops[i].y);
-    int rc = store_append(w->st, w->tree.size, bytes, len, w->uses.buf, w->uses.len, it->leaf);
-    free(bytes);
+    it->seq = w->tree.size;
+    int rc = store_append_entry(w->st, &w->tree, w->last_leaf, &it->body, w->uses.buf, w->uses.len,
+                                it->leaf);
     for (int i = 0; rc == 0 && i < 2 && it->jws[i]; i++)
         if (w->stored[text_id(it->jws_sha[i]) % STORED_SLOTS] != text_id(it->jws_sha[i]))
             rc = store_put_mandate(w->st, it->jws_sha[i], it->jws[i]);
@@ -337,18 +333,7 @@ static int append(struct writer *w, struct writer_item *it)
     for (size_t i = 0; rc == 0 && i < it->nkeysets; i++)
         rc = store_put_keyset(w->st, it->keysets[i].sha, it->keysets[i].owner, it->keysets[i].jwks,
                               now_ms());
-    if (rc != 0)
-        return -1;
-    it->seq = w->tree.size;
-    memcpy(w->last_leaf, it->leaf, 32);
-    unsigned char done[MERKLE_MAX_HEIGHT][32];
-    int k = merkle_append(&w->tree, it->leaf, done);
-    /* Subtree roots, so that roots and proofs later cost O(log n) reads (one row per eight
-     * entries on average). */
-    for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
-        if (store_put_node(w->st, j + 1, (w->tree.size >> (j + 1)) - 1, done[j]) != 0)
-            return -1;
-    return 0;
+    return rc == 0 ? 0 : -1; /* transact() rolls back the tree with the transaction */
 }
 
 static void publish_checkpoint(struct writer *w, char *note)

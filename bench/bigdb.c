@@ -37,20 +37,10 @@ static void add(struct log *l, json_t *obj)
     struct entry_body b;
     const char *why;
     must(entry_body_encode(obj, &b, &why) == 0, "entry_body_encode");
-    char prev[65];
-    hex_encode(l->prev, 32, prev);
-    size_t len;
-    char *bytes = entry_seal(&b, l->f.size, prev, &len);
-    unsigned char leaf[32], done[MERKLE_MAX_HEIGHT][32];
-    merkle_leaf_hash((const unsigned char *)bytes, len, leaf);
-    must(store_append(l->st, l->f.size, bytes, len, l->uses.buf, l->uses.len, leaf) == 0,
-         "store_append");
+    unsigned char leaf[32];
+    must(store_append_entry(l->st, &l->f, l->prev, &b, l->uses.buf, l->uses.len, leaf) == 0,
+         "store_append_entry");
     sb_reset(&l->uses);
-    int k = merkle_append(&l->f, leaf, done);
-    for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
-        must(store_put_node(l->st, j + 1, (l->f.size >> (j + 1)) - 1, done[j]) == 0, "node");
-    memcpy(l->prev, leaf, 32);
-    free(bytes);
     entry_body_clear(&b);
     json_decref(obj);
 }

@@ -58,21 +58,11 @@ static void add_used(struct log *l, json_t *obj, struct sb *uses)
     struct entry_body b;
     const char *why;
     must(entry_body_encode(obj, &b, &why) == 0);
-    char prev[65];
-    hex_encode(l->prev, 32, prev);
-    size_t len;
-    char *bytes = entry_seal(&b, l->f.size, prev, &len);
-    unsigned char leaf[32], done[MERKLE_MAX_HEIGHT][32];
-    merkle_leaf_hash((const unsigned char *)bytes, len, leaf);
-    must(store_append(l->st, l->f.size, bytes, len, uses ? uses->buf : NULL, uses ? uses->len : 0,
-                      leaf) == 0);
+    unsigned char leaf[32];
+    must(store_append_entry(l->st, &l->f, l->prev, &b, uses ? uses->buf : NULL,
+                            uses ? uses->len : 0, leaf) == 0);
     if (uses)
         sb_reset(uses);
-    int k = merkle_append(&l->f, leaf, done);
-    for (int j = STORE_NODE_MIN_LEVEL - 1; j < k; j++)
-        must(store_put_node(l->st, j + 1, (l->f.size >> (j + 1)) - 1, done[j]) == 0);
-    memcpy(l->prev, leaf, 32);
-    free(bytes);
     entry_body_clear(&b);
     json_decref(obj);
 }
