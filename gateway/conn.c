@@ -40,109 +40,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void read_next(struct conn *c);
 
-/* --- reading plain sockets ---------------------------------------------------------------------
- * libevent's evbuffer_read asks the socket how much it holds (ioctl FIONREAD) before every read,
- * a system call per read. A plain connection's reads are done here instead, with the
- * bufferevent's semantics the rest of the gateway relies on: into its input buffer, at most up to
- * the high watermark (reading pauses there and resumes when the input drains), a timeout between
- * reads, and EOF, errors and timeouts reported to on_event as the bufferevent would. TLS
- * connections read through their bufferevent (OpenSSL reads records). */
-
-#define READ_CHUNK 16384
-
-/* Pending exactly when reading is wanted and the input is under its bound. */
-static void rd_schedule(struct conn *c)
-{
-    size_t len = evbuffer_get_length(bufferevent_get_input(c->bev));
-    if (c->rd_on && !(c->rd_high && len >= c->rd_high))
-        event_add(c->rd, c->rd_timed ? &c->rd_timeout : NULL);
-    else
-        event_del(c->rd);
-}
-
-static void on_readable(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn *c = arg;
-    if (what & EV_TIMEOUT) {
-        c->rd_on = false;
-        event_del(c->rd);
-        on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
-        return;
-    }
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    size_t len = evbuffer_get_length(in), want = READ_CHUNK;
-    if (c->rd_high)
-        want = len >= c->rd_high ? 0 : c->rd_high - len < want ? c->rd_high - len : want;
-    if (want == 0) {
-        event_del(c->rd);
-        return;
-    }
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
-    int err = ENOMEM;
-    evbuffer_unfreeze(in, 0); /* the bufferevent lets only itself add to its input */
-    if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) == 1) {
-        n = read(fd, v.iov_base, v.iov_len < want ? v.iov_len : want);
-        err = errno;
-        if (n > 0) {
-            v.iov_len = (size_t)n;
-            evbuffer_commit_space(in, &v, 1);
-        }
-    }
-    evbuffer_freeze(in, 0);
-    if (n < 0 && (err == EAGAIN || err == EINTR))
-        return;
-    if (n <= 0) {
-        c->rd_on = false;
-        event_del(c->rd);
-        on_event(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
-        return;
-    }
-    if (c->rd_high && evbuffer_get_length(in) >= c->rd_high)
-        event_del(c->rd); /* level-triggered: not again until the input drains */
-    on_read(c->bev, c);   /* may free c */
-}
-
-/* The input drained (a head or body taken): read again if reading paused at the bound. */
-static void on_input_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-                             void *arg)
-{
-    struct conn *c = arg;
-    if (info->n_deleted && c->rd_on && c->rd_high && evbuffer_get_length(buf) < c->rd_high &&
-        !event_pending(c->rd, EV_READ, NULL))
-        rd_schedule(c);
-}
-
 void conn_read_enable(struct conn *c)
 {
-    if (!c->rd) {
-        bufferevent_enable(c->bev, EV_READ);
-        return;
-    }
-    c->rd_on = true;
-    rd_schedule(c);
+    reader_enable(&c->rd);
 }
 
 void conn_read_disable(struct conn *c)
 {
-    if (!c->rd) {
-        bufferevent_disable(c->bev, EV_READ);
-        return;
-    }
-    c->rd_on = false;
-    event_del(c->rd);
-}
-
-/* Read no further ahead than high bytes of input (0: no bound). */
-static void read_high(struct conn *c, size_t high)
-{
-    if (!c->rd) {
-        bufferevent_setwatermark(c->bev, EV_READ, 0, high);
-        return;
-    }
-    c->rd_high = high;
-    if (c->rd_on)
-        rd_schedule(c);
+    reader_disable(&c->rd);
 }
 
 static void arm(struct conn *c, int64_t ms)
@@ -160,10 +65,7 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     event_free(c->timer);
-    if (c->rd) {
-        event_free(c->rd);
-        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->rd_cb);
-    }
+    reader_detach(&c->rd);
     flush_detach(&c->fl);
     bufferevent_free(c->bev); /* closes the socket (and frees the SSL) */
     atomic_fetch_sub(c->decision ? &conn_decision_open_count : &conn_open_count, 1);
@@ -235,9 +137,11 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
         return;
     } else {
         c->bev = bufferevent_socket_new(w->base, fd, opts);
+    }
+    reader_init(&c->rd, c->bev);
+    if (!ssl) {
         flush_attach(&c->fl, w->flusher, c->bev);
-        c->rd = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
-        c->rd_cb = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input_drained, c);
+        reader_attach(&c->rd);
     }
     c->timer = evtimer_new(w->base, on_timer, c);
     c->next = w->conns;
@@ -248,7 +152,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa
     conn_read_timeout(c, NULL);
     /* Never hold more unparsed input than one head can be: pipelined requests wait in the socket.
      */
-    read_high(c, (size_t)conf->max_header_bytes + 1);
+    reader_set_high(&c->rd, (size_t)conf->max_header_bytes + 1);
     if (flush_write_events(&c->fl))
         bufferevent_enable(c->bev, EV_WRITE);
     conn_read_enable(c);
@@ -373,7 +277,7 @@ static void linger(struct conn *c)
     c->lingering = true;
     evbuffer_drain(bufferevent_get_input(c->bev), (size_t)-1);
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    read_high(c, 0);
+    reader_set_high(&c->rd, 0);
     conn_read_enable(c);
     arm(c, LINGER_MS);
 }
@@ -459,31 +363,14 @@ void conn_set_flooding(struct conn *c, bool flooding)
         return;
     c->flooding = flooding;
     int prio = prio_of(c);
-    bufferevent_priority_set(c->bev, prio);
+    reader_set_priority(&c->rd, prio);
     event_priority_set(c->timer, prio);
-    if (c->rd)
-        event_priority_set(c->rd, prio); /* refused only while queued to run: next time then */
 }
 
 void conn_read_timeout(struct conn *c, const struct timeval *rt)
 {
     struct timeval wt = {WRITE_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, c->rd ? NULL : rt, &wt);
-    if (!c->rd)
-        return;
-    if (!rt && c->rd_timed) {
-        /* libevent keeps a persistent event's timeout through event_add(ev, NULL) and event_del
-         * and re-arms it after every read: the event starts afresh instead. */
-        event_del(c->rd);
-        event_assign(c->rd, c->w->base, bufferevent_getfd(c->bev), EV_READ | EV_PERSIST,
-                     on_readable, c);
-        event_priority_set(c->rd, prio_of(c));
-    }
-    c->rd_timed = rt != NULL;
-    if (rt)
-        c->rd_timeout = *rt;
-    if (c->rd_on)
-        rd_schedule(c);
+    reader_set_timeouts(&c->rd, rt, &wt);
 }
 
 void conn_request_done(struct conn *c, bool keep_alive)

@@ -21,6 +21,7 @@
 
 #include "gateway/flush.h"
 #include "gateway/http_parse.h"
+#include "gateway/reader.h"
 
 struct worker;
 struct request;
@@ -32,13 +33,7 @@ struct conn {
     struct worker *w;
     struct bufferevent *bev;
     struct flush_link fl; /* plain TCP: its output is written through (flush.h) */
-    /* Plain TCP: reads into the bufferevent's input by conn.c's own event (conn_read_enable) */
-    struct event *rd;
-    struct evbuffer_cb_entry *rd_cb; /* on the input: resumes reading below rd_high */
-    bool rd_on;                      /* reading wanted */
-    size_t rd_high;                  /* stop reading at this much input; 0: no bound */
-    struct timeval rd_timeout;       /* between reads, when rd_timed */
-    bool rd_timed;
+    struct reader rd;     /* plain TCP: read without FIONREAD (reader.h) */
     struct event *timer;  /* head deadline or idle timeout */
     enum conn_state state;
     bool fresh;        /* no request yet: a silent connection is closed silently */

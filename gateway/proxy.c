@@ -1359,7 +1359,7 @@ static void on_up_read(struct bufferevent *bev, void *arg)
         return;
     }
     if (!r->collect && evbuffer_get_length(out) >= HIGH_WATER) {
-        bufferevent_disable(bev, EV_READ);
+        reader_disable(&r->uc->rd);
         r->up_paused = true;
     }
 }
@@ -1411,7 +1411,7 @@ void proxy_client_drained(struct request *r)
 {
     if (r->up_paused && r->uc) {
         r->up_paused = false;
-        bufferevent_enable(r->uc->bev, EV_READ);
+        reader_enable(&r->uc->rd);
         on_up_read(r->uc->bev, r);
     }
 }

@@ -42,6 +42,7 @@ struct upstream_pools *upstream_pools_new(struct event_base *base, struct flushe
 
 static void conn_close(struct upconn *c)
 {
+    reader_detach(&c->rd);
     flush_detach(&c->fl);
     bufferevent_free(c->bev);
     free(c);
@@ -124,6 +125,7 @@ static struct upconn *open_conn(struct upstream_pools *p, struct upstream_pool *
         return NULL;
     }
     c->plain = !m->upstream_tls;
+    reader_init(&c->rd, c->bev);
     /* A refused connection is reported through the event callback, never here. */
     if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&m->upstream_addr,
                                    m->upstream_addrlen) != 0) {
@@ -147,9 +149,11 @@ struct upconn *upstream_acquire(struct upstream_pools *p, const struct merchant 
     else if (!(c = open_conn(p, pl, m)))
         return NULL;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    reader_set_timeouts(&c->rd, &tv, &tv);
     bufferevent_setcb(c->bev, readcb, writecb, eventcb, arg);
-    bufferevent_enable(c->bev, EV_READ | flush_write_events(&c->fl));
+    reader_enable(&c->rd);
+    if (flush_write_events(&c->fl))
+        bufferevent_enable(c->bev, EV_WRITE);
     return c;
 }
 
@@ -165,15 +169,18 @@ void upstream_release(struct upconn *c, bool keep)
         return;
     }
     c->reused = true;
-    /* Written through from its next request on (flush.h). Not before: until a connection is
-     * known to be up, a direct write would take its connect error from the bufferevent, which
-     * reports it (it carried a whole exchange, so it is up). */
-    if (c->plain && !c->fl.fl)
+    /* Written through and read by the reader from its next request on (flush.h, reader.h). Not
+     * before: until a connection is known to be up, a direct write or read would take its
+     * connect error from the bufferevent, which reports it (it carried a whole exchange, so it
+     * is up). */
+    if (c->plain && !c->fl.fl) {
         flush_attach(&c->fl, pl->flusher, c->bev);
+        reader_attach(&c->rd);
+    }
     flush_drained(&c->fl);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    reader_set_timeouts(&c->rd, NULL, NULL);
     bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
-    bufferevent_enable(c->bev, EV_READ);
+    reader_enable(&c->rd);
     c->next = pl->idle;
     pl->idle = c;
     pl->nidle++;

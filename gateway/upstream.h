@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "gateway/flush.h"
+#include "gateway/reader.h"
 
 struct merchant;
 struct upstream_pool;
@@ -25,8 +26,9 @@ struct upconn {
     struct upstream_pool *pool;
     struct bufferevent *bev;
     struct flush_link fl; /* plain TCP: its output is written through (flush.h) */
+    struct reader rd;     /* its reading: enable and disable it here, not on bev */
     bool reused;          /* has carried a request before */
-    bool plain;           /* no TLS: written through once pooled */
+    bool plain;           /* no TLS: written through and read without FIONREAD once pooled */
 };
 
 struct upstream_pools;

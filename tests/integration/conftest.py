@@ -66,6 +66,14 @@ def sha256_hex(s):
     return hashlib.sha256(s.encode()).hexdigest()
 
 
+def read_jsonl(path):
+    """The JSON lines of path; [] while it does not exist."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def wait_for(cond, timeout=5.0, what="condition"):
     """Poll cond() until it is true (bounded); returns its value or fails the test."""
     deadline = time.monotonic() + timeout

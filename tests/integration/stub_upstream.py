@@ -18,7 +18,8 @@ per request in the file given as argv[2]) and answers by path:
   anything else      200 {"ok": true, "path": ...}
 A chunked request body is decoded; a request whose body does not arrive complete is not recorded
 as a request: {"event": "incomplete", "path": ...} goes to RECORD_FILE + ".cut" instead. Every
-request head is also noted, before its body is read, in RECORD_FILE + ".heads".
+request head is also noted, before its body is read, in RECORD_FILE + ".heads", with "peer": the
+port of the connection that carried it.
 Usage: stub_upstream.py PORT RECORD_FILE [CERT_FILE:KEY_FILE]  (the third argument: serve TLS)"""
 import json
 import ssl
@@ -76,7 +77,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def handle_any(self):
-        record({"method": self.command, "path": self.path}, RECORD + ".heads")
+        record({"method": self.command, "path": self.path, "peer": self.client_address[1]},
+               RECORD + ".heads")
         try:
             if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
                 body = read_chunked(self.rfile)

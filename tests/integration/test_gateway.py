@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, Proc, binary, free_port, keygen, raw, run, wait_for,
-                      wait_port, write_json)
+from conftest import (ADMIN_TOKEN, Proc, binary, free_port, keygen, raw, read_jsonl, run,
+                      wait_for, wait_port, write_json)
 from jwcrypto import jwk
 
 
@@ -376,6 +376,42 @@ def test_write_through_falls_back_for_a_slow_reader_and_comes_back(g):
     assert status == 200 and rest == b""
     # The request to the merchant and the answer to the client: both through again.
     assert writes(g)["through"] - through >= 2
+    s.close()
+
+
+def test_pooled_upstream_connection_pauses_resumes_and_times_out(g):
+    """A pooled connection to the merchant is read by the gateway's own reader (no FIONREAD per
+    read): its reading still pauses behind a client that does not read and resumes when it
+    does, the connection is pooled again after, and a request it carries still times out."""
+    size = 8 * 1024 * 1024
+    tok = g.mint(uses=4)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+
+    def send(path):
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Mandate {tok}\r\n\r\n"
+                  .encode())
+
+    send("/lux/search?first")  # one worker serves this connection: its pool gets a connection
+    assert read_answer(s, b"")[0] == 200
+    before = writes(g)
+    send(f"/big/{size}")
+    deadline = time.monotonic() + 20
+    while writes(g)["backlog"] == before["backlog"] and time.monotonic() < deadline:
+        time.sleep(0.02)  # not reading: the gateway's output fills and the merchant is paused
+    assert writes(g)["backlog"] > before["backlog"]
+    status, body, rest = read_answer(s, b"")
+    assert (status, len(body), rest) == (200, size, b"")
+    send("/lux/search?again")
+    assert read_answer(s, b"")[0] == 200
+    t = time.monotonic()
+    send("/slow/pooled")
+    status, body, _ = read_answer(s, b"")
+    assert status == 504 and json.loads(body)["error"] == "upstream_timeout"
+    assert 1.4 <= time.monotonic() - t < 4.0
+    peers = {h["path"]: h["peer"] for h in read_jsonl(g.record + ".heads")}
+    assert (peers["/lux/search?first"] == peers[f"/big/{size}"] == peers["/lux/search?again"] ==
+            peers["/slow/pooled"])
     s.close()
 
 

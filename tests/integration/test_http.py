@@ -15,7 +15,8 @@ import http.client
 
 import pytest
 
-from conftest import HERE, Gateway, Proc, binary, run, wait_for, wait_port, write_json
+from conftest import (HERE, Gateway, Proc, binary, read_jsonl, run, wait_for, wait_port,
+                      write_json)
 
 # --- raw HTTP on a socket ----------------------------------------------------------------------
 
@@ -840,13 +841,6 @@ def test_https_upstream(gateway, ca):
 
 
 # --- more of SPEC §5 -------------------------------------------------------------------------
-
-
-def read_jsonl(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def test_upstream_101_is_502(gateway):
