@@ -868,10 +868,43 @@ static void test_hashed(void **state)
     free(ctok);
 }
 
+/* ES256 verification contexts are cached per thread and key (core/jws.c): more keys than the
+ * cache has slots, each verified twice round (every slot replaced meanwhile), and keys freed and
+ * made again, each accepting its own signature and refusing the others'. */
+static void test_es256_contexts_per_key(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    struct jwk k[N];
+    unsigned char sig[N][JWS_SIG_LEN];
+    const unsigned char msg[] = "header.payload";
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jwk_generate(JWK_ES256, "k", &k[i]), 0);
+        assert_int_equal(jws_sign_raw(&k[i], msg, sizeof(msg) - 1, sig[i]), 0);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            int other = (i + 1) % N;
+            assert_int_equal(jws_verify_raw(&k[i], msg, sizeof(msg) - 1, sig[i], JWS_SIG_LEN), 0);
+            assert_int_equal(
+                jws_verify_raw(&k[i], msg, sizeof(msg) - 1, sig[other], JWS_SIG_LEN), -1);
+            assert_int_equal(jws_verify_raw(&k[i], msg, sizeof(msg) - 2, sig[i], JWS_SIG_LEN), -1);
+        }
+        for (int i = 0; i < N; i += 2) { /* new keys, maybe where the freed ones were */
+            jwk_clear(&k[i]);
+            assert_int_equal(jwk_generate(JWK_ES256, "k", &k[i]), 0);
+            assert_int_equal(jws_sign_raw(&k[i], msg, sizeof(msg) - 1, sig[i]), 0);
+        }
+    }
+    for (int i = 0; i < N; i++)
+        jwk_clear(&k[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_intent_es256_round_trip),
+        cmocka_unit_test(test_es256_contexts_per_key),
         cmocka_unit_test(test_intent_eddsa_round_trip),
         cmocka_unit_test(test_cart_and_payment_round_trip),
         cmocka_unit_test(test_alg_none),
