@@ -886,8 +886,8 @@ static void test_es256_contexts_per_key(void **state)
         for (int i = 0; i < N; i++) {
             int other = (i + 1) % N;
             assert_int_equal(jws_verify_raw(&k[i], msg, sizeof(msg) - 1, sig[i], JWS_SIG_LEN), 0);
-            assert_int_equal(
-                jws_verify_raw(&k[i], msg, sizeof(msg) - 1, sig[other], JWS_SIG_LEN), -1);
+            assert_int_equal(jws_verify_raw(&k[i], msg, sizeof(msg) - 1, sig[other], JWS_SIG_LEN),
+                             -1);
             assert_int_equal(jws_verify_raw(&k[i], msg, sizeof(msg) - 2, sig[i], JWS_SIG_LEN), -1);
         }
         for (int i = 0; i < N; i += 2) { /* new keys, maybe where the freed ones were */
