@@ -32,8 +32,16 @@ struct tally {
     json_t *index; /* key → its position in v */
 };
 
+/* The uses of mandates ("iss\njti") and carts that entries record: what a gateway's state must
+ * know at least. */
+struct derived {
+    struct tally uses, carts;
+};
+
 struct replay {
     struct tally uses, carts, spend, reserved;
+    struct derived *own; /* several logs: each log's own uses (its state knows only those) */
+    size_t nown;
     int64_t skew_s;
     struct replay_finding *found;
     size_t nfound;
@@ -89,6 +97,13 @@ static void replay_clear(struct replay *rp)
 {
     tally_clear(&rp->uses);
     tally_clear(&rp->carts);
+    for (size_t i = 0; i < rp->nown; i++) {
+        tally_clear(&rp->own[i].uses);
+        tally_clear(&rp->own[i].carts);
+    }
+    free(rp->own);
+    rp->own = NULL;
+    rp->nown = 0;
     tally_clear(&rp->spend);
     tally_clear(&rp->reserved);
     free_found(rp->found, rp->nfound);
@@ -118,6 +133,14 @@ static void broke(struct replay *rp, size_t log, const struct verify_step *st, c
     va_end(ap);
 }
 
+/* One more use of key in a log's own tally t. */
+static void own_use(struct tally *t, const char *key, size_t log, int64_t seq, int64_t exp)
+{
+    struct used *u = tally_at(t, key, log, seq);
+    u->count++;
+    u->exp = exp;
+}
+
 /* The cart: paid once. The payment: its spend, in its cap period, within its cap; reserved
  * under the request's id until an outcome releases it. */
 static void replay_priced(struct replay *rp, size_t log, const struct verify_step *st,
@@ -126,9 +149,11 @@ static void replay_priced(struct replay *rp, size_t log, const struct verify_ste
     const char *ciss = sjson_str(cart, "iss"), *cjti = sjson_str(cart, "jti");
     char *ckey = xasprintf("%s\n%s", ciss ? ciss : "", cjti ? cjti : "");
     struct used *paid = tally_at(&rp->carts, ckey, log, st->seq);
-    free(ckey);
     if (sjson_int(cart, "exp", &paid->exp) != 0)
         paid->exp = 0;
+    if (rp->own)
+        own_use(&rp->own[log].carts, ckey, log, st->seq, paid->exp);
+    free(ckey);
     if (++paid->count > 1)
         broke(rp, log, st, "reused cart", paid, "cart %s paid %lld times", cjti ? cjti : "?",
               (long long)paid->count);
@@ -196,6 +221,8 @@ static void replay_entry(struct replay *rp, size_t log, const struct verify_step
               (long long)(ts / 1000 - exp));
     char *key = xasprintf("%s\n%s", iss, jti);
     struct used *count = tally_at(&rp->uses, key, log, st->seq);
+    if (rp->own)
+        own_use(&rp->own[log].uses, key, log, st->seq, exp);
     free(key);
     count->exp = exp;
     if (++count->count > uses)
@@ -214,15 +241,15 @@ static void take_violation(struct verify_report *rep, const struct verify_report
     memcpy(rep->detail, pass->detail, sizeof(rep->detail));
 }
 
-/* The tally of "iss\njti" in uses or carts, or NULL. */
-static const struct used *derived(const struct replay *rp, const struct snap_use *u)
+/* The tally of "iss\njti" in d's uses or carts, or NULL. */
+static const struct used *derived(const struct derived *d, const struct snap_use *u)
 {
     char *key = xasprintf("%.*s\n%.*s", (int)u->iss_len, u->iss, (int)u->jti_len, u->jti);
-    const struct used *d = tally_find(&rp->uses, key);
-    if (!d)
-        d = tally_find(&rp->carts, key);
+    const struct used *found = tally_find(&d->uses, key);
+    if (!found)
+        found = tally_find(&d->carts, key);
     free(key);
-    return d;
+    return found;
 }
 
 static void state_finding(struct verify_report *rep, uint64_t seq, const char *fmt, ...)
@@ -246,7 +273,7 @@ static void state_finding(struct verify_report *rep, uint64_t seq, const char *f
  * it), could be used again after a restart. More uses than the entries say is no finding: an allow
  * the log refused keeps its use (fails closed). Logs from before the uses column are not checked.
  */
-static void check_state(sqlite3 *db, const struct replay *rp, struct verify_report *rep)
+static void check_state(sqlite3 *db, const struct derived *dv, struct verify_report *rep)
 {
     if (!store_has_column(db, "uses"))
         return;
@@ -259,7 +286,7 @@ static void check_state(sqlite3 *db, const struct replay *rp, struct verify_repo
     }
     size_t known = 0;
     for (size_t i = 0; i < sn.n && rep->ok; i++) {
-        const struct used *d = derived(rp, &sn.v[i]);
+        const struct used *d = derived(dv, &sn.v[i]);
         if (d)
             known++;
         if (d && sn.v[i].used < d->count)
@@ -267,7 +294,7 @@ static void check_state(sqlite3 *db, const struct replay *rp, struct verify_repo
                           (int)sn.v[i].jti_len, sn.v[i].jti, (long long)sn.v[i].used,
                           (long long)d->count);
     }
-    const struct tally *ts[] = {&rp->uses, &rp->carts};
+    const struct tally *ts[] = {&dv->uses, &dv->carts};
     for (size_t t = 0; t < 2 && rep->ok && known < ts[0]->n + ts[1]->n; t++)
         for (size_t i = 0; i < ts[t]->n && rep->ok; i++) {
             const struct used *d = &ts[t]->v[i];
@@ -306,7 +333,7 @@ int replay_log(sqlite3 *db, const struct verify_opts *o, struct verify_report *r
             rep->violation = rp.found[0].rule;
             memcpy(rep->detail, rp.found[0].detail, sizeof(rep->detail));
         } else {
-            check_state(db, &rp, rep);
+            check_state(db, &(struct derived){rp.uses, rp.carts}, rep);
         }
         replay_clear(&rp);
     }
@@ -393,8 +420,12 @@ static bool before(const struct head *a, const struct head *b)
     return c ? c < 0 : a->st.seq < b->st.seq;
 }
 
-/* Replay the intact logs' walks together, into rr. */
-static void replay_merged(struct replay_report *rr, struct verify_walk **walks, int64_t skew_s)
+/*
+ * Replay the intact logs' walks together, into rr; then, with no rule broken, check each log's
+ * state (dbs[i]) against the uses its own entries record, as replaying it alone does.
+ */
+static void replay_merged(struct replay_report *rr, struct verify_walk **walks, sqlite3 **dbs,
+                          int64_t skew_s)
 {
     struct head *h = xcalloc(rr->nlogs, sizeof(*h));
     for (size_t i = 0; i < rr->nlogs; i++) {
@@ -403,7 +434,8 @@ static void replay_merged(struct replay_report *rr, struct verify_walk **walks, 
             .w = walks[i], .pass = src->rep, .label = src->origin ? src->origin : src->path};
         head_next(&h[i]);
     }
-    struct replay rp = {.skew_s = skew_s};
+    struct replay rp = {
+        .skew_s = skew_s, .own = xcalloc(rr->nlogs, sizeof(*rp.own)), .nown = rr->nlogs};
     for (;;) {
         size_t k = rr->nlogs;
         for (size_t i = 0; i < rr->nlogs; i++)
@@ -423,6 +455,11 @@ static void replay_merged(struct replay_report *rr, struct verify_walk **walks, 
     rr->found = rp.found;
     rr->nfound = rp.nfound;
     rr->ok = rr->ok && rp.nfound == 0;
+    bool clean = rr->ok;
+    for (size_t i = 0; i < rr->nlogs && clean; i++) {
+        check_state(dbs[i], &rp.own[i], &rr->logs[i].rep);
+        rr->ok = rr->ok && rr->logs[i].rep.ok;
+    }
     rp.found = NULL;
     rp.nfound = 0;
     replay_clear(&rp);
@@ -461,7 +498,7 @@ int replay_files(const char *const *paths, const char *const *origins, size_t n,
         rr->allows += rep->allows;
     }
     if (rr->ok)
-        replay_merged(rr, walks, o->skew_s);
+        replay_merged(rr, walks, dbs, o->skew_s);
     rc = rr->ok ? 0 : 1;
 out:
     for (size_t i = 0; i < n; i++) {

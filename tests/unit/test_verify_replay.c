@@ -8,6 +8,7 @@
 #include "testkit.h"
 
 #include <event2/thread.h>
+#include <sqlite3.h>
 
 #include "audit/replay.h"
 #include "audit/writer.h"
@@ -301,6 +302,40 @@ static void test_uses_across_logs(void **state)
     free_nodes(&a, &b);
 }
 
+/* Each log's state is checked against its own entries, as alone: a mandate used on both nodes
+ * within its uses is no finding (each node's state counts its own uses), and a snapshot that
+ * lost its uses is named in its log's report. */
+static void test_state_of_each_log(void **state)
+{
+    struct fixture *fx = *state;
+    struct node a = node_open(fx, "a", "a.test/log"), b = node_open(fx, "b", "b.test/log");
+    char *jti, *tok = intent(fx, 3, &jti);
+    use(&a, T0 + 1000, "ra1", tok, jti);
+    use(&b, T0 + 2000, "rb1", tok, jti);
+    use(&a, T0 + 3000, "ra2", tok, jti);
+    node_close(&a); /* each with a snapshot at stop */
+    node_close(&b);
+    struct replay_report rr;
+    assert_int_equal(together(fx, &a, &b, &rr), 0);
+    replay_report_clear(&rr);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(b.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE snapshots SET uses = x''", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(together(fx, &a, &b, &rr), 1);
+    assert_true(rr.replayed);
+    assert_int_equal(rr.nfound, 0);
+    assert_true(rr.logs[0].rep.ok);
+    assert_false(rr.logs[1].rep.ok);
+    assert_string_equal(rr.logs[1].rep.violation, "state behind the log");
+    assert_non_null(strstr(rr.logs[1].rep.detail, "unknown to the state"));
+    replay_report_clear(&rr);
+    free(tok);
+    free(jti);
+    free_nodes(&a, &b);
+}
+
 /* Two uses of a single-use mandate in the same millisecond: the log whose origin sorts first
  * had the first, whatever the order of --db. */
 static void test_ties_by_origin(void **state)
@@ -405,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_before_spend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_after_spend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uses_across_logs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_of_each_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ties_by_origin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_log_first_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_checkpoints, setup, teardown),
