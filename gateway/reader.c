@@ -156,14 +156,16 @@ void reader_set_timeouts(struct reader *r, const struct timeval *rt, const struc
     bufferevent_set_timeouts(r->bev, r->ev ? NULL : rt, wt);
     if (!r->ev)
         return;
-    if (!rt && r->timed && event_pending(r->ev, EV_TIMEOUT, NULL)) {
+    if (!rt && r->timed &&
+        event_pending(r->ev, EV_READ | EV_TIMEOUT, NULL) == (EV_READ | EV_TIMEOUT)) {
         /* libevent keeps a persistent event's timeout through event_add(ev, NULL) and re-arms
          * it after every read: event_remove_timer forgets it and leaves the read pending (no
          * epoll_ctl, where deleting and adding the event again costs two per request). */
         event_remove_timer(r->ev);
     } else if (!rt && r->timed) {
-        /* Not waiting (reading off), and the timeout kept through event_del as well: the event
-         * starts afresh. */
+        /* Not waiting on both: reading off, or the timeout already fired and its callback is
+         * queued in this loop pass (event_remove_timer would leave it to be reported). The
+         * timeout is kept through event_del as well: the event starts afresh. */
         int prio = event_get_priority(r->ev);
         event_del(r->ev);
         event_assign(r->ev, event_get_base(r->ev), event_get_fd(r->ev), EV_READ | EV_PERSIST,
