@@ -1003,6 +1003,8 @@ static void pump_body(struct request *r)
     }
     if (r->body_done) {
         r->body_reading = false;
+        /* The deadline is between body reads: the merchant's answer has its own. */
+        conn_read_timeout(r->c, NULL);
         if (r->held && !r->uc)
             body_held(r);
         return;

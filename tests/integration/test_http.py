@@ -467,6 +467,23 @@ def test_body_deadline_ends_with_the_body(gateway):
     c.close()
 
 
+def test_body_deadline_not_applied_to_the_merchants_answer(gateway):
+    """Once the body is read whole and forwarded, the merchant may take longer than
+    body_timeout_ms (0.5 s here) to answer: the client's connection is not cut meanwhile."""
+    gateway.conf["limits"]["body_timeout_ms"] = 500
+    gateway.conf["merchants"][0]["routes"].append(
+        {"method": "POST", "path": "/delay/*", "action": "search"})
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    c = Client(g.port)
+    body = b'{"room": "double"}'
+    c.send(b"POST /delay/1000 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+           b"Content-Length: %d\r\n" % len(body) + auth(g.mint()) + b"\r\n" + body)
+    got = c.answers(1, timeout=10)
+    assert got[0][0] == 200 and json.loads(got[0][2])["path"] == "/delay/1000", got
+    c.close()
+
+
 def test_http10_closed_after_answer_unless_keep_alive(gateway):
     g = gateway.start()
     c = Client(g.port)
