@@ -260,8 +260,13 @@ static void print_several(const struct replay_report *rr)
     }
     printf("replay: %zu logs replayed together: %llu allows, ", rr->nlogs,
            (unsigned long long)rr->allows);
+    size_t bad = 0;
+    for (size_t i = 0; i < rr->nlogs; i++)
+        bad += !rr->logs[i].rep.ok; /* a state behind its log's entries, reported above */
     if (rr->nfound)
         printf("%zu broken rule%s\n", rr->nfound, rr->nfound == 1 ? "" : "s");
+    else if (bad)
+        printf("no broken rule; %zu log%s with a violation above\n", bad, bad == 1 ? "" : "s");
     else
         printf("no broken rule\n");
 }

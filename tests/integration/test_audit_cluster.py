@@ -231,3 +231,27 @@ def test_several_db_only_for_replay_and_a_missing_one(pair, tmp_path):
     assert r.returncode == 1 and "only replay takes several --db" in r.stderr
     rc, out, r = replay(a, db(a), str(tmp_path / "missing.db"))
     assert rc == 2, r.stdout + r.stderr
+
+
+def test_a_nodes_state_behind_its_log(pair):
+    """Replayed together, each node's used jtis are still checked against its own entries: a
+    snapshot that lost its uses is named in that node's report, and the exit status is 1."""
+    a, b = pair
+    tok = a.mint(uses=3)
+    for g in (a, b, a):
+        assert g.request("GET", "/lux/search", tok)[0] == 200
+    stop(a, b)
+    rc, out, r = replay(a, db(a), db(b))
+    assert rc == 0, r.stdout + r.stderr
+    c = sqlite3.connect(db(b))
+    c.execute("UPDATE snapshots SET uses = x''")
+    c.commit()
+    c.close()
+    rc, out, r = replay(a, db(a), db(b))
+    assert rc == 1, r.stdout + r.stderr
+    assert "state behind the log" in out and "unknown to the state" in out, out
+    assert "3 allows, no broken rule; 1 log with a violation above" in out, out
+    rc, rep, _ = replay(a, db(a), db(b), json_out=True)
+    assert rc == 1 and not rep["ok"] and rep["violations"] == []
+    assert [l["ok"] for l in rep["logs"]] == [True, False]
+    assert rep["logs"][1]["violation"] == "state behind the log"
