@@ -59,9 +59,10 @@ struct writer {
     pthread_cond_t cond;
     struct writer_item *head, *tail;
     size_t queued, max_queue;
-    int awaited; /* queued items whose submitter waits for the commit */
-    bool busy;   /* the store and the writer's own state are in use, by the writer thread or a
-                    leader: whoever sets it (under mu) has them to itself until it clears it */
+    int awaited;          /* queued items whose submitter waits for the commit */
+    int64_t lazy_mono_us; /* CLOCK_MONOTONIC (mono_us) when the queue's first item came unwoken */
+    bool busy; /* the store and the writer's own state are in use, by the writer thread or a
+                  leader: whoever sets it (under mu) has them to itself until it clears it */
     bool stopping;
     bool closed; /* the thread took its last batch: submissions are refused; guarded by mu */
     struct store *st;
@@ -203,6 +204,7 @@ void writer_mailbox_init(struct writer_mailbox *mb, struct event_base *base, eve
     mb->head = mb->tail = NULL;
     mb->ev = event_new(base, -1, 0, cb, arg);
     mb->may_lead = false;
+    mb->poke = NULL;
 }
 
 void writer_mailbox_drain(struct writer_mailbox *mb)
@@ -231,6 +233,9 @@ void writer_mailbox_clear(struct writer_mailbox *mb)
     }
     event_free(mb->ev);
     mb->ev = NULL;
+    if (mb->poke)
+        event_free(mb->poke);
+    mb->poke = NULL;
     pthread_mutex_destroy(&mb->mu);
 }
 
@@ -254,10 +259,10 @@ static void report_drops(struct writer *w, bool force)
 
 static void lead(struct writer *w);
 
-bool writer_submit(struct writer *w, struct writer_item *it)
+/* Queue it (mu held): false, and mu released, when it is refused. */
+static bool enqueue(struct writer *w, struct writer_item *it)
 {
     it->next = NULL;
-    pthread_mutex_lock(&w->mu);
     /* An item that settles state memory already changed goes in even past the bound: dropping it
      * would make the database disagree with memory after a restart. There are at most as many as
      * allows in flight, which the bound itself limits. */
@@ -280,12 +285,55 @@ bool writer_submit(struct writer *w, struct writer_item *it)
     w->queued++;
     if (it->mb)
         w->awaited++;
+    return true;
+}
+
+bool writer_submit(struct writer *w, struct writer_item *it)
+{
+    pthread_mutex_lock(&w->mu);
+    if (!enqueue(w, it))
+        return false;
     if (it->mb && it->mb->may_lead && !w->busy && !w->stopping) {
         lead(w); /* unlocks */
         return true;
     }
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
+    return true;
+}
+
+/* A worker's linger timer: the items it left unwoken are still queued. */
+static void on_poke(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    if (w->head && !w->busy)
+        pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+bool writer_submit_lazy(struct writer *w, struct writer_item *it, struct writer_mailbox *mb)
+{
+    static const struct timeval linger_tv = {0, LINGER_US};
+    if (!mb->poke && !(mb->poke = evtimer_new(event_get_base(mb->ev), on_poke, w)))
+        return writer_submit(w, it);
+    pthread_mutex_lock(&w->mu);
+    bool first = w->head == NULL;
+    if (!enqueue(w, it))
+        return false;
+    /* Anything else queued has woken the writer, or a batch in progress will be followed by
+     * the next at once (release). */
+    if (!first || w->busy || w->stopping) {
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->mu);
+        return true;
+    }
+    w->lazy_mono_us = mono_us();
+    pthread_mutex_unlock(&w->mu);
+    if (!evtimer_pending(mb->poke, NULL)) /* not put off by every item: a linger at most */
+        evtimer_add(mb->poke, &linger_tv);
     return true;
 }
 
@@ -689,9 +737,14 @@ static void linger(struct writer *w)
 {
     if (!w->head || w->awaited || w->stopping)
         return;
-    struct timespec until;
+    /* From when the first of them came, if it came without waking the writer. */
+    int64_t wait_us = LINGER_US;
+    if (w->lazy_mono_us && (wait_us = w->lazy_mono_us + LINGER_US - mono_us()) <= 0)
+        return;
+    struct timespec until; /* pthread_cond_timedwait's clock */
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += LINGER_US * 1000L;
+    until.tv_sec += wait_us / 1000000;
+    until.tv_nsec += (wait_us % 1000000) * 1000L;
     if (until.tv_nsec >= 1000000000L) {
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
@@ -890,6 +943,7 @@ static struct writer_item *take_batch(struct writer *w)
     w->head = w->tail = NULL;
     w->queued = 0;
     w->awaited = 0;
+    w->lazy_mono_us = 0;
     w->busy = true;
     return batch;
 }
@@ -935,7 +989,10 @@ static void *run(void *arg)
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
-            if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT && !w->busy) {
+            int rc = pthread_cond_timedwait(&w->cond, &w->mu, &ts);
+            if (rc == 0)
+                atomic_fetch_add(&w->stats.wakeups, 1);
+            if (rc == ETIMEDOUT && !w->busy) {
                 /* Idle: the disk and the drop counts are still watched, and the checkpointer
                  * gets to copy what arrived during its last copy, so that the next transaction
                  * starts the WAL over. */

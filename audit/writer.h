@@ -73,6 +73,7 @@ struct writer_mailbox {
      * waits for may be committed on it when no batch is in progress (the leader). Read by
      * writer_submit() on that same thread only. */
     bool may_lead;
+    struct event *poke; /* writer_submit_lazy(): wakes the writer a linger later, if need be */
 };
 
 struct writer_item {
@@ -102,6 +103,7 @@ struct writer_stats {
     struct hist commit_us;  /* BEGIN..COMMIT */
     _Atomic uint64_t entries, batches;
     _Atomic uint64_t led;        /* batches committed by a submitting worker (the leader) */
+    _Atomic uint64_t wakeups;    /* times the idle writer thread was woken (a thread hop) */
     _Atomic uint64_t failures;   /* transactions rolled back (a batch, a retried item) */
     _Atomic uint64_t retried;    /* batches that failed and were retried item by item */
     _Atomic uint64_t dropped;    /* entries nobody waits for that were never written (logged) */
@@ -153,6 +155,14 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
  * log line a second at most.
  */
 bool writer_submit(struct writer *w, struct writer_item *it) MUST_CHECK;
+/**
+ * writer_submit() for an item nobody waits for, on the thread of mb's loop: when nothing else is
+ * queued for the writer thread, it is not woken. The item waits for the next batch (a worker's
+ * allow that leads it, at one request at a time), and if none has come a linger later (2 ms), a
+ * timer on mb's loop wakes the writer thread. An outcome then costs no thread hop.
+ */
+bool writer_submit_lazy(struct writer *w, struct writer_item *it,
+                        struct writer_mailbox *mb) MUST_CHECK;
 /**
  * Commit everything queued, store a final checkpoint, join the thread (and the checkpointer's),
  * copy the WAL into the database, close the store and free the writer. Every item the writer took

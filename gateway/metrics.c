@@ -110,6 +110,8 @@ void metrics_render(struct metrics *m, struct writer_stats *ws, const struct sta
         {"mandate_audit_led_batches_total",
          "Of those, committed by the worker that brought an allow (the writer was idle).",
          &ws->led},
+        {"mandate_audit_writer_wakeups_total",
+         "Times the idle audit writer thread was woken (a thread hop).", &ws->wakeups},
         {"mandate_audit_wal_copies_total", "WAL copies into the database by the checkpointer.",
          &ws->wal_checkpoints},
         {"mandate_audit_wal_writer_copies_total",

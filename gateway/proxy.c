@@ -243,7 +243,7 @@ static void audit_denial(struct decision *d)
         return;
     }
     struct writer_item *it = decision_item(d);
-    if (!writer_submit(srv->writer, it))
+    if (!writer_submit_lazy(srv->writer, it, &d->w->mb))
         writer_item_free(it); /* the writer counts and logs what it drops */
 }
 
@@ -259,7 +259,7 @@ static void settle(struct request *r, const char *result, enum spend_status spen
         writer_item_op(it, WOP_SPEND, r->d.id, r->d.admit.spend_key, r->d.admit.amount, spend);
         it->settles = true;
     }
-    if (!writer_submit(r->w->srv->writer, it))
+    if (!writer_submit_lazy(r->w->srv->writer, it, &r->w->mb))
         writer_item_free(it);
 }
 

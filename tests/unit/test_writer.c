@@ -550,6 +550,37 @@ static void test_idle_writer_lets_the_submitter_commit(void **state)
     assert_log_intact(fx, 2);
 }
 
+/* An entry nobody waits for, submitted lazily: the writer thread is not woken for it. An allow
+ * whose submitter leads takes it into its own batch (one transaction, no thread hop); alone, it
+ * is committed once the submitter's loop runs its linger timer and wakes the writer. */
+static void test_lazy_entries_need_no_thread_hop(void **state)
+{
+    struct fixture *fx = *state;
+    struct writer *w = start(
+        fx, &(struct writer_opts){.key = &fx->key, .origin = ORIGIN, .checkpoint_every = 1000});
+    struct writer_stats *ws = writer_stats(w);
+    assert_true(writer_submit_lazy(w, item(NULL, "outcome-1", NULL), &fx->mb));
+    fx->mb.may_lead = true;
+    assert_true(writer_submit(w, item(fx, "allow-2", "j-2")));
+    assert_int_equal(atomic_load(&ws->led), 1);
+    assert_int_equal(atomic_load(&ws->batches), 1);
+    assert_int_equal(atomic_load(&ws->entries), 2);
+    wait_done(fx, 1);
+    fx->mb.may_lead = false;
+    assert_int_equal(atomic_load(&ws->wakeups), 0);
+    /* Alone: committed by the writer thread, woken by the timer on this loop (bounded: 10 s). */
+    assert_true(writer_submit_lazy(w, item(NULL, "outcome-3", NULL), &fx->mb));
+    for (int i = 0; i < 10000 && atomic_load(&ws->entries) < 3; i++) {
+        event_base_loop(fx->base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    assert_int_equal(atomic_load(&ws->entries), 3);
+    assert_int_equal(atomic_load(&ws->led), 1);
+    assert_int_equal(atomic_load(&ws->wakeups), 1);
+    writer_stop(w);
+    assert_log_intact(fx, 3);
+}
+
 /* Submitters that may lead, on four threads with loops of their own, beside entries nobody waits
  * for: every item is committed and delivered exactly once, the log stays one intact chain, and
  * batches are committed both by leaders and by the writer thread. */
@@ -683,6 +714,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_copied_off_the_commit_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_writer_lets_the_submitter_commit, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_lazy_entries_need_no_thread_hop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaders_and_the_writer_thread_share_one_log, setup,
                                         teardown),
     };
