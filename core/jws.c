@@ -200,13 +200,17 @@ static size_t es256_der(const unsigned char *sig, unsigned char der[72])
  * and sets a context up on every call, ~3 us or 7% of a verification; EVP_PKEY_verify may be
  * called again and again on a context set up once (EVP_PKEY_verify(3)), with the SHA-256 of the
  * signing input. A cached context holds a reference to its key: while a slot names a key, no
- * other key can be at that address, so the pointer identifies it.
+ * other key can be at that address, so the pointer identifies it. Two ways per set: the two keys
+ * of a priced request (the wallet's and the merchant's) never evict each other.
  */
-#define VCTX_SLOTS 16
+#define VCTX_SETS  8 /* the set is the top 3 bits of a multiplicative hash */
+#define VCTX_SLOTS (2 * VCTX_SETS)
+_Static_assert(VCTX_SETS == 8, "es256_ctx() takes 3 bits of the hash");
 
 struct vctx_cache {
     EVP_PKEY *pkey[VCTX_SLOTS];
     EVP_PKEY_CTX *ctx[VCTX_SLOTS];
+    unsigned char recent[VCTX_SETS]; /* the way of each set used last */
 };
 
 static pthread_once_t vctx_once = PTHREAD_ONCE_INIT;
@@ -240,9 +244,14 @@ static EVP_PKEY_CTX *es256_ctx(EVP_PKEY *pkey)
             return NULL;
         }
     }
-    size_t i = ((uintptr_t)pkey >> 4) % VCTX_SLOTS;
-    if (c->pkey[i] == pkey)
-        return c->ctx[i];
+    size_t set = (size_t)(((uintptr_t)pkey >> 4) * 0x9E3779B97F4A7C15ULL >> 61); /* < 8 */
+    for (unsigned way = 0; way < 2; way++)
+        if (c->pkey[2 * set + way] == pkey) {
+            c->recent[set] = (unsigned char)way;
+            return c->ctx[2 * set + way];
+        }
+    unsigned way = 1u - c->recent[set]; /* the other one goes */
+    size_t i = 2 * set + way;
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pkey, NULL);
     if (!ctx || EVP_PKEY_verify_init(ctx) != 1 ||
         EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) != 1) {
@@ -252,6 +261,7 @@ static EVP_PKEY_CTX *es256_ctx(EVP_PKEY *pkey)
     EVP_PKEY_CTX_free(c->ctx[i]);
     c->pkey[i] = pkey;
     c->ctx[i] = ctx;
+    c->recent[set] = (unsigned char)way;
     return ctx;
 }
 
