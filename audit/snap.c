@@ -190,24 +190,11 @@ void snap_free(struct snap *s)
 
 /* --- reading them from a log ------------------------------------------------------------------ */
 
-static bool has_table(sqlite3 *db, const char *name)
-{
-    sqlite3_stmt *q;
-    bool has = false;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1,
-                           &q, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-        has = sqlite3_step(q) == SQLITE_ROW;
-    }
-    sqlite3_finalize(q);
-    return has;
-}
-
 /* The newest snapshot into s (base_seq, horizon): 1, 0 when there is none, -1. */
 static int read_snapshot(sqlite3 *db, struct snap *s, char **err)
 {
     sqlite3_stmt *q;
-    if (!has_table(db, "snapshots"))
+    if (!store_has_table(db, "snapshots"))
         return 0;
     if (sqlite3_prepare_v2(db, "SELECT seq, uses, horizon FROM snapshots ORDER BY seq DESC LIMIT 1",
                            -1, &q, NULL) != SQLITE_OK)
@@ -233,7 +220,7 @@ static int read_snapshot(sqlite3 *db, struct snap *s, char **err)
 static int read_legacy(sqlite3 *db, int64_t keep_from, struct snap *s)
 {
     sqlite3_stmt *q;
-    if (!has_table(db, "used_jtis"))
+    if (!store_has_table(db, "used_jtis"))
         return 0;
     /* The gateways that kept it deleted the jtis that expired an hour before they ran. */
     s->horizon = now_s() - 3600;

@@ -356,16 +356,7 @@ int store_put_snapshot(struct store *st, uint64_t seq, int64_t horizon, const vo
         rc = step(st, st->del_snapshots);
     }
     /* A log from before: the snapshot holds what its used_jtis table held (see the schema). */
-    sqlite3_stmt *q;
-    bool legacy = false;
-    if (rc == 0 && sqlite3_prepare_v2(st->db,
-                                      "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name "
-                                      "= 'used_jtis'",
-                                      -1, &q, NULL) == SQLITE_OK) {
-        legacy = sqlite3_step(q) == SQLITE_ROW;
-        sqlite3_finalize(q);
-    }
-    if (rc == 0 && legacy &&
+    if (rc == 0 && store_has_table(st->db, "used_jtis") &&
         sqlite3_exec(st->db,
                      "DROP TABLE used_jtis; CREATE VIEW used_jtis(iss, jti, exp, used) AS "
                      "SELECT NULL, NULL, NULL, NULL WHERE 0",
@@ -463,6 +454,19 @@ bool store_has_column(sqlite3 *db, const char *column)
         return false;
     sqlite3_bind_text(s, 1, column, -1, SQLITE_STATIC);
     bool has = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return has;
+}
+
+bool store_has_table(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *s;
+    bool has = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1,
+                           &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        has = sqlite3_step(s) == SQLITE_ROW;
+    }
     sqlite3_finalize(s);
     return has;
 }

@@ -50,6 +50,8 @@ sqlite3 *store_open_evidence(const char *path, char **err) MUST_CHECK;
  * that record used jtis with their entries (audit/snap.h).
  */
 bool store_has_column(sqlite3 *db, const char *column);
+/** Whether db has a table of that name (one a layout added, or one it replaced). */
+bool store_has_table(sqlite3 *db, const char *name);
 /** Close; NULL is a no-op. */
 void store_close(struct store *st);
 
