@@ -152,6 +152,14 @@ void writer_item_add_jws(struct writer_item *it, const char *jws, const unsigned
     hex_encode(sha, 32, it->jws_sha[i]);
 }
 
+/* snprintf's "%s" without its format parsing (twice on every allow) */
+static void copy_bounded(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void writer_item_op(struct writer_item *it, enum writer_op_kind kind, const char *a, const char *b,
                     int64_t x, int64_t y)
 {
@@ -159,8 +167,8 @@ void writer_item_op(struct writer_item *it, enum writer_op_kind kind, const char
         abort(); /* a programming error, not input */
     struct writer_op *op = &it->ops[it->nops++];
     op->kind = kind;
-    snprintf(op->a, sizeof(op->a), "%s", a);
-    snprintf(op->b, sizeof(op->b), "%s", b);
+    copy_bounded(op->a, sizeof(op->a), a);
+    copy_bounded(op->b, sizeof(op->b), b);
     op->x = x;
     op->y = y;
 }

@@ -240,9 +240,9 @@ static void try_head(struct conn *c)
     c->head_started = false;
     c->scanned = 0;
     if (c->decision)
-        decide_begin(c, (size_t)rc);
+        decide_begin(c, buf, (size_t)rc);
     else
-        proxy_begin(c, (size_t)rc);
+        proxy_begin(c, buf, (size_t)rc);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)

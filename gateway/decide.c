@@ -737,18 +737,17 @@ static bool authorized(struct decide_req *q)
     return n > 0 && ct_equal(got, q->w->decision_token_sha256, 32);
 }
 
-void decide_begin(struct conn *c, size_t head_len)
+void decide_begin(struct conn *c, const char *buf, size_t head_len)
 {
     struct worker *w = c->w;
     struct config *conf = worker_config(w);
-    size_t nh = (size_t)conf->max_headers;
+    size_t nh = w->scratch.n_headers;
     struct decide_req *q = xcalloc(1, sizeof(*q) + nh * sizeof(struct hp_header) + head_len + 1);
     q->hp.headers = (struct hp_header *)(q + 1);
     q->head = (char *)(q->hp.headers + nh);
-    evbuffer_remove(bufferevent_get_input(c->bev), q->head, head_len);
-    struct hp_limits lim = {(size_t)conf->max_header_bytes, nh};
-    if (hp_parse_request(q->head, head_len, &lim, &q->hp) != (int)head_len)
-        abort(); /* the same bytes parsed a moment ago */
+    memcpy(q->head, buf, head_len);
+    evbuffer_drain(bufferevent_get_input(c->bev), head_len);
+    hp_request_move(&w->scratch, buf, &q->hp, q->head);
     q->w = w;
     q->c = c;
     c->req = q;

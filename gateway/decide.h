@@ -25,8 +25,9 @@ struct decide_req;
 /* The most evaluations one /access/v1/evaluations request may hold. */
 #define DECIDE_MAX_EVALUATIONS 100
 
-/** A head of head_len bytes is complete at the start of c's input (a decision connection). */
-void decide_begin(struct conn *c, size_t head_len);
+/** A head of head_len bytes is complete at buf, the start of c's input, and parsed into the
+ * worker's scratch request (a decision connection): serve it. */
+void decide_begin(struct conn *c, const char *buf, size_t head_len);
 /** c's input has new bytes while q is served (its body). */
 void decide_client_readable(struct decide_req *q);
 /** The client left: q forgets its connection and ends once its decisions are made. */

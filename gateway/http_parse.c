@@ -105,13 +105,12 @@ enum code hp_error_code(enum hp_error e)
     }
 }
 
-bool hp_str_ieq(struct hp_str s, const char *lit)
+bool hp_mem_ieq(const char *a, const char *b, size_t n)
 {
-    size_t i = 0;
-    for (; i < s.n; i++)
-        if (!lit[i] || lower((unsigned char)s.p[i]) != lower((unsigned char)lit[i]))
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
             return false;
-    return !lit[i];
+    return true;
 }
 
 bool hp_find(const struct hp_header *h, size_t n, const char *name, struct hp_str *value)
@@ -546,6 +545,30 @@ int hp_parse_request(const char *buf, size_t len, const struct hp_limits *lim,
     out->keep_alive = out->minor == 1 ? !f.close : f.keep_alive && !f.close;
     out->expect_continue = f.expect_continue;
     return (int)s.p;
+}
+
+static struct hp_str moved(struct hp_str s, const char *from_buf, const char *to_buf)
+{
+    if (s.p)
+        s.p = to_buf + (s.p - from_buf);
+    return s;
+}
+
+void hp_request_move(const struct hp_request *from, const char *from_buf, struct hp_request *to,
+                     const char *to_buf)
+{
+    struct hp_header *headers = to->headers;
+    *to = *from;
+    to->headers = headers;
+    to->method_str = moved(from->method_str, from_buf, to_buf);
+    to->target = moved(from->target, from_buf, to_buf);
+    to->path = moved(from->path, from_buf, to_buf);
+    to->query = moved(from->query, from_buf, to_buf);
+    to->host = moved(from->host, from_buf, to_buf);
+    for (size_t i = 0; i < from->n_headers; i++) {
+        headers[i].name = moved(from->headers[i].name, from_buf, to_buf);
+        headers[i].value = moved(from->headers[i].value, from_buf, to_buf);
+    }
 }
 
 static int status_line(struct scan *s, struct hp_response *r)

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/code.h"
 
@@ -151,6 +152,14 @@ int hp_parse_request(const char *buf, size_t len, const struct hp_limits *lim,
                      struct hp_request *out);
 
 /**
+ * Copy a parse whose slices point into from_buf to one whose slices point at the same offsets in
+ * to_buf (a copy of the same bytes): the head is parsed once where it arrived, then moved with its
+ * bytes. to->headers must point to from->n_headers entries.
+ */
+void hp_request_move(const struct hp_request *from, const char *from_buf, struct hp_request *to,
+                     const char *to_buf);
+
+/**
  * Parse a response head, as hp_parse_request does. head_request says the request was HEAD (no body
  * follows whatever the framing headers say). A 101 is refused (HP_UPGRADE); other 1xx are interim
  * responses (body HP_BODY_NONE) after which the caller parses the next head.
@@ -162,8 +171,13 @@ int hp_parse_response(const char *buf, size_t len, const struct hp_limits *lim, 
 bool hp_find(const struct hp_header *h, size_t n, const char *name, struct hp_str *value);
 /** hp_find over a parsed request's headers. */
 bool hp_header(const struct hp_request *req, const char *name, struct hp_str *value);
-/** Does s equal the NUL-terminated lit, ignoring ASCII case? */
-bool hp_str_ieq(struct hp_str s, const char *lit);
+bool hp_mem_ieq(const char *a, const char *b, size_t n);
+/** Does s equal the NUL-terminated lit, ignoring ASCII case? Inline so that a literal's length
+ * is known at compile time and most names differ at the first comparison. */
+static inline bool hp_str_ieq(struct hp_str s, const char *lit)
+{
+    return s.n == strlen(lit) && hp_mem_ieq(s.p, lit, s.n);
+}
 
 /*
  * Iterator over the comma-separated tokens of every header named name, e.g. the Connection options

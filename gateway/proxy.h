@@ -92,8 +92,7 @@ void decision_deny(struct decision *d, enum code code, int64_t retry_after);
  */
 void decision_mandate_headers(const struct decision *d, struct sb *b);
 /** Append "name: value\r\n" to b. */
-void proxy_header(struct sb *b, const char *name, size_t name_n, const char *value,
-                  size_t value_n);
+void proxy_header(struct sb *b, const char *name, size_t name_n, const char *value, size_t value_n);
 /** The same from two C strings. */
 static inline void proxy_header_str(struct sb *b, const char *name, const char *value)
 {
@@ -115,8 +114,9 @@ void proxy_outcome_entry(struct entry_builder *eb, int64_t ts_ms, const char *re
                          const char *result, int status, uint64_t bytes, int64_t upstream_us,
                          const char *spend);
 
-/** A head of head_len bytes is complete at the start of c's input: serve it. */
-void proxy_begin(struct conn *c, size_t head_len);
+/** A head of head_len bytes is complete at buf, the start of c's input, and parsed into the
+ * worker's scratch request: serve it. */
+void proxy_begin(struct conn *c, const char *buf, size_t head_len);
 /** c's input has new bytes while r is served (the body, or the next pipelined head). */
 void proxy_client_readable(struct request *r);
 /** c's output was flushed while r is served (backpressure: resume reading the merchant). */

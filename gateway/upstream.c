@@ -66,15 +66,16 @@ void upstream_pools_free(struct upstream_pools *p)
 
 static struct upstream_pool *pool_for(struct upstream_pools *p, const struct merchant *m)
 {
-    char key[300];
-    snprintf(key, sizeof(key), "%s://%s", m->upstream_tls ? "https" : "http", m->upstream_hostport);
-    for (size_t i = 0; i < p->n; i++)
-        if (strcmp(p->v[i]->key, key) == 0)
+    const char *scheme = m->upstream_tls ? "https://" : "http://";
+    size_t n = strlen(scheme);
+    for (size_t i = 0; i < p->n; i++) /* no key built per request: compare it in two parts */
+        if (strncmp(p->v[i]->key, scheme, n) == 0 &&
+            strcmp(p->v[i]->key + n, m->upstream_hostport) == 0)
             return p->v[i];
     /* Pools are few (one per upstream address) and live as long as the worker. */
     p->v = xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
     struct upstream_pool *pl = p->v[p->n++] = xcalloc(1, sizeof(*pl));
-    pl->key = xstrdup(key);
+    pl->key = xasprintf("%s%s", scheme, m->upstream_hostport);
     pl->flusher = p->flusher;
     return pl;
 }

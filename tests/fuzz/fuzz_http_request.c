@@ -2,7 +2,8 @@
  * libFuzzer target: hp_parse_request() on arbitrary bytes. Nothing may crash or read past the
  * input, and what it returns must hold together: the length within the input, every slice inside
  * the head, header names tokens and values trimmed, and the result prefix-stable (a prefix parses
- * to "incomplete" or to exactly the same result as the whole).
+ * to "incomplete" or to exactly the same result as the whole). A head moved with its bytes
+ * (hp_request_move) must equal the parse of the copy, slice for slice.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -67,6 +68,38 @@ static void check(const struct hp_request *r, const uint8_t *data, int n, size_t
     }
 }
 
+static void same_str(struct hp_str x, struct hp_str y)
+{
+    if (x.p != y.p || x.n != y.n)
+        abort();
+}
+
+/* Parse once in data, move to a copy of the head's n bytes: the same as parsing the copy. */
+static void check_move(const struct hp_request *a, const uint8_t *data, int n,
+                       const struct hp_limits *lim)
+{
+    static struct hp_header hm[MAXH], hp[MAXH];
+    char *copy = malloc((size_t)n);
+    memcpy(copy, data, (size_t)n);
+    struct hp_request m = {.headers = hm}, p = {.headers = hp};
+    hp_request_move(a, (const char *)data, &m, copy);
+    if (hp_parse_request(copy, (size_t)n, lim, &p) != n || m.headers != hm ||
+        m.n_headers != p.n_headers || m.method != p.method || m.minor != p.minor ||
+        m.content_length != p.content_length || m.chunked != p.chunked ||
+        m.keep_alive != p.keep_alive || m.expect_continue != p.expect_continue)
+        abort();
+    same_str(m.method_str, p.method_str);
+    same_str(m.target, p.target);
+    same_str(m.path, p.path);
+    same_str(m.query, p.query);
+    same_str(m.host, p.host);
+    for (size_t i = 0; i < p.n_headers; i++) {
+        same_str(m.headers[i].name, p.headers[i].name);
+        same_str(m.headers[i].value, p.headers[i].value);
+    }
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct hp_header h1[MAXH], h2[MAXH];
@@ -81,6 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (n < 0 && -n >= HP__ERROR_COUNT)
             abort();
         check(&a, data, n, lim->max_headers);
+        if (n > 0)
+            check_move(&a, data, n, lim);
         /* A prefix, in an exact-size buffer so reading past it is caught. */
         size_t k = size ? (size_t)data[0] * size / 256 : 0;
         char *pre = malloc(k ? k : 1);

@@ -219,6 +219,54 @@ static void test_request_rows(void **state)
         check_request_row(&requests[i], &lim);
 }
 
+static void same_slice(struct hp_str moved, struct hp_str parsed)
+{
+    assert_ptr_equal(moved.p, parsed.p);
+    assert_int_equal(moved.n, parsed.n);
+}
+
+/* Every accepted head, parsed where it arrived (with the next bytes after it) and moved to a copy
+ * of its bytes, equals the parse of that copy: the gateway parses each head once. */
+static void test_request_move(void **state)
+{
+    (void)state;
+    size_t moved_rows = 0;
+    for (size_t i = 0; i < ARRAY_LEN(requests); i++) {
+        const struct row *row = &requests[i];
+        if (row->want <= 0)
+            continue;
+        char in[1024], head[1024];
+        assert_true(row->n + 5 <= sizeof(in));
+        memcpy(in, row->s, row->n);
+        memcpy(in + row->n, "GET /", 5); /* a pipelined request behind it */
+        struct hp_header ha[MAXH], hm[MAXH], hp[MAXH];
+        struct hp_request a = {.headers = ha}, m = {.headers = hm}, p = {.headers = hp};
+        assert_int_equal(hp_parse_request(in, row->n + 5, &lim, &a), row->want);
+        memcpy(head, in, row->n);
+        memset(in, 'x', sizeof(in)); /* the input buffer moves on */
+        hp_request_move(&a, in, &m, head);
+        assert_int_equal(hp_parse_request(head, row->n, &lim, &p), row->want);
+        assert_ptr_equal(m.headers, hm);
+        assert_int_equal(m.n_headers, p.n_headers);
+        assert_int_equal(m.method, p.method);
+        assert_int_equal(m.minor, p.minor);
+        assert_int_equal(m.content_length, p.content_length);
+        assert_true(m.chunked == p.chunked && m.keep_alive == p.keep_alive &&
+                    m.expect_continue == p.expect_continue);
+        same_slice(m.method_str, p.method_str);
+        same_slice(m.target, p.target);
+        same_slice(m.path, p.path);
+        same_slice(m.query, p.query);
+        same_slice(m.host, p.host);
+        for (size_t k = 0; k < p.n_headers; k++) {
+            same_slice(m.headers[k].name, p.headers[k].name);
+            same_slice(m.headers[k].value, p.headers[k].value);
+        }
+        moved_rows++;
+    }
+    assert_true(moved_rows >= 10);
+}
+
 static bool eq(struct hp_str s, const char *lit)
 {
     return s.p && s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
@@ -705,6 +753,7 @@ int main(void)
         cmocka_unit_test(test_limits),        cmocka_unit_test(test_every_byte),
         cmocka_unit_test(test_response_rows), cmocka_unit_test(test_chunked_rows),
         cmocka_unit_test(test_chunked_api),   cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_request_move),
     };
     return cmocka_run_group_tests_name("http_parse", tests, NULL, NULL);
 }
