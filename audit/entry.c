@@ -49,6 +49,21 @@ static void put_u(struct sb *b, unsigned u)
     sb_putn(b, e, 6);
 }
 
+/* Are all 8 bytes of x printable ASCII other than '"' and '\\' (copied as they are)? Word-wide
+ * byte tests: a byte below 0x20, one at or above 0x7f, one equal to '"' or to '\\' each sets
+ * its high bit in the corresponding term (the usual has-less / has-zero tricks). */
+static bool plain8(const char *s)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x;
+    memcpy(&x, s, 8);
+    uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+    uint64_t below = (x - ones * 0x20) & ~x;
+    uint64_t above = (x + ones) | x;
+    uint64_t is_quote = (quote - ones) & ~quote, is_backslash = (backslash - ones) & ~backslash;
+    return ((below | above | is_quote | is_backslash) & high) == 0;
+}
+
 /* A JSON string with everything outside printable ASCII escaped (\uXXXX, surrogate pairs above
  * the BMP). NULL, or why s is refused: it is not UTF-8. */
 static const char *put_string(struct sb *b, const char *s, size_t n)
@@ -56,6 +71,10 @@ static const char *put_string(struct sb *b, const char *s, size_t n)
     sb_putn(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n;) {
+        if (n - i >= 8 && plain8(s + i)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
             i++;

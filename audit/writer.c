@@ -347,10 +347,10 @@ bool writer_submit_lazy(struct writer *w, struct writer_item *it, struct writer_
 
 static uint64_t text_id(const char sha_hex[65])
 {
-    char head[17];
-    memcpy(head, sha_hex, 16);
-    head[16] = '\0';
-    return strtoull(head, NULL, 16);
+    uint64_t id = 0; /* the first 16 digits of hex_encode's lower-case output */
+    for (int i = 0; i < 16; i++)
+        id = id << 4 | (uint64_t)(sha_hex[i] <= '9' ? sha_hex[i] - '0' : sha_hex[i] - 'a' + 10);
+    return id;
 }
 
 /* After COMMIT only: a rolled-back text must be offered again. */

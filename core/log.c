@@ -25,20 +25,10 @@ int log_level_parse(const char *s, enum log_level *out)
     return 0;
 }
 
-void sb_putn(struct sb *b, const char *s, size_t n)
+void sb_grow(struct sb *b, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->buf = xrealloc(b->buf, b->cap);
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-void sb_puts(struct sb *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
+    b->cap = (b->len + n + 1) * 2;
+    b->buf = xrealloc(b->buf, b->cap);
 }
 
 void sb_printf(struct sb *b, const char *fmt, ...)
@@ -136,12 +126,33 @@ void sb_clear(struct sb *b)
 
 void log_timestamp(char *buf, size_t n)
 {
+    /* Each thread formats a second once (gmtime_r and strftime on every access line cost more
+     * than the rest of the line): only the milliseconds change within it. */
+    static _Thread_local time_t formatted_s = -1;
+    static _Thread_local char date_s[24]; /* "2026-11-22T05:39:04" */
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+    if (ts.tv_sec != formatted_s) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        if (!strftime(date_s, sizeof(date_s), "%Y-%m-%dT%H:%M:%S", &tm))
+            date_s[0] = '\0';
+        formatted_s = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    size_t k = strlen(date_s);
+    if (n < k + 6) {
+        if (n)
+            buf[0] = '\0';
+        return;
+    }
+    memcpy(buf, date_s, k);
+    buf[k] = '.';
+    buf[k + 1] = (char)('0' + ms / 100);
+    buf[k + 2] = (char)('0' + ms / 10 % 10);
+    buf[k + 3] = (char)('0' + ms % 10);
+    buf[k + 4] = 'Z';
+    buf[k + 5] = '\0';
 }
 
 void log_write(enum log_level level, const char *request_id, const char *fmt, ...)

@@ -7,6 +7,7 @@
 #define CORE_LOG_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "core/util.h"
 
@@ -36,8 +37,22 @@ struct sb {
     char *buf;
     size_t len, cap;
 };
-void sb_putn(struct sb *b, const char *s, size_t n);
-void sb_puts(struct sb *b, const char *s);
+/** Make room for n more bytes and the NUL (sb_putn's slow path). */
+void sb_grow(struct sb *b, size_t n);
+/* Inline: every entry and log line is built from many short appends, most of a constant
+ * length that the copy then becomes a store of. */
+static inline void sb_putn(struct sb *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap)
+        sb_grow(b, n);
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+static inline void sb_puts(struct sb *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
+}
 void sb_printf(struct sb *b, const char *fmt, ...) PRINTF(2, 3);
 void sb_json_str(struct sb *b, const char *s);
 /** Append a decimal integer (no printf: this is on every request's path). */

@@ -387,6 +387,22 @@ static void test_utf8_as_jansson(void **state)
             }
 }
 
+/* Strings long enough for put_string's eight-byte steps: every byte value at every place of
+ * a word, and after it (the byte-wise tail), in strings of 8 to 19 plain bytes. */
+static void test_strings_word_wide(void **state)
+{
+    (void)state;
+    char s[21];
+    for (size_t len = 8; len < 20; len++)
+        for (size_t at = 0; at < len; at++)
+            for (unsigned a = 1; a < 256; a++) {
+                memset(s, 'a' + (int)(len % 26), len);
+                s[at] = (char)a;
+                s[len] = '\0';
+                one_string(s);
+            }
+}
+
 /* The builder's own checks: what the tree path cannot get wrong (it sorts) is refused. */
 static void test_builder_refusals(void **state)
 {
@@ -464,11 +480,9 @@ static void test_request_ids(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decision_entries),
-        cmocka_unit_test(test_outcome_entries),
-        cmocka_unit_test(test_utf8_as_jansson),
-        cmocka_unit_test(test_builder_refusals),
-        cmocka_unit_test(test_request_ids),
+        cmocka_unit_test(test_decision_entries), cmocka_unit_test(test_outcome_entries),
+        cmocka_unit_test(test_utf8_as_jansson),  cmocka_unit_test(test_strings_word_wide),
+        cmocka_unit_test(test_builder_refusals), cmocka_unit_test(test_request_ids),
     };
     return cmocka_run_group_tests_name("entry", tests, NULL, NULL);
 }
