@@ -3,6 +3,8 @@
  */
 #include "core/b64url.h"
 
+#include <pthread.h>
+
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 size_t b64url_encode(const unsigned char *in, size_t n, char *out)
@@ -52,27 +54,51 @@ static int val(unsigned char c, char c62, char c63)
     return -1;
 }
 
+/* val() for the URL alphabet as a table, filled once: the decoder looks each character up. */
+static signed char url_val[256];
+static pthread_once_t url_once = PTHREAD_ONCE_INIT;
+
+static void url_init(void)
+{
+    for (int c = 0; c < 256; c++)
+        url_val[c] = (signed char)val((unsigned char)c, '-', '_');
+}
+
+static int url(const char *in, size_t i)
+{
+    return url_val[(unsigned char)in[i]];
+}
+
 long b64url_decode(const char *in, size_t n, unsigned char *out)
 {
     if (n % 4 == 1)
         return -1;
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = val((unsigned char)in[i], '-', '_');
-        if (v < 0)
+    pthread_once(&url_once, url_init);
+    size_t o = 0, i = 0;
+    for (; i + 4 <= n; i += 4) { /* four characters, three bytes */
+        int a = url(in, i), b = url(in, i + 1), c = url(in, i + 2), d = url(in, i + 3);
+        if ((a | b | c | d) < 0)
             return -1;
-        acc = (acc << 6 | (unsigned)v) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
+        unsigned v = (unsigned)a << 18 | (unsigned)b << 12 | (unsigned)c << 6 | (unsigned)d;
+        out[o++] = (unsigned char)(v >> 16);
+        out[o++] = (unsigned char)(v >> 8);
+        out[o++] = (unsigned char)v;
     }
-    /* The leftover bits must be zero, or two encodings would decode alike. */
-    if (acc & ((1u << bits) - 1))
-        return -1;
+    /* Two or three characters left: one or two bytes. The leftover bits must be zero, or two
+     * encodings would decode alike. */
+    if (n - i == 2) {
+        int a = url(in, i), b = url(in, i + 1);
+        if ((a | b) < 0 || (b & 0xf))
+            return -1;
+        out[o++] = (unsigned char)(a << 2 | b >> 4);
+    } else if (n - i == 3) {
+        int a = url(in, i), b = url(in, i + 1), c = url(in, i + 2);
+        if ((a | b | c) < 0 || (c & 0x3))
+            return -1;
+        unsigned v = (unsigned)a << 12 | (unsigned)b << 6 | (unsigned)c;
+        out[o++] = (unsigned char)(v >> 10);
+        out[o++] = (unsigned char)(v >> 2);
+    }
     return (long)o;
 }
 

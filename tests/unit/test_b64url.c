@@ -80,6 +80,68 @@ static void test_rejects_nul(void **state)
     assert_int_equal(b64url_decode("Zm\0v", 4, out), -1);
 }
 
+/* The decoder as it was, a character at a time: the reference for the four-at-a-time one. */
+static long reference_decode(const unsigned char *in, size_t n, unsigned char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if (n % 4 == 1)
+        return -1;
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = in[i] ? strchr(abc, in[i]) : NULL;
+        if (!p)
+            return -1;
+        acc = (acc << 6 | (unsigned)(p - abc)) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return acc & ((1u << bits) - 1) ? -1 : (long)o;
+}
+
+static void same_as_reference(const unsigned char *in, size_t n)
+{
+    unsigned char want[64], got[64];
+    long w = reference_decode(in, n, want), g = b64url_decode((const char *)in, n, got);
+    assert_int_equal(g, w);
+    if (w > 0)
+        assert_memory_equal(got, want, (size_t)w);
+}
+
+/* Every string of up to three characters from the alphabet and a few outsiders, then random
+ * strings of up to 40 (mostly valid ones), decode as the reference decodes them. */
+static void test_decode_as_reference(void **state)
+{
+    (void)state;
+    static const unsigned char set[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/ .\x80\xff";
+    size_t k = sizeof(set); /* the NUL too */
+    unsigned char in[40];
+    for (size_t a = 0; a < k; a++) {
+        in[0] = set[a];
+        same_as_reference(in, 1);
+        for (size_t b = 0; b < k; b++) {
+            in[1] = set[b];
+            same_as_reference(in, 2);
+            for (size_t c = 0; c < k; c++) {
+                in[2] = set[c];
+                same_as_reference(in, 3);
+            }
+        }
+    }
+    srand(7);
+    for (int round = 0; round < 200000; round++) {
+        size_t n = (size_t)rand() % sizeof(in);
+        for (size_t i = 0; i < n; i++)
+            in[i] = rand() % 50 ? set[rand() % 64] : set[rand() % k];
+        same_as_reference(in, n);
+    }
+}
+
 /* Standard padded base64: RFC 4648 §10 vectors, and every non-canonical form refused. */
 static void test_standard_padded(void **state)
 {
@@ -115,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_rejects_bad_length),
         cmocka_unit_test(test_rejects_noncanonical_trailing_bits),
         cmocka_unit_test(test_rejects_nul),
+        cmocka_unit_test(test_decode_as_reference),
         cmocka_unit_test(test_standard_padded),
     };
     return cmocka_run_group_tests_name("b64url", tests, NULL, NULL);
