@@ -64,7 +64,8 @@ struct writer {
     bool busy; /* the store and the writer's own state are in use, by the writer thread or a
                   leader: whoever sets it (under mu) has them to itself until it clears it */
     bool stopping;
-    bool closed; /* the thread took its last batch: submissions are refused; guarded by mu */
+    bool started; /* the thread holds mu in its loop: writer_start returns once it is so */
+    bool closed;  /* the thread took its last batch: submissions are refused; guarded by mu */
     struct store *st;
     struct merkle_frontier tree;
     unsigned char last_leaf[32];
@@ -992,6 +993,8 @@ static void *run(void *arg)
 {
     struct writer *w = arg;
     pthread_mutex_lock(&w->mu);
+    w->started = true;
+    pthread_cond_broadcast(&w->cond); /* writer_start's wait ends once this thread waits */
     for (;;) {
         while (w->busy || (!w->head && !w->stopping)) {
             struct timespec ts;
@@ -1106,6 +1109,12 @@ struct writer *writer_start(struct store *st, const struct merkle_frontier *f,
         free_writer(w);
         return NULL;
     }
+    /* Until the thread waits in its loop, a first item could find it not yet waiting and be
+     * taken without a wake-up: the counts would depend on when the thread got to run. */
+    pthread_mutex_lock(&w->mu);
+    while (!w->started)
+        pthread_cond_wait(&w->cond, &w->mu);
+    pthread_mutex_unlock(&w->mu);
     return w;
 }
 
