@@ -746,8 +746,9 @@ void decide_begin(struct conn *c, const char *buf, size_t head_len)
     q->hp.headers = (struct hp_header *)(q + 1);
     q->head = (char *)(q->hp.headers + nh);
     memcpy(q->head, buf, head_len);
+    hp_request_move(&w->scratch, buf, &q->hp,
+                    q->head); /* before the drain: buf is still the input */
     evbuffer_drain(bufferevent_get_input(c->bev), head_len);
-    hp_request_move(&w->scratch, buf, &q->hp, q->head);
     q->w = w;
     q->c = c;
     c->req = q;

@@ -737,8 +737,8 @@ void proxy_begin(struct conn *c, const char *buf, size_t head_len)
     r->path = r->head + head_len + 1;
     memcpy(r->head, buf, head_len);
     r->head[head_len] = '\0';
+    hp_request_move(scratch, buf, &r->hp, r->head); /* before the drain: buf is still the input */
     evbuffer_drain(bufferevent_get_input(c->bev), head_len);
-    hp_request_move(scratch, buf, &r->hp, r->head);
     memcpy(r->path, r->hp.path.p, path_n);
     r->path[path_n] = '\0';
     size_t method_n =
