@@ -79,7 +79,13 @@ struct request {
     bool mcp_open;       /* an open method: forwarded without a mandate or a decision entry */
     char *rpc_id;        /* the JSON-RPC id of denials ("null" when NULL) */
     int rpc_code;        /* the JSON-RPC error code of a denial */
+    bool pooled;         /* a REQUEST_BLOCK block: back to the worker's pool when done */
 };
+
+/* A request block from the worker's pool holds the struct and a head of ~3 KiB with its headers
+ * and path (most heads); a larger head gets a block of its own size, freed when done. */
+#define REQUEST_BLOCK 8192
+_Static_assert(sizeof(struct request) + 3072 <= REQUEST_BLOCK, "room for a head in a pooled block");
 
 static void forward(struct request *r);
 static void finish(struct request *r, const char *result);
@@ -279,7 +285,23 @@ static void request_free(struct request *r)
     free(r->rpc_id);
     r->w->inflight--;
     config_unref(r->conf);
-    free(r);
+    struct worker *w = r->w;
+    if (r->pooled && w->request_pool_n < WORKER_REQUEST_POOL)
+        w->request_pool[w->request_pool_n++] = r;
+    else
+        free(r);
+}
+
+/* A zeroed request with room for n more bytes after it: from the worker's pool when it fits. */
+static struct request *request_new(struct worker *w, size_t n)
+{
+    bool pooled = sizeof(struct request) + n <= REQUEST_BLOCK;
+    struct request *r = !pooled                 ? xmalloc(sizeof(*r) + n)
+                        : w->request_pool_n > 0 ? w->request_pool[--w->request_pool_n]
+                                                : xmalloc(REQUEST_BLOCK);
+    memset(r, 0, sizeof(*r)); /* only the struct: what follows is written whole by the caller */
+    r->pooled = pooled;
+    return r;
 }
 
 /* Is the client's body (if any) read to its end, so the connection can carry the next request? */
@@ -727,11 +749,8 @@ void proxy_begin(struct conn *c, const char *buf, size_t head_len)
     struct config *conf = worker_config(w);
     struct hp_request *scratch = &w->scratch;
     size_t path_n = scratch->path.n, nh = scratch->n_headers;
-    /* One block: the request, then its headers, head and path. Only the struct is zeroed: the
-     * rest is written whole below (an 8 KiB memset per request otherwise). */
-    struct request *r =
-        xmalloc(sizeof(*r) + nh * sizeof(struct hp_header) + head_len + 1 + path_n + 1);
-    memset(r, 0, sizeof(*r));
+    /* One block: the request, then its headers, head and path. */
+    struct request *r = request_new(w, nh * sizeof(struct hp_header) + head_len + 1 + path_n + 1);
     r->hp.headers = (struct hp_header *)(r + 1);
     r->head = (char *)(r->hp.headers + nh);
     r->path = r->head + head_len + 1;

@@ -227,6 +227,8 @@ void worker_free(struct worker *w)
     config_unref(w->conf);
     free(w->vcache);
     free(w->scratch_headers);
+    for (int i = 0; i < w->request_pool_n; i++)
+        free(w->request_pool[i]);
     for (size_t i = 0; i < WORKER_POP_SLOTS; i++)
         if (w->pop[i].used)
             jwk_clear(&w->pop[i].key);

@@ -22,6 +22,9 @@
 
 /* Agent keys of cnf claims (SPEC §7), by thumbprint, parsed once: a direct-mapped cache. */
 #define WORKER_POP_SLOTS 64
+/* Idle request blocks a worker keeps for its next requests (proxy.c's request_new): past it, a
+ * finished request's block is freed. */
+#define WORKER_REQUEST_POOL 64
 
 /*
  * Event priorities of a worker's loop. Everything runs at WORKER_PRIO_NORMAL, libevent's default
@@ -53,14 +56,16 @@ struct worker {
     struct backend_conn *bc; /* this worker's connection to the state backend */
     struct upstream_pools *pools;
     struct flusher *flusher; /* writes plain connections' output at the end of a pass */
-    struct config *conf;   /* this worker's reference to the current configuration */
-    struct vcache *vcache; /* verified mandates under conf */
+    struct config *conf;     /* this worker's reference to the current configuration */
+    struct vcache *vcache;   /* verified mandates under conf */
     uint64_t conf_gen;
     int inflight;              /* requests begun and not finished; only this thread touches it */
     int unflushed;             /* connections flushing their last answer before they close */
     struct conn *conns;        /* every open client connection of this worker */
     struct hp_request scratch; /* conn.c's head parses, before a request owns a copy */
     struct hp_header *scratch_headers;
+    void *request_pool[WORKER_REQUEST_POOL]; /* idle request blocks (proxy.c), at most the bound */
+    int request_pool_n;
     size_t scratch_cap;
     struct pop_slot pop[WORKER_POP_SLOTS];
     uint64_t id_prefix, id_counter; /* request ids (proxy_new_request_id): prefix, counter */

@@ -159,7 +159,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # read the request, then close without an answer
             return
         if self.path.startswith("/delay/"):
-            time.sleep(int(self.path.split("/")[2]) / 1000)
+            time.sleep(int(self.path.split("/")[2].split("?")[0]) / 1000)
         if self.path.startswith("/big/"):
             size = int(self.path.split("/")[2])
             self.send_response(200)
@@ -193,6 +193,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # listen()'s backlog: a burst of connections is not dropped (SYN retry)
     ctx = None
 
     def finish_request(self, request, client_address):

@@ -209,6 +209,41 @@ def test_concurrent_uses_exactly_ten(g):
     assert len(g.received()) == 10
 
 
+def test_more_requests_in_flight_than_pooled_blocks(gateway):
+    """One worker with 100 requests in flight, past the 64 idle request blocks it keeps, a
+    quarter with heads too large for a pooled block, twice (the second round reuses the first's
+    blocks): every request reaches the merchant with its own path and headers and gets its own
+    answer. The stop reads the log: under ASan a block left in the pool would be a leak."""
+    gateway.conf["workers"] = 1
+    gateway.conf["limits"]["max_header_bytes"] = 8192
+    gateway.conf["limits"]["upstream_timeout_ms"] = 20000  # the stub answers 100 at once slowly
+    write_json(gateway.config_path, gateway.conf)
+    g = gateway.start()
+    tok = g.mint(uses=1000)
+    for rnd in range(2):
+        results = {}
+
+        def one(i):
+            pad = "p" * (3600 if i % 4 == 0 else 8)  # a head over the pooled block's room
+            st, _, body, _ = g.request("GET", f"/delay/200?r={rnd}&i={i}", tok, timeout=30,
+                                       headers={"X-Pad": pad, "X-Trace": f"{rnd}-{i}"})
+            results[i] = (st, body and body.get("path"))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == {i: (200, f"/delay/200?r={rnd}&i={i}") for i in range(100)}
+    seen = {}
+    for r in g.received():
+        h = dict(r.get("headers") or [])
+        if "X-Trace" in h:
+            seen[h["X-Trace"]] = (r["path"], len(h.get("X-Pad", "")))
+    assert seen == {f"{rnd}-{i}": (f"/delay/200?r={rnd}&i={i}", 3600 if i % 4 == 0 else 8)
+                    for rnd in range(2) for i in range(100)}
+
+
 @pytest.mark.parametrize("kind", ["jti", "agent", "principal", "kid"])
 def test_revocation(g, kind):
     tok = g.mint(uses=5)
