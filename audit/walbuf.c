@@ -173,10 +173,25 @@ static int wb_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
 }
 
 static const sqlite3_io_methods methods = {
-    3,           wb_close,          wb_read,        wb_write,       wb_truncate,
-    wb_sync,     wb_file_size,      wb_lock,        wb_unlock,      wb_check_reserved,
-    wb_file_control, wb_sector_size, wb_device,     wb_shm_map,     wb_shm_lock,
-    wb_shm_barrier, wb_shm_unmap,   wb_fetch,       wb_unfetch,
+    3,
+    wb_close,
+    wb_read,
+    wb_write,
+    wb_truncate,
+    wb_sync,
+    wb_file_size,
+    wb_lock,
+    wb_unlock,
+    wb_check_reserved,
+    wb_file_control,
+    wb_sector_size,
+    wb_device,
+    wb_shm_map,
+    wb_shm_lock,
+    wb_shm_barrier,
+    wb_shm_unmap,
+    wb_fetch,
+    wb_unfetch,
 };
 
 static int wb_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)

@@ -16,8 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAGE  4096
-#define PAGES 1024
+#define PAGE     4096
+#define PAGES    1024
 #define PAUSE_US 500
 #define STR_(x)  #x
 #define STR(x)   STR_(x)

@@ -25,8 +25,8 @@ struct metrics {
     _Atomic uint64_t upstream_bytes;
     _Atomic uint64_t flood_pauses; /* reads of a flooding client's next request put off (conn.c) */
     struct flush_stats flush;      /* written through, or left to the bufferevent (flush.c) */
-    struct hist check_us;    /* mandate checking: route to decision */
-    struct hist upstream_us; /* request sent to response complete */
+    struct hist check_us;          /* mandate checking: route to decision */
+    struct hist upstream_us;       /* request sent to response complete */
 };
 
 /** Zero m and set up its histograms. */

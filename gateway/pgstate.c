@@ -145,7 +145,6 @@ struct admit_call {
     void *arg;
 };
 
-
 /* --- blocking helpers (start-up and the control thread) ------------------------------------ */
 
 static void on_notice(void *arg, const char *msg)
