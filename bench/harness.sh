@@ -14,3 +14,18 @@ need_harness() {
         fi
     done
 }
+# bench_request_args: the arrays WRK_EXTRA (wrk's -H per line of BENCH_HEADERS, and -s BENCH_LUA)
+# and CURL_H (curl's -H per line), for the runners bench/gateway.sh starts (RUNNER=).
+bench_request_args() {
+    WRK_EXTRA=() CURL_H=()
+    local h
+    while IFS= read -r h; do
+        if [ -n "$h" ]; then
+            WRK_EXTRA+=(-H "$h")
+            CURL_H+=(-H "$h")
+        fi
+    done <<< "${BENCH_HEADERS:-}"
+    if [ -n "${BENCH_LUA:-}" ]; then
+        WRK_EXTRA+=(-s "$BENCH_LUA")
+    fi
+}

@@ -12,16 +12,13 @@ set -uo pipefail
 : "${HARNESS:?run through bench/gateway.sh}" "${GATEWAY_URL:?}" "${GATEWAY_START:?}"
 BENCH_DIR=$HARNESS
 . "$HARNESS/lib.sh"
+. "$(dirname "$0")/harness.sh"
 DURATION=${DURATION:-5} CONNS=${CONNS:-32} LAT_CONNS=${LAT_CONNS:-1}
 OUT=$(mktemp -d /tmp/bench-syscalls.XXXXXX)
 trap 'bench_cleanup' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 ensure_tools
-WRK_EXTRA=()
-while IFS= read -r h; do [ -n "$h" ] && WRK_EXTRA+=(-H "$h"); done <<< "${BENCH_HEADERS:-}"
-[ -n "${BENCH_LUA:-}" ] && WRK_EXTRA+=(-s "$BENCH_LUA")
-CURL_H=()
-while IFS= read -r h; do [ -n "$h" ] && CURL_H+=(-H "$h"); done <<< "${BENCH_HEADERS:-}"
+bench_request_args
 
 start_baseline_nginx
 start_group gateway "$GATEWAY_START"

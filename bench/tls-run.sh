@@ -21,6 +21,7 @@ set -uo pipefail
 : "${GATEWAY_URL:?}" "${GATEWAY_START:?}"
 BENCH_DIR=$HARNESS
 . "$HARNESS/lib.sh"
+. "$(dirname "$0")/harness.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 DURATION=${DURATION:-10} REPS=${REPS:-3} CONNS=${CONNS:-32} LAT_CONNS=${LAT_CONNS:-1}
 WARMUP=${WARMUP:-2} WRK_TIMEOUT=${WRK_TIMEOUT:-2s}
@@ -33,9 +34,7 @@ WRK_PID=
 trap '[ -n "$WRK_PID" ] && kill -TERM "$WRK_PID" 2>/dev/null; bench_cleanup' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 ensure_tools
-WRK_EXTRA=()
-while IFS= read -r h; do [ -n "$h" ] && WRK_EXTRA+=(-H "$h"); done <<< "${BENCH_HEADERS:-}"
-[ -n "${BENCH_LUA:-}" ] && WRK_EXTRA+=(-s "$BENCH_LUA")
+bench_request_args
 {
     echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "software: $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(openssl version | cut -d' ' -f1-2)"
@@ -51,10 +50,8 @@ T_NAME=(proxy proxy-tls "$GATEWAY_NAME")
 T_URL=("http://127.0.0.1:$PROXY_PORT$BENCH_PATH" "https://127.0.0.1:$TLS_PORT$BENCH_PATH" "$GATEWAY_URL")
 T_ENTRY=("nginx:$PROXY_PID" "nginx:$TLSP_PID" "pgrp:$GROUP_PID")
 wait_http "$GATEWAY_URL" 30 || die "$GATEWAY_NAME not answering at $GATEWAY_URL (log: $OUT_DIR/gateway.log)"
-hdr=()
-while IFS= read -r h; do [ -n "$h" ] && hdr+=(-H "$h"); done <<< "${BENCH_HEADERS:-}"
 for i in 1 2; do   # curl verifies both certificates (CURL_CA_BUNDLE from bench/gateway.sh)
-    code=$(curl -s -o "$OUT_DIR/probe-$i.body" -w '%{http_code} %{ssl_verify_result}' --max-time 5 "${hdr[@]}" "${T_URL[$i]}")
+    code=$(curl -s -o "$OUT_DIR/probe-$i.body" -w '%{http_code} %{ssl_verify_result}' --max-time 5 "${CURL_H[@]}" "${T_URL[$i]}")
     log "${T_NAME[$i]} probe: HTTP/verify $code, body: $(head -c 200 "$OUT_DIR/probe-$i.body")"
 done
 
